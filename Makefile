@@ -1,0 +1,30 @@
+# Quick start: `make demo` and `make test`. Both set up .venv first.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+SHARED  ?= ../shared
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU build of torch from local disk; a bare `torch` would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev,train]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_keychain.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo_out
