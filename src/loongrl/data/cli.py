@@ -1,0 +1,99 @@
+"""`loongrl data ...`: keychain, qa, validate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from loongrl.data.fill import PLACEMENTS
+from loongrl.data.sources import SOURCES, InputError, clean
+from loongrl.data.tokens import default_tokenizer
+
+
+def _add_synth_args(p: argparse.ArgumentParser, keychain: bool) -> None:
+    p.add_argument("--source", required=True, choices=SOURCES, help="format of --input")
+    p.add_argument("--input", required=True, help="source file (.json/.jsonl, optionally .gz) or hf:[OWNER/NAME[:CONFIG]]")
+    p.add_argument("--out", required=True, help="output row file: .parquet (verl schema) or .jsonl")
+    p.add_argument("--tokenizer", default=None, help="HF tokenizer folder or hub name (default: ../shared qwen2.5)")
+    p.add_argument("--max-prompt-tokens", type=int, default=16384, help="budget for the final chat prompt")
+    p.add_argument("--num", type=int, default=None, help="rows to write (default: all usable items)")
+    p.add_argument("--start", type=int, default=0, help="first source item to use (file order)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--placement", choices=PLACEMENTS, default="uniform", help="where gold passages go")
+    p.add_argument("--depth", type=float, default=0.5, help="gold depth for --placement fixed")
+    p.add_argument("--sigma", type=float, default=0.3, help="spread for --placement gaussian")
+    p.add_argument("--system-prompt", default="loongrl", help="loongrl | none | FILE | literal text")
+    p.add_argument("--extra-pool", default=None, help="extra filler passages: JSON list of {title, text}")
+    p.add_argument("--exclude", default=None, help="file of item ids or questions to leave out, one per line")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (output is identical for any N)")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    if keychain:
+        p.add_argument("--num-chains", type=int, default=None, help="chains per row (default 4*budget/1024)")
+        p.add_argument("--hops", type=int, default=4, help="keys per chain")
+        p.add_argument("--key-format", default="hex8", help="hex8 | uuid36 | alnumN")
+
+
+def _read_exclude(path: str | None) -> frozenset[str]:
+    if not path:
+        return frozenset()
+    with open(path, encoding="utf-8") as f:
+        lines = [clean(line) for line in f]
+    return frozenset(x for line in lines if line for x in (line, line.lower()))
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from loongrl.data.pipeline import synthesize
+    from loongrl.data.synth import SynthConfig
+
+    keychain = args.data_command == "keychain"
+    cfg = SynthConfig(
+        source=args.source, input=args.input, tokenizer=args.tokenizer or default_tokenizer(),
+        max_prompt_tokens=args.max_prompt_tokens, keychain=keychain,
+        num_chains=getattr(args, "num_chains", None), hops=getattr(args, "hops", 4),
+        key_format=getattr(args, "key_format", "hex8"), placement=args.placement, depth=args.depth,
+        sigma=args.sigma, system_prompt=args.system_prompt, seed=args.seed, num=args.num, start=args.start,
+        exclude=_read_exclude(args.exclude), extra_pool=args.extra_pool, strict=args.strict,
+    )
+    try:
+        summary = synthesize(cfg, args.out, workers=args.workers, progress=not args.quiet)
+    except (InputError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary.line())
+    print(f"wrote {args.out}")
+    return 0 if summary.written else 1
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from loongrl.data.validate import validate_file
+
+    with tqdm(unit="row", desc="validate", disable=args.quiet or None, file=sys.stderr) as bar:
+        report = validate_file(args.file, args.tokenizer or default_tokenizer(), args.max_prompt_tokens,
+                               progress=bar.update)
+    for e in report.errors[: args.max_errors]:
+        print(e)
+    if len(report.errors) > args.max_errors:
+        print(f"... {len(report.errors) - args.max_errors} more problems")
+    print(f"{report.rows} rows checked, {report.failed_rows} failed")
+    return 0 if report.ok else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="synthesise and check training data")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    kc = dsub.add_parser("keychain", help="long-context QA with the question hidden behind a key chain (LoongRL)")
+    _add_synth_args(kc, keychain=True)
+    kc.set_defaults(func=_run_synth)
+    qa = dsub.add_parser("qa", help="plain long-context multi-hop QA filled to a token budget")
+    _add_synth_args(qa, keychain=False)
+    qa.set_defaults(func=_run_synth)
+    val = dsub.add_parser("validate", help="re-check every row: chains, keys, token budget")
+    val.add_argument("file", help=".parquet or .jsonl row file")
+    val.add_argument("--tokenizer", default=None, help="HF tokenizer to count with (default: ../shared qwen2.5)")
+    val.add_argument("--max-prompt-tokens", type=int, default=None, help="budget (default: each row's own)")
+    val.add_argument("--max-errors", type=int, default=50, help="problems to print")
+    val.add_argument("--quiet", action="store_true")
+    val.set_defaults(func=_run_validate)

@@ -1,0 +1,110 @@
+"""Row files: verl's RL parquet schema (and JSONL), written atomically, read in batches."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_STR_LIST = pa.list_(pa.string())
+_F64_LIST = pa.list_(pa.float64())
+
+# extra_info has the same keys in every row (empty values where a field does not apply), so that
+# parts can be concatenated and verl/TRL see one struct type.
+EXTRA_INFO = pa.struct([
+    ("split", pa.string()), ("index", pa.int64()), ("id", pa.string()), ("source", pa.string()),
+    ("kind", pa.string()), ("question", pa.string()), ("answers", _STR_LIST),
+    ("prompt_tokens", pa.int64()), ("max_prompt_tokens", pa.int64()), ("tokenizer", pa.string()),
+    ("tokenizer_fingerprint", pa.string()), ("seed", pa.int64()), ("num_passages", pa.int64()),
+    ("num_fillers", pa.int64()), ("placement", pa.string()), ("gold_passage_depths", _F64_LIST),
+    ("chain_head", pa.string()), ("chain", _STR_LIST), ("real_link_depths", _F64_LIST),
+    ("num_chains", pa.int64()), ("hops", pa.int64()), ("key_format", pa.string()),
+])
+
+SCHEMA = pa.schema([
+    ("data_source", pa.string()),
+    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("ability", pa.string()),
+    ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", _STR_LIST)])),
+    ("extra_info", EXTRA_INFO),
+])
+
+
+class RowWriter:
+    """Streams rows to `path` (.parquet or .jsonl) through a temporary file renamed on close.
+
+    A run that dies leaves only `path + '.tmp'`, never a truncated file under the final name.
+    """
+
+    def __init__(self, path: str, batch_rows: int = 64):
+        if not (path.endswith(".parquet") or path.endswith(".jsonl")):
+            raise ValueError(f"output must end in .parquet or .jsonl: {path}")
+        self.path = path
+        self.tmp = path + ".tmp"
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.batch_rows = batch_rows
+        self._buf: list[dict] = []
+        self.count = 0
+        if path.endswith(".parquet"):
+            self._pq = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd")
+            self._fh = None
+        else:
+            self._pq = None
+            self._fh = open(self.tmp, "w", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        row["extra_info"]["index"] = self.count
+        self.count += 1
+        if self._fh is not None:
+            self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return
+        self._buf.append(row)
+        if len(self._buf) >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._pq.write_table(pa.Table.from_pylist(self._buf, schema=SCHEMA))
+            self._buf = []
+
+    def close(self) -> None:
+        if self._pq is not None:
+            self._flush()
+            self._pq.close()
+        else:
+            self._fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            if self._pq is not None:
+                self._pq.close()
+            else:
+                self._fh.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+
+def iter_rows(path: str, batch_rows: int = 64) -> Iterator[dict]:
+    """Rows of a .parquet or .jsonl row file, one at a time, without loading the whole file."""
+    if path.endswith(".jsonl"):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+        return
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=batch_rows):
+        yield from batch.to_pylist()
+
+
+def write_json_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,113 @@
+"""Run a synthesis: load a source, build rows in item order (optionally in worker processes), stream them out."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from tqdm import tqdm
+
+from loongrl.data.io import RowWriter, write_json_atomic
+from loongrl.data.sources import clean, load_source
+from loongrl.data.synth import RowBuilder, Skip, SynthConfig
+from loongrl.data.tokens import get_counter
+
+
+@dataclass
+class Summary:
+    read: int = 0
+    written: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def line(self) -> str:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
+        return f"read {self.read} / written {self.written} / skipped {sum(self.skipped.values())}: {reasons}"
+
+
+_BUILDER: RowBuilder | None = None  # set in the parent before workers fork, so they share it
+
+
+def _build_one(i: int):
+    rec = _BUILDER.data.records[i]
+    try:
+        return "row", _BUILDER.build(rec)
+    except Skip as s:
+        return "skip", s.reason
+
+
+def _sha256(path: str) -> str | None:
+    if not os.path.isfile(path):
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool = True) -> Summary:
+    """Write rows for `config` to `out` (.parquet or .jsonl) and a summary to `out + '.summary.json'`.
+
+    Output bytes depend only on the config, never on `workers`.
+    """
+    global _BUILDER
+    data = load_source(config.source, config.input, strict=config.strict, extra_pool=config.extra_pool)
+    summary = Summary(read=data.read, skipped=Counter(data.skipped))
+    counter = get_counter(config.tokenizer)
+    _BUILDER = RowBuilder(config, data, counter)
+    items = []
+    for i in range(config.start, len(data.records)):
+        rec = data.records[i]
+        if rec.id in config.exclude or clean(rec.question).lower() in config.exclude:
+            summary.skipped["excluded"] += 1
+        else:
+            items.append(i)
+    if config.start > 0:
+        summary.skipped["before_start"] += min(config.start, len(data.records))
+    target = len(items) if config.num is None else config.num
+    writer = RowWriter(out)
+    bar = tqdm(total=target, unit="row", desc=f"{'keychain' if config.keychain else 'qa'} {config.source}",
+               disable=not progress or None, file=sys.stderr)
+    pool = None
+    try:
+        if workers > 1:
+            pool = mp.get_context("fork").Pool(workers)
+            results = pool.imap(_build_one, items, chunksize=4)
+        else:
+            results = map(_build_one, items)
+        consumed = 0
+        if target > 0:
+            for status, value in results:
+                consumed += 1
+                if status == "row":
+                    writer.write(value)
+                    bar.update(1)
+                else:
+                    summary.skipped[value] += 1
+                if writer.count >= target:
+                    break
+        if len(items) - consumed:  # items left unused once --num rows were written
+            summary.skipped["beyond_num"] += len(items) - consumed
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        _BUILDER = None
+    summary.written = writer.count
+    cfg = asdict(config)
+    cfg["exclude"] = len(config.exclude)
+    write_json_atomic(out + ".summary.json", {
+        "read": summary.read, "written": summary.written, "skipped": dict(sorted(summary.skipped.items())),
+        "config": cfg, "input_sha256": _sha256(config.input), "tokenizer_fingerprint": counter.fingerprint,
+        "exact_fast_counting": counter.fast,
+    })
+    return summary
