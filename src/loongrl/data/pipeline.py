@@ -6,6 +6,7 @@ import hashlib
 import multiprocessing as mp
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -22,6 +23,8 @@ class Summary:
     read: int = 0
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
+    setup_seconds: float = 0.0  # loading the source and the tokenizer
+    rows_seconds: float = 0.0  # building and writing the rows
 
     def line(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
@@ -55,6 +58,7 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
     Output bytes depend only on the config, never on `workers`.
     """
     global _BUILDER
+    t0 = time.perf_counter()
     data = load_source(config.source, config.input, strict=config.strict, extra_pool=config.extra_pool)
     summary = Summary(read=data.read, skipped=Counter(data.skipped))
     counter = get_counter(config.tokenizer)
@@ -73,6 +77,7 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
     bar = tqdm(total=target, unit="row", desc=f"{'keychain' if config.keychain else 'qa'} {config.source}",
                disable=not progress or None, file=sys.stderr)
     pool = None
+    t1 = time.perf_counter()
     try:
         if workers > 1:
             pool = mp.get_context("fork").Pool(workers)
@@ -103,6 +108,7 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
             pool.join()
         _BUILDER = None
     summary.written = writer.count
+    summary.setup_seconds, summary.rows_seconds = t1 - t0, time.perf_counter() - t1
     cfg = asdict(config)
     cfg["exclude"] = len(config.exclude)
     write_json_atomic(out + ".summary.json", {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from multiprocessing.sharedctypes import RawArray
 
 from loongrl.data import keychain as kc
 from loongrl.data import prompts
@@ -32,8 +33,9 @@ class SynthConfig:
         max_prompt_tokens: Hard budget for the final prompt: system prompt + user message, rendered
             with the tokenizer's chat template including the generation prompt.
         keychain: True for KeyChain rows, False for plain long-context QA (same pipeline, no chains).
-        num_chains: Chains per row, 1 real + the rest distractors. Default 4 * budget / 1024 (64 at 16K),
-            as in the reference code.
+        num_chains: Chains per row, 1 real + the rest distractors. Default 4 * budget / 1024 (64 at 16K)
+            for short keys, as in the final reference data; budget / 1024 (16 at 16K) for uuid36 keys, as
+            in the reference revision that used them (64 chains of 36-char keys alone overflow 16K).
         hops: Keys per chain (4 in the paper).
         key_format: hex8 (released data, default), uuid36 (paper text) or alnumN.
         placement: Where the gold passages go: uniform (default), gaussian or fixed.
@@ -72,7 +74,10 @@ class SynthConfig:
     split: str = "train"
 
     def chains(self) -> int:
-        return self.num_chains if self.num_chains is not None else max(2, 4 * self.max_prompt_tokens // 1024)
+        if self.num_chains is not None:
+            return self.num_chains
+        per_1k = 1 if self.key_format == "uuid36" else 4
+        return max(2, per_1k * self.max_prompt_tokens // 1024)
 
 
 class Skip(Exception):
@@ -98,7 +103,8 @@ class RowBuilder:
         self.system = prompts.resolve_system_prompt(config.system_prompt)
         pool = data.pool
         self.bodies = [prompts.passage_body(t, x) for t, x in zip(pool.titles, pool.texts)]
-        self._block: list[int] = [-1] * len(pool)
+        # Shared memory, so worker processes forked later share one cache (0 = not counted yet).
+        self._block = RawArray("i", len(pool))
         self._sites: list[list[tuple[int, int]] | None] = [None] * len(pool)
         self._headers: list[int] = [0]
         if config.keychain:
@@ -116,7 +122,7 @@ class RowBuilder:
     # -- cached per-passage facts ------------------------------------------------------------------
     def block_tokens(self, pid: int) -> int:
         n = self._block[pid]
-        if n < 0:
+        if not n:
             n = self._block[pid] = self.counter.count(self.bodies[pid] + prompts.PASSAGE_JOIN)
         return n
 
@@ -150,11 +156,14 @@ class RowBuilder:
         for _ in range(4):  # new keys only if a key happens to occur in the text already
             chains = kc.make_chains(rng, cfg.chains(), cfg.hops, cfg.key_format)
             pairs = kc.chain_pairs(chains, questions)
-            pair_tokens = [self.counter.count(p + ".") for p in pairs]
+            # Sum of count(pair + ".") in one call: joined by spaces, each later pair costs `lead` more.
+            pair_tokens = self.counter.count(" ".join(p + "." for p in pairs)) - (len(pairs) - 1) * self.lead
             tail = prompts.KEYCHAIN_TAIL.format(head=chains[0][0])
             fixed = self.overhead + self.counter.count(tail)
             # Sentence sites add `lead` tokens each; reserve for the worst case before sites are known.
-            reserve = sum(pair_tokens) + max(0, self.lead) * len(pairs)
+            reserve = pair_tokens + max(0, self.lead) * len(pairs)
+            if fixed + reserve > cfg.max_prompt_tokens:
+                raise Skip("chains_over_budget")
             layout = self._layout(rng, rec, cfg.max_prompt_tokens - fixed - reserve)
             keys = [k for c in chains for k in c]
             plain = "\n".join([self.bodies[p] for p in layout.order] + questions + [prompts.KEYCHAIN_TAIL])
@@ -169,11 +178,11 @@ class RowBuilder:
         order = list(range(len(pairs)))
         rng.shuffle(order)  # which pair goes to which site: the links of a chain land anywhere
         inserts: dict[int, list[tuple[int, str, int]]] = {}
-        tokens = fixed + layout.tokens
+        tokens = fixed + layout.tokens + pair_tokens
         for j, site_idx in zip(order, chosen):
             slot, off, kind = all_sites[site_idx]
             inserts.setdefault(slot, []).append((off, kc.inserted_form(pairs[j], kind), j))
-            tokens += pair_tokens[j] + (self.lead if kind == kc.SENTENCE else 0)
+            tokens += self.lead if kind == kc.SENTENCE else 0
         ctx, offsets, pair_pos = self._render(layout, inserts)
         real = range(cfg.hops)  # chain 0's pairs come first in `pairs`
         link_depths = [round(pair_pos[j] / len(ctx), 6) for j in real]

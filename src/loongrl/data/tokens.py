@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import unicodedata
 from functools import lru_cache
 
@@ -76,13 +77,15 @@ class TokenCounter:
     def __init__(self, name_or_path: str):
         self.name = name_or_path
         self.tokenizer = load_tokenizer(name_or_path)
-        spec = json.loads(self.tokenizer.backend_tokenizer.to_str())
-        self.fingerprint = hashlib.sha256(
-            json.dumps({k: spec.get(k) for k in ("normalizer", "pre_tokenizer", "model")}, sort_keys=True).encode()
-        ).hexdigest()[:16]
+        serialized = self.tokenizer.backend_tokenizer.to_str()
+        self.fingerprint = hashlib.sha256(serialized.encode()).hexdigest()[:16]
+        spec = json.loads(serialized)
         self.additive = _is_additive(spec)
-        self._special = [t for t in self.tokenizer.all_special_tokens if t] + [
-            t.content for t in self.tokenizer.added_tokens_decoder.values()]
+        specials = {t for t in self.tokenizer.all_special_tokens if t}
+        specials |= {t.content for t in self.tokenizer.added_tokens_decoder.values() if t.content}
+        # Text containing a special-token string is tokenised by the HF tokenizer, which splits it out.
+        self._special = re.compile("|".join(map(re.escape, sorted(specials, key=len, reverse=True)))) \
+            if specials else None
         self._nfc = (spec.get("normalizer") or {}).get("type") == "NFC"
         self._encode = None
         if self.additive:
@@ -102,7 +105,7 @@ class TokenCounter:
 
     def count(self, text: str) -> int:
         """Tokens of `text` as a piece of a prompt (special-token strings count as specials)."""
-        if self._encode is not None and "<|" not in text and not any(s in text for s in self._special):
+        if self._encode is not None and (self._special is None or not self._special.search(text)):
             return self._encode(self._norm(text))
         return len(self._hf_ids(text))
 
