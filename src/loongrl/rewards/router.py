@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 try:
     from . import extract, scorers
@@ -30,8 +30,7 @@ except ImportError:  # loaded by file path (verl's load_extern_object): no paren
     from loongrl.rewards.judge import JudgeConfig, JudgeResult, LLMJudge, hybrid_score
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):  # not a dataclass: those fail in modules loaded by path (not in sys.modules)
     name: str
     extract: Callable[[str, bool], str | None]
     """(response, require_think) -> answer or None."""
