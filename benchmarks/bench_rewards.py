@@ -72,10 +72,14 @@ class _DelayHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default listen backlog (5) resets connections at concurrency 16
+
+
 def bench_judge(requests: int, delay_s: float, levels: list[int], repeats: int) -> dict[int, float]:
     _DelayHandler.delay_s = delay_s
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _DelayHandler)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _DelayHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     rates = {}

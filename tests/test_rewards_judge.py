@@ -24,6 +24,7 @@ from loongrl.rewards.judge import QWENLONG_SYSTEM_PROMPT, JudgeConfig, LLMJudge
 _ANSWER_1 = re.compile(r"Answer 1: (.*)\n")
 class JudgeServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 64  # the default backlog (5) can reset concurrent connections
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
