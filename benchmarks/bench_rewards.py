@@ -33,9 +33,8 @@ GOLD = ["Chief of Protocol"]
 def build_responses(n: int, tokens: int) -> list[str]:
     from tokenizers import Tokenizer
 
-    text = json.loads(ESSAYS.read_text())["text"]
-    ids = Tokenizer.from_file(str(TOKENIZER)).encode(text).ids
     tok = Tokenizer.from_file(str(TOKENIZER))
+    ids = tok.encode(json.loads(ESSAYS.read_text())["text"]).ids
     stride = max(1, (len(ids) - tokens) // max(1, n))
     out = []
     for i in range(n):

@@ -49,6 +49,7 @@ def test_after_answer_is_case_insensitive_last_match():
 def test_boxed_or_answer_is_for_hard_mining():
     assert extract.boxed_or_answer_is(r"the answer is x \boxed{y}") == "y"
     assert extract.boxed_or_answer_is("so the answer is Barack Obama.") == "Barack Obama"
+    assert extract.boxed_or_answer_is(r"Put it in \boxed{}. The answer is Oslo.") == "Oslo"
 
 
 def test_qwenlong_forms():

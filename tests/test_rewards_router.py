@@ -1,7 +1,6 @@
 """Routing plus the verl and TRL adapters, called the way those engines call them."""
 
 import copy
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -122,4 +121,4 @@ def test_trl_adapter_called_like_grpo_trainer():
     # plain-text completions and an `answers` column work too
     assert trl_reward(prompts=["q"], completions=[KEYCHAIN_RESPONSE], answers=[["chief of protocol"]],
                       data_source=["longqa_x"]) == [1.0]
-    json.dumps(scores)  # plain floats
+    assert all(type(s) is float for s in scores)

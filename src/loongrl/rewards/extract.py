@@ -99,8 +99,9 @@ def loongrl_answer(response: str, require_think: bool = True) -> str | None:
 
 def boxed_or_answer_is(response: str) -> str | None:
     """LoongRL hard-mining judge (``boxed_exact_match_judge``): the last box anywhere,
-    else the text after the last "the answer is"."""
-    text = response.replace("*", "")
+    else the text after the last "the answer is". Empty ``\boxed{}`` literals (often
+    echoed from the instruction) are dropped first."""
+    text = response.replace("*", "").replace("\\boxed{}", "")
     boxed = last_boxed(text)
     return boxed if boxed is not None else after_answer_is(text)
 
