@@ -1,0 +1,294 @@
+"""The LLM judge against a real HTTP server on 127.0.0.1, started by this module.
+
+The server speaks OpenAI's /v1/chat/completions. Its behaviour is keyed by the model
+answer ("Answer 1: ...") in the user message: ``script[answer]`` is a list of actions
+used one per request, after which ``verdicts[answer]`` (default a "[[NO]]" reply) is
+returned. Actions: ("status", code[, headers]), ("raw", body bytes), ("delay", seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from loongrl.rewards import compute_score, make_trl_reward
+from loongrl.rewards.judge import QWENLONG_SYSTEM_PROMPT, JudgeConfig, LLMJudge
+
+_ANSWER_1 = re.compile(r"Answer 1: (.*)\n")
+class JudgeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # the default backlog (5) can reset concurrent connections
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[dict] = []
+        self.script: dict[str, list[tuple]] = {}
+        self.verdicts: dict[str, str] = {}
+        self.fixed_delay_s = 0.0
+        self.lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def reset(self):
+        with self.lock:
+            self.requests.clear()
+            self.script.clear()
+            self.verdicts.clear()
+            self.fixed_delay_s = 0.0
+
+    def requests_for(self, answer: str) -> list[dict]:
+        with self.lock:
+            return [r for r in self.requests if r["answer"] == answer]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def _send(self, code: int, body: bytes, headers: dict | None = None):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            pass
+
+    def do_POST(self):
+        server: JudgeServer = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        user = body["messages"][-1]["content"]
+        match = _ANSWER_1.search(user)
+        answer = match.group(1) if match else ""
+        with server.lock:
+            server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body, "answer": answer})
+            actions = server.script.get(answer)
+            action = actions.pop(0) if actions else None
+            delay = server.fixed_delay_s
+        if delay:
+            time.sleep(delay)
+        if action and action[0] == "status":
+            self._send(action[1], b'{"error": "scripted"}', action[2] if len(action) > 2 else None)
+            return
+        if action and action[0] == "raw":
+            self._send(200, action[1])
+            return
+        if action and action[0] == "delay":
+            time.sleep(action[1])
+        reply = server.verdicts.get(answer, "The answers differ. [[NO]]")
+        payload = {"id": "x", "object": "chat.completion", "model": body["model"],
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                                "finish_reason": "stop"}]}
+        self._send(200, json.dumps(payload).encode())
+
+
+def start_server() -> JudgeServer:
+    server = JudgeServer()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = start_server()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def judge_server(server):
+    server.reset()
+    return server
+
+
+def fast_config(server, **overrides) -> JudgeConfig:
+    # Small timeouts/backoffs keep every retry loop bounded to well under a second.
+    fields = dict(base_url=server.base_url, model="judge-test", timeout_s=2.0, max_retries=2,
+                  backoff_s=0.01, backoff_max_s=0.05, api_key_env="LOONGRL_TEST_JUDGE_KEY")
+    fields.update(overrides)
+    return JudgeConfig(**fields)
+
+
+QUESTION = "Who was the 35th president of the United States?"
+
+
+def test_yes_verdict_lifts_rule_zero_and_request_is_openai_shaped(judge_server):
+    judge_server.verdicts["JFK"] = "Both name the same man. [[YES]]"
+    result = compute_score("keychain_hotpotqa", r"<think>...</think> \boxed{JFK}", ["John F. Kennedy"],
+                           {"question": QUESTION, "index": 3},
+                           judge_config=fast_config(judge_server).__dict__)
+    assert (result["rule"], result["score"], result["acc"], result["judge"]) == (0.0, 1.0, 1.0, "yes")
+    [request] = judge_server.requests
+    assert request["path"] == "/v1/chat/completions"
+    body = request["body"]
+    assert body["model"] == "judge-test" and body["temperature"] == 0.0
+    assert body["messages"][0] == {"role": "system", "content": QWENLONG_SYSTEM_PROMPT}
+    assert body["messages"][1]["content"] == f"\nProblem: {QUESTION}\nAnswer 1: JFK\nAnswer 2: John F. Kennedy\n"
+
+
+def test_no_verdict_keeps_rule_score(judge_server):
+    result = compute_score("longqa_musique", r"</think>\boxed{Nixon}", ["John F. Kennedy"],
+                           {"question": QUESTION}, judge_config=fast_config(judge_server).__dict__)
+    assert (result["score"], result["judge"]) == (0.0, "no")
+
+
+def test_judge_not_called_when_rule_already_scores_one_or_no_answer(judge_server):
+    cfg = fast_config(judge_server).__dict__
+    ok = compute_score("keychain_x", r"</think>\boxed{Kennedy}", ["John F. Kennedy"], judge_config=cfg)
+    missing = compute_score("keychain_x", r"\boxed{JFK}", ["John F. Kennedy"], judge_config=cfg)  # no </think>
+    assert (ok["score"], ok["judge"]) == (1.0, "skipped")
+    assert (missing["score"], missing["judge"]) == (0.0, "skipped")
+    assert judge_server.requests == []
+
+
+def test_custom_prompt_and_loose_verdict(judge_server):
+    judge_server.verdicts["Paris"] = "YES, same city"
+    cfg = fast_config(judge_server, system_prompt="Judge.", user_template="Q={problem} Answer 1: {answer_1}\nG={answer_2}",
+                      strict_verdict=False)
+    assert LLMJudge(cfg).judge("q", "Paris", "paris, france").verdict == 1.0
+    assert judge_server.requests[0]["body"]["messages"][0]["content"] == "Judge."
+    # the default strict parser refuses a reply without [[YES]]/[[NO]] and says so
+    strict = LLMJudge(fast_config(judge_server)).judge("q", "Paris", "paris, france")
+    assert strict.verdict is None and strict.status.startswith("error: no [[YES]]")
+
+
+def test_5xx_is_retried_then_succeeds(judge_server):
+    judge_server.script["JFK"] = [("status", 500), ("status", 503)]
+    judge_server.verdicts["JFK"] = "[[YES]]"
+    judge = LLMJudge(fast_config(judge_server))
+    assert judge.judge(QUESTION, "JFK", "John F. Kennedy").status == "yes"
+    assert len(judge_server.requests) == 3 and judge.stats["retries"] == 2 and judge.stats["errors"] == 0
+
+
+def test_429_honours_retry_after_and_4xx_is_not_retried(judge_server):
+    judge_server.script["a"] = [("status", 429, {"Retry-After": "0"})]
+    judge_server.verdicts["a"] = "[[YES]]"
+    judge_server.script["b"] = [("status", 400)]
+    judge = LLMJudge(fast_config(judge_server))
+    assert judge.judge("q", "a", "a").verdict == 1.0
+    bad = judge.judge("q", "b", "b")
+    assert (bad.verdict, bad.status) == (None, "error: HTTP 400")
+    assert len(judge_server.requests_for("b")) == 1
+
+
+def test_persistent_5xx_returns_rule_score_marked_error(judge_server):
+    judge_server.script["JFK"] = [("status", 502)] * 10
+    result = compute_score("keychain_hotpotqa", r"</think>\boxed{JFK}", ["John F. Kennedy"],
+                           {"question": QUESTION}, judge_config=fast_config(judge_server).__dict__)
+    assert (result["score"], result["acc"], result["judge"]) == (0.0, 0.0, "error: HTTP 502")
+    assert len(judge_server.requests) == 3                                  # 1 + max_retries
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"choices": []}', b'{"choices": [{"message": {}}]}'])
+def test_malformed_bodies_are_retried_then_reported(judge_server, body):
+    judge_server.script["x"] = [("raw", body)] * 10
+    result = LLMJudge(fast_config(judge_server)).judge("q", "x", "y")
+    assert (result.verdict, result.status) == (None, "error: malformed response body")
+    assert len(judge_server.requests) == 3
+
+
+def test_malformed_then_good_body(judge_server):
+    judge_server.script["x"] = [("raw", b"{")]
+    judge_server.verdicts["x"] = "[[YES]]"
+    assert LLMJudge(fast_config(judge_server)).judge("q", "x", "y").verdict == 1.0
+
+
+def test_timeout_is_retried_and_bounded(judge_server):
+    judge_server.script["slow"] = [("delay", 1.0)] * 10
+    judge = LLMJudge(fast_config(judge_server, timeout_s=0.2, max_retries=1))
+    start = time.perf_counter()
+    result = judge.judge("q", "slow", "fast")
+    elapsed = time.perf_counter() - start
+    assert result.verdict is None and "timed out" in result.status.lower()
+    assert len(judge_server.requests_for("slow")) == 2 and elapsed < 1.5
+
+
+def test_unreachable_endpoint_never_raises():
+    with socket.socket() as sock:  # a port on 127.0.0.1 with nobody listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = JudgeConfig(base_url=f"http://127.0.0.1:{port}/v1", timeout_s=0.5, max_retries=1, backoff_s=0.01,
+                     api_key_env="LOONGRL_TEST_JUDGE_KEY")
+    judge = LLMJudge(cfg)
+    reward = make_trl_reward(judge_config=cfg)
+    scores = reward(prompts=["p", "p"], completions=[r"</think>\boxed{JFK}", r"</think>\boxed{Kennedy}"],
+                    reward_model=[{"ground_truth": ["John F. Kennedy"]}] * 2, data_source=["keychain_h"] * 2)
+    assert scores == [0.0, 1.0]                                              # rule scores, no crash
+    result = judge.judge("q", "a", "b")
+    assert result.verdict is None and result.status.startswith("error: URLError")
+    assert judge.stats["errors"] == 1
+
+
+def test_cache_hit_on_rerun_sends_no_second_request(judge_server, tmp_path):
+    judge_server.verdicts["JFK"] = "[[YES]]"
+    cfg = fast_config(judge_server, cache_path=str(tmp_path / "verdicts.sqlite"))
+    first = LLMJudge(cfg).judge(QUESTION, "JFK", "John F. Kennedy")
+    rerun_judge = LLMJudge(cfg)                                              # a fresh process would look like this
+    second = rerun_judge.judge(QUESTION, "JFK", "John F. Kennedy")
+    assert (first.status, second.status, second.verdict) == ("yes", "cached-yes", 1.0)
+    assert len(judge_server.requests) == 1 and rerun_judge.stats["requests"] == 0
+    # a different judge model is a different cache key
+    LLMJudge(fast_config(judge_server, model="other", cache_path=cfg.cache_path)).judge(QUESTION, "JFK", "John F. Kennedy")
+    assert len(judge_server.requests) == 2
+
+
+def test_errors_are_not_cached(judge_server, tmp_path):
+    judge_server.script["x"] = [("status", 500)] * 3
+    cfg = fast_config(judge_server, cache_path=str(tmp_path / "c.sqlite"))
+    assert LLMJudge(cfg).judge("q", "x", "y").verdict is None
+    assert LLMJudge(cfg).judge("q", "x", "y").status == "no"               # asked again, server answers now
+    assert len(judge_server.requests) == 4
+
+
+def test_api_key_sent_but_never_logged_or_cached(judge_server, tmp_path, monkeypatch, caplog):
+    secret = "sk-test-3f9a1c-SECRET"
+    monkeypatch.setenv("LOONGRL_TEST_JUDGE_KEY", secret)
+    judge_server.verdicts["ok"] = "[[YES]]"
+    judge_server.script["bad"] = [("status", 500)] * 10
+    cache = tmp_path / "c.sqlite"
+    judge = LLMJudge(fast_config(judge_server, cache_path=str(cache)))
+    with caplog.at_level(logging.DEBUG):
+        assert judge.judge("q", "ok", "ok").verdict == 1.0
+        failed = judge.judge("q", "bad", "x")
+    assert judge_server.requests[0]["headers"]["Authorization"] == f"Bearer {secret}"
+    assert failed.verdict is None and caplog.records                        # the failure was logged...
+    assert secret not in caplog.text and secret not in failed.status       # ...without the key
+    assert secret.encode() not in cache.read_bytes()
+    assert secret not in json.dumps(judge.stats)
+
+
+def test_concurrency_overlaps_requests(judge_server):
+    judge_server.fixed_delay_s = 0.2
+    items = [("q", f"answer {i}", ["gold"]) for i in range(8)]
+    judge = LLMJudge(fast_config(judge_server, max_concurrency=8))
+    start = time.perf_counter()
+    results = judge.judge_many(items)
+    elapsed = time.perf_counter() - start
+    assert [r.status for r in results] == ["no"] * 8
+    assert elapsed < 0.8                                                     # sequential would take 1.6 s
+
+
+def test_trl_batch_judges_only_rule_failures(judge_server):
+    judge_server.verdicts["JFK"] = "[[YES]]"
+    reward = make_trl_reward(judge_config=fast_config(judge_server))
+    completions = [[{"role": "assistant", "content": r"</think>\boxed{JFK}"}],
+                   [{"role": "assistant", "content": r"</think>\boxed{Kennedy}"}],
+                   [{"role": "assistant", "content": r"</think>\boxed{Nixon}"}]]
+    scores = reward(prompts=[[{"role": "user", "content": "q"}]] * 3, completions=completions,
+                    reward_model=[{"style": "rule", "ground_truth": ["John F. Kennedy"]}] * 3,
+                    data_source=["keychain_hotpotqa"] * 3, extra_info=[{"question": QUESTION}] * 3)
+    assert scores == [1.0, 1.0, 0.0]
+    assert sorted(r["answer"] for r in judge_server.requests) == ["JFK", "Nixon"]
