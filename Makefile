@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# CPU build of torch from local disk; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev,train]'
+	# verl's CPU-loadable parts (reward loader, Hydra config, dataset) for the contract tests.
+	# verl 0.9.1 pins transformers<5.11; TRL 1.x works with that.
+	$(BIN)/python -m pip install -q 'verl==0.9.1'
 	touch $(STAMP)
 
 setup: $(STAMP)

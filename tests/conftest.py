@@ -1,0 +1,56 @@
+"""Shared fixtures: real data from ../shared, the verified Qwen2.5 tokenizer, synthesised row files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("LOONGRL_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
+DATA = os.path.join(SHARED, "data")
+QWEN = os.path.join(DATA, "tokenizers", "qwen2.5")
+INPUTS = {
+    "hotpotqa": os.path.join(DATA, "hotpotqa", "hotpotqa_distractor_subset.json.gz"),
+    "musique": os.path.join(DATA, "musique", "musique_ans_subset.jsonl.gz"),
+    "2wikimqa": os.path.join(DATA, "2wikimqa", "2wikimqa_subset.json"),
+}
+
+if not os.path.isdir(DATA):
+    raise RuntimeError(f"shared data not found at {DATA}: clone the project next to ../shared or set LOONGRL_SHARED")
+
+
+@pytest.fixture(scope="session")
+def counter():
+    from loongrl.data.tokens import get_counter
+
+    return get_counter(QWEN)
+
+
+def _synth(tmp_path_factory, kind: str, source: str, **kw) -> str:
+    from loongrl.data import SynthConfig, synthesize
+
+    out = str(tmp_path_factory.mktemp(f"{kind}_{source}") / f"{kind}.parquet")
+    cfg = SynthConfig(source=source, input=INPUTS[source], tokenizer=QWEN, keychain=(kind == "kc"),
+                      seed=kw.pop("seed", 1), num=kw.pop("num", 6), **kw)
+    summary = synthesize(cfg, out, progress=False)
+    assert summary.written == cfg.num, summary.line()
+    return out
+
+
+@pytest.fixture(scope="session")
+def kc_files(tmp_path_factory):
+    """KeyChain rows at 16K for each source (6 rows each)."""
+    return {s: _synth(tmp_path_factory, "kc", s) for s in INPUTS}
+
+
+@pytest.fixture(scope="session")
+def qa_files(tmp_path_factory):
+    """Plain long-context QA rows at 16K for each source (6 rows each)."""
+    return {s: _synth(tmp_path_factory, "qa", s) for s in INPUTS}
+
+
+def read_rows(path: str) -> list[dict]:
+    from loongrl.data.io import iter_rows
+
+    return list(iter_rows(path))
