@@ -25,6 +25,7 @@ def _add_synth_args(p: argparse.ArgumentParser, keychain: bool) -> None:
     p.add_argument("--system-prompt", default="loongrl", help="loongrl | none | FILE | literal text")
     p.add_argument("--extra-pool", default=None, help="extra filler passages: JSON list of {title, text}")
     p.add_argument("--exclude", default=None, help="file of item ids or questions to leave out, one per line")
+    p.add_argument("--ids", default=None, help="only these item ids, one per line (e.g. `data filter` output)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (output is identical for any N)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -34,12 +35,11 @@ def _add_synth_args(p: argparse.ArgumentParser, keychain: bool) -> None:
         p.add_argument("--key-format", default="hex8", help="hex8 | uuid36 | alnumN")
 
 
-def _read_exclude(path: str | None) -> frozenset[str]:
-    if not path:
-        return frozenset()
+def read_id_list(path: str, fold: bool = False) -> frozenset[str]:
+    """Non-empty lines of a file, whitespace-collapsed (and also lower-cased with `fold`)."""
     with open(path, encoding="utf-8") as f:
         lines = [clean(line) for line in f]
-    return frozenset(x for line in lines if line for x in (line, line.lower()))
+    return frozenset(x for line in lines if line for x in ((line, line.lower()) if fold else (line,)))
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -53,7 +53,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         num_chains=getattr(args, "num_chains", None), hops=getattr(args, "hops", 4),
         key_format=getattr(args, "key_format", "hex8"), placement=args.placement, depth=args.depth,
         sigma=args.sigma, system_prompt=args.system_prompt, seed=args.seed, num=args.num, start=args.start,
-        exclude=_read_exclude(args.exclude), extra_pool=args.extra_pool, strict=args.strict,
+        exclude=read_id_list(args.exclude, fold=True) if args.exclude else frozenset(),
+        include=read_id_list(args.ids) if args.ids else None, extra_pool=args.extra_pool, strict=args.strict,
     )
     try:
         summary = synthesize(cfg, args.out, workers=args.workers, progress=not args.quiet)

@@ -33,6 +33,25 @@ SCHEMA = pa.schema([
 ])
 
 
+# Defaults for the extra_info fields a part does not use.
+_EMPTY = {pa.string(): "", pa.int64(): 0, _STR_LIST: [], _F64_LIST: []}
+EXTRA_DEFAULTS = {f.name: _EMPTY[f.type] for f in EXTRA_INFO}
+
+
+def make_row(data_source: str, ability: str, messages: list[dict], answers: list[str], **extra) -> dict:
+    """A row in the canonical schema; `extra` fills extra_info fields, the rest get empty defaults."""
+    unknown = set(extra) - set(EXTRA_DEFAULTS)
+    if unknown:
+        raise KeyError(f"unknown extra_info fields: {sorted(unknown)}")
+    return {
+        "data_source": data_source,
+        "prompt": messages,
+        "ability": ability,
+        "reward_model": {"style": "rule", "ground_truth": list(answers)},
+        "extra_info": {**EXTRA_DEFAULTS, "index": -1, "answers": list(answers), **extra},
+    }
+
+
 class RowWriter:
     """Streams rows to `path` (.parquet or .jsonl) through a temporary file renamed on close.
 

@@ -66,7 +66,9 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
     items = []
     for i in range(config.start, len(data.records)):
         rec = data.records[i]
-        if rec.id in config.exclude or clean(rec.question).lower() in config.exclude:
+        if config.include is not None and rec.id not in config.include:
+            summary.skipped["not_in_ids"] += 1
+        elif rec.id in config.exclude or clean(rec.question).lower() in config.exclude:
             summary.skipped["excluded"] += 1
         else:
             items.append(i)
@@ -111,6 +113,7 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
     summary.setup_seconds, summary.rows_seconds = t1 - t0, time.perf_counter() - t1
     cfg = asdict(config)
     cfg["exclude"] = len(config.exclude)
+    cfg["include"] = None if config.include is None else len(config.include)
     write_json_atomic(out + ".summary.json", {
         "read": summary.read, "written": summary.written, "skipped": dict(sorted(summary.skipped.items())),
         "config": cfg, "input_sha256": _sha256(config.input), "tokenizer_fingerprint": counter.fingerprint,

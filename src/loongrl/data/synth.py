@@ -16,6 +16,7 @@ from multiprocessing.sharedctypes import RawArray
 from loongrl.data import keychain as kc
 from loongrl.data import prompts
 from loongrl.data.fill import fill_context, place_passages
+from loongrl.data.io import make_row
 from loongrl.data.sources import LoadedSource, Record, clean
 from loongrl.data.tokens import TokenCounter
 
@@ -46,6 +47,7 @@ class SynthConfig:
         num: Rows to write (None: all usable items from `start`).
         start: Index of the first source item to use (file order), e.g. 2500 for disjoint sets.
         exclude: Item ids or normalised questions to leave out (e.g. evaluation questions).
+        include: If set, only these item ids (e.g. the difficulty filter's output), still in file order.
         extra_pool: Extra filler passages (JSON list of {title, text}).
         strict: Stop at the first unusable input row instead of skipping and counting it.
         max_misses: Consecutive fillers that did not fit before the context is considered full.
@@ -68,6 +70,7 @@ class SynthConfig:
     num: int | None = None
     start: int = 0
     exclude: frozenset[str] = field(default_factory=frozenset)
+    include: frozenset[str] | None = None
     extra_pool: str | None = None
     strict: bool = False
     max_misses: int = 32
@@ -256,37 +259,17 @@ class RowBuilder:
             tokens = self.counter.count_chat(messages)
             if tokens > cfg.max_prompt_tokens:
                 raise Skip("over_budget_unsupported_tokenizer")
-        kind = "keychain" if cfg.keychain else "qa"
-        return {
-            "data_source": f"{'keychain' if cfg.keychain else 'longqa'}_{cfg.source}",
-            "prompt": messages,
-            "ability": ABILITY,
-            "reward_model": {"style": "rule", "ground_truth": list(rec.answers)},
-            "extra_info": {
-                "split": cfg.split,
-                "index": -1,  # set by the writer: position in the output file
-                "id": rec.id,
-                "source": cfg.source,
-                "kind": kind,
-                "question": question,
-                "answers": list(rec.answers),
-                "prompt_tokens": int(tokens),
-                "max_prompt_tokens": cfg.max_prompt_tokens,
-                "tokenizer": self.counter.name,
-                "tokenizer_fingerprint": self.counter.fingerprint,
-                "seed": cfg.seed,
-                "num_passages": len(layout.order),
-                "num_fillers": layout.fillers,
-                "placement": cfg.placement,
-                "gold_passage_depths": [round(offsets[i] / len(ctx), 6) for i, g in enumerate(layout.gold) if g],
-                "chain_head": head,
-                "chain": list(chain),
-                "real_link_depths": link_depths,
-                "num_chains": cfg.chains() if cfg.keychain else 0,
-                "hops": cfg.hops if cfg.keychain else 0,
-                "key_format": cfg.key_format if cfg.keychain else "",
-            },
-        }
+        return make_row(
+            f"{'keychain' if cfg.keychain else 'longqa'}_{cfg.source}", ABILITY, messages, rec.answers,
+            split=cfg.split, id=rec.id, source=cfg.source, kind="keychain" if cfg.keychain else "qa",
+            question=question, prompt_tokens=int(tokens), max_prompt_tokens=cfg.max_prompt_tokens,
+            tokenizer=self.counter.name, tokenizer_fingerprint=self.counter.fingerprint, seed=cfg.seed,
+            num_passages=len(layout.order), num_fillers=layout.fillers, placement=cfg.placement,
+            gold_passage_depths=[round(offsets[i] / len(ctx), 6) for i, g in enumerate(layout.gold) if g],
+            chain_head=head, chain=list(chain), real_link_depths=link_depths,
+            num_chains=cfg.chains() if cfg.keychain else 0, hops=cfg.hops if cfg.keychain else 0,
+            key_format=cfg.key_format if cfg.keychain else "",
+        )
 
 
 @dataclass

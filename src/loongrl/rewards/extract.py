@@ -88,6 +88,13 @@ def after_answer_is(text: str) -> str | None:
     return ans.strip().strip(".").strip()
 
 
+def first_answer_is(text: str) -> str | None:
+    """Text after the FIRST "the answer is" (case-insensitive), stripped: the KeyChain seed filter's
+    extraction (reference merge_output.py); None when the phrase is missing."""
+    m = _ANSWER_IS.search(text)
+    return None if m is None else text[m.end():].strip()
+
+
 def loongrl_answer(response: str, require_think: bool = True) -> str | None:
     """LoongRL training-reward answer: last box in the text after the last ``</think>``,
     with ``*`` removed (markdown bold around the box must not break it)."""

@@ -81,6 +81,15 @@ def covered_match(prediction: str | None, golds: str | Iterable[str]) -> float:
     return 0.0
 
 
+def prediction_in_gold(prediction: str | None, golds: str | Iterable[str]) -> float:
+    """The seed filter's "CEM": the SQuAD-normalised prediction is a substring of a normalised gold
+    (one direction only, reference merge_output.py). An empty prediction never matches."""
+    if prediction is None:
+        return 0.0
+    pred = normalize_answer(prediction)
+    return float(bool(pred) and any(pred in normalize_answer(g) for g in as_gold_list(golds)))
+
+
 def exact_match(prediction: str | None, golds: str | Iterable[str]) -> float:
     """SQuAD exact match after ``normalize_answer`` (an empty prediction never matches)."""
     if prediction is None:
