@@ -82,6 +82,20 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _run_mix(args: argparse.Namespace) -> int:
+    from loongrl.data.mix import MixError, build_mix
+
+    try:
+        card = build_mix(args.recipe, args.out)
+    except (MixError, InputError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for p in card["parts"]:
+        print(f"{p['name']:<24} {p['rows']:>6} rows  {100 * p['share']:6.2f}%  tokens {p['prompt_tokens']}")
+    print(f"wrote {args.out} ({card['rows']} rows), {args.out}.card.json, {args.out}.lengths.png")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="synthesise and check training data")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -91,6 +105,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     qa = dsub.add_parser("qa", help="plain long-context multi-hop QA filled to a token budget")
     _add_synth_args(qa, keychain=False)
     qa.set_defaults(func=_run_synth)
+    mix = dsub.add_parser("mix", help="build a stage's training mixture from named parts (see docs/data.md)")
+    mix.add_argument("recipe", help="mix recipe YAML")
+    mix.add_argument("--out", required=True, help="output .parquet (plus .card.json and .lengths.png)")
+    mix.set_defaults(func=_run_mix)
     val = dsub.add_parser("validate", help="re-check every row: chains, keys, token budget")
     val.add_argument("file", help=".parquet or .jsonl row file")
     val.add_argument("--tokenizer", default=None, help="HF tokenizer to count with (default: ../shared qwen2.5)")

@@ -86,6 +86,8 @@ DATA_SOURCE_PREFIXES = (
     ("keychain_", "longqa"),
     ("longqa_", "longqa"),
     ("math_dapo", "math_dapo"),
+    ("mathqa_choice", "math_choice"),
+    ("book_ruler_", "ruler_niah"),
     ("custom_longcontextqa_", "longqa"),
     # The reference dispatcher scored KeyChain one-way; the paper (and we) use two-way.
     ("custom_longcontext_needle_qa_", "longqa"),
