@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterator
+from typing import Any, Iterator
 
-from loongrl.data.sources import InputError, _iter_json_rows, _require, clean
+from loongrl.data.sources import InputError, _iter_json_rows, _require, clean, parse_rows
 
 LETTERS = "ABCDE"
 MATHQA_TEMPLATE = "Question: {problem}\nChoices:" + "\n".join("({}) {{{}}}".format(c, c) for c in LETTERS)
@@ -36,44 +36,37 @@ def parse_mathqa_options(options, path: str, n: int) -> list[str]:
     return opts
 
 
+def _mathqa(row: Any, path: str, n: int) -> tuple[str, dict]:
+    problem = clean(_require(row, "Problem", path, n))
+    opts = parse_mathqa_options(_require(row, "options", path, n, (str, list)), path, n)
+    correct = clean(str(_require(row, "correct", path, n, str))).upper()
+    if correct not in LETTERS:
+        raise InputError(path, n, "correct", f"{correct!r} is not a letter a-e", "bad_correct")
+    user = MATHQA_TEMPLATE.format(problem=problem, **dict(zip(LETTERS, opts)))
+    return str(row.get("id", n)), {"question": problem, "user": user, "answers": [correct]}
+
+
 def mathqa_rows(path: str, skipped: Counter, strict: bool = False) -> Iterator[tuple[str, dict]]:
     """(id, row-fields) for each usable MathQA item; bad rows counted in `skipped` by reason."""
-    for n, row in _iter_json_rows(path):
-        try:
-            if isinstance(row, InputError):
-                raise row
-            problem = clean(_require(row, "Problem", path, n))
-            opts = parse_mathqa_options(_require(row, "options", path, n, (str, list)), path, n)
-            correct = clean(str(_require(row, "correct", path, n, str))).upper()
-            if correct not in LETTERS:
-                raise InputError(path, n, "correct", f"{correct!r} is not a letter a-e", "bad_correct")
-        except InputError as e:
-            if strict:
-                raise
-            skipped[e.reason] += 1
-            continue
-        user = MATHQA_TEMPLATE.format(problem=problem, **dict(zip(LETTERS, opts)))
-        yield str(row.get("id", n)), {"question": problem, "user": user, "answers": [correct]}
+    for _, item in parse_rows(_iter_json_rows(path), _mathqa, path, strict, skipped):
+        yield item
+
+
+def _dapo(row: Any, path: str, n: int) -> tuple[str, dict]:
+    prompt = _require(row, "prompt", path, n, list)
+    if not prompt or not isinstance(prompt[-1], dict) or not prompt[-1].get("content"):
+        raise InputError(path, n, "prompt", "expected a chat list ending in a message", "bad_prompt")
+    gt = _require(row, "reward_model", path, n, dict).get("ground_truth")
+    if gt in (None, "", []):
+        raise InputError(path, n, "reward_model.ground_truth", "missing", "missing_ground_truth")
+    rid = str((row.get("extra_info") or {}).get("index", n))
+    return rid, {"question": prompt[-1]["content"], "user": prompt[-1]["content"],
+                 "answers": gt if isinstance(gt, list) else [str(gt)]}
 
 
 def dapo_rows(path: str, skipped: Counter, strict: bool = False) -> Iterator[tuple[str, dict]]:
     """(id, row-fields) for each DAPO-Math-17k row (verl parquet: prompt, reward_model, extra_info)."""
     from loongrl.data.io import iter_rows
 
-    for n, row in enumerate(iter_rows(path)):
-        try:
-            prompt = _require(row, "prompt", path, n, list)
-            if not prompt or not isinstance(prompt[-1], dict) or not prompt[-1].get("content"):
-                raise InputError(path, n, "prompt", "expected a chat list ending in a message", "bad_prompt")
-            gt = _require(row, "reward_model", path, n, dict).get("ground_truth")
-            if gt in (None, "", []):
-                raise InputError(path, n, "reward_model.ground_truth", "missing", "missing_ground_truth")
-        except InputError as e:
-            if strict:
-                raise
-            skipped[e.reason] += 1
-            continue
-        info = row.get("extra_info") or {}
-        rid = str(info.get("index", n))
-        yield rid, {"question": prompt[-1]["content"], "user": prompt[-1]["content"],
-                    "answers": gt if isinstance(gt, list) else [str(gt)]}
+    for _, item in parse_rows(enumerate(iter_rows(path)), _dapo, path, strict, skipped):
+        yield item

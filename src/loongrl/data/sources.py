@@ -165,24 +165,23 @@ def _supporting_titles(row: dict) -> set[str]:
     return {clean(str(f[0])) for f in sf if isinstance(f, (list, tuple)) and f}
 
 
-def parse_hotpotqa(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
-    rid = str(_require(row, "_id" if isinstance(row, dict) and "_id" in row else "id", path, n, (str, int)))
-    question = _nonempty(_require(row, "question", path, n), "question", path, n)
-    answer = _nonempty(_require(row, "answer", path, n), "answer", path, n)
-    # HotpotQA sentences keep their leading spaces, so they join with "".
-    passages = _titled_sentences(_require(row, "context", path, n, (list, dict)), path, n, "")
-    gold = _supporting_titles(row)
-    return rid, question, [answer], [(t, x, t in gold) for t, x in passages]
+def _parse_titled(joiner: str):
+    """HotpotQA and 2Wiki share a layout; HotpotQA sentences keep their leading spaces (join with ""),
+    2Wiki sentences have none (join with " ")."""
+
+    def parse(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
+        rid = str(_require(row, "_id" if isinstance(row, dict) and "_id" in row else "id", path, n, (str, int)))
+        question = _nonempty(_require(row, "question", path, n), "question", path, n)
+        answer = _nonempty(_require(row, "answer", path, n), "answer", path, n)
+        passages = _titled_sentences(_require(row, "context", path, n, (list, dict)), path, n, joiner)
+        gold = _supporting_titles(row)
+        return rid, question, [answer], [(t, x, t in gold) for t, x in passages]
+
+    return parse
 
 
-def parse_2wikimqa(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
-    rid = str(_require(row, "_id" if isinstance(row, dict) and "_id" in row else "id", path, n, (str, int)))
-    question = _nonempty(_require(row, "question", path, n), "question", path, n)
-    answer = _nonempty(_require(row, "answer", path, n), "answer", path, n)
-    # 2Wiki sentences have no leading space, so they join with " ".
-    passages = _titled_sentences(_require(row, "context", path, n, (list, dict)), path, n, " ")
-    gold = _supporting_titles(row)
-    return rid, question, [answer], [(t, x, t in gold) for t, x in passages]
+parse_hotpotqa = _parse_titled("")
+parse_2wikimqa = _parse_titled(" ")
 
 
 def parse_musique(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
@@ -221,6 +220,21 @@ def parse_jsonl(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[
     return rid, question, answers, passages
 
 
+def parse_rows(rows: Iterator[tuple[int, Any]], parse: Callable, path: str, strict: bool,
+               skipped: Counter) -> Iterator[tuple[int, Any]]:
+    """(row number, parse(row, path, n)) for each usable row. An unusable row raises with `strict`,
+    else it is counted in `skipped` under its reason."""
+    for n, row in rows:
+        try:
+            if isinstance(row, InputError):
+                raise row
+            yield n, parse(row, path, n)
+        except InputError as e:
+            if strict:
+                raise
+            skipped[e.reason] += 1
+
+
 PARSERS: dict[str, Callable] = {
     "hotpotqa": parse_hotpotqa,
     "musique": parse_musique,
@@ -251,22 +265,23 @@ def load_source(source: str, path: str, *, strict: bool = False, hub_split: str 
     seen: set[str] = set()
     skipped: Counter = Counter()
     read = 0
-    for n, row in rows:
-        read += 1
-        try:
-            if isinstance(row, InputError):
-                raise row
-            rid, question, answers, passages = parse(row, path, n)
-            if rid in seen:
-                raise InputError(path, n, "id", f"duplicate id {rid!r}", "duplicate_id")
-            passages = [(t, x, g) for t, x, g in passages if x]
-            if not passages:
-                raise InputError(path, n, "context", "no non-empty passage", "no_passages")
-        except InputError as e:
-            if strict:
-                raise
-            skipped[e.reason] += 1
-            continue
+
+    def counted(rows):
+        nonlocal read
+        for item in rows:
+            read += 1
+            yield item
+
+    def parse_unique(row: Any, path: str, n: int):
+        rid, question, answers, passages = parse(row, path, n)
+        if rid in seen:
+            raise InputError(path, n, "id", f"duplicate id {rid!r}", "duplicate_id")
+        passages = [(t, x, g) for t, x, g in passages if x]
+        if not passages:
+            raise InputError(path, n, "context", "no non-empty passage", "no_passages")
+        return rid, question, answers, passages
+
+    for _, (rid, question, answers, passages) in parse_rows(counted(rows), parse_unique, path, strict, skipped):
         seen.add(rid)
         ids, gold = [], []
         for title, text, is_gold in passages:
