@@ -82,6 +82,31 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _run_filter(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from tqdm import tqdm
+
+    from loongrl.data.filter import FilterConfig, difficulty_filter
+    from loongrl.eval.backends import make_backend
+
+    cfg = FilterConfig(**{f.name: getattr(args, f.name) for f in fields(FilterConfig)})
+    options = {"concurrency": args.concurrency, "batch_size": args.batch_size}
+    try:
+        backend = make_backend(args.model, **options)
+        rescue = make_backend(args.rescue_model, **options) if args.rescue_model else None
+        with tqdm(unit="item", desc="filter", disable=args.quiet or None, file=sys.stderr) as bar:
+            stats = difficulty_filter(args.source, args.input, backend, cfg, args.out, rescue_backend=rescue,
+                                      progress=bar.update)
+    except (InputError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{stats['items']} items: kept {stats['kept_first_pass']} in the first pass, rescued "
+          f"{stats['rescued']}, dropped {stats['dropped']}; correct counts {stats['first_pass_correct_histogram']}")
+    print(f"wrote {args.out} and {args.out}.stats.json")
+    return 0
+
+
 def _run_mix(args: argparse.Namespace) -> int:
     from loongrl.data.mix import MixError, build_mix
 
@@ -105,6 +130,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     qa = dsub.add_parser("qa", help="plain long-context multi-hop QA filled to a token budget")
     _add_synth_args(qa, keychain=False)
     qa.set_defaults(func=_run_synth)
+    flt = dsub.add_parser("filter", help="difficulty filter: keep questions a strong model solves sometimes")
+    flt.add_argument("--source", required=True, choices=SOURCES)
+    flt.add_argument("--input", required=True, help="source file")
+    flt.add_argument("--model", required=True, help="backend: hf:PATH | openai:BASE_URL#MODEL | vllm:PATH")
+    flt.add_argument("--rescue-model", default=None, help="second model for the all-wrong items (optional)")
+    flt.add_argument("--out", required=True, help="id list to write (plus .stats.json and .cache.jsonl)")
+    flt.add_argument("--k", type=int, default=8, help="samples per question")
+    flt.add_argument("--temperature", type=float, default=1.0)
+    flt.add_argument("--top-p", dest="top_p", type=float, default=1.0)
+    flt.add_argument("--max-new-tokens", type=int, default=2048)
+    flt.add_argument("--keep-min", type=int, default=1)
+    flt.add_argument("--keep-max", type=int, default=6)
+    flt.add_argument("--rescue-min", type=int, default=1)
+    flt.add_argument("--rescue-max", type=int, default=7)
+    flt.add_argument("--batch-size", type=int, default=16, help="items per generation call and cache write")
+    flt.add_argument("--concurrency", type=int, default=8, help="requests in flight (OpenAI backend)")
+    flt.add_argument("--seed", type=int, default=0)
+    flt.add_argument("--quiet", action="store_true")
+    flt.set_defaults(func=_run_filter)
     mix = dsub.add_parser("mix", help="build a stage's training mixture from named parts (see docs/data.md)")
     mix.add_argument("recipe", help="mix recipe YAML")
     mix.add_argument("--out", required=True, help="output .parquet (plus .card.json and .lengths.png)")
