@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -25,8 +26,9 @@ from pathlib import Path
 from loongrl.rewards import compute_score, scorers
 from loongrl.rewards.judge import JudgeConfig, LLMJudge
 
-ESSAYS = Path("/work/shared/data/pg_essays/ruler_PaulGrahamEssays.json")
-TOKENIZER = Path("/work/shared/data/tokenizers/qwen2.5/tokenizer.json")
+SHARED = Path(os.environ.get("LOONGRL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+ESSAYS = SHARED / "data" / "pg_essays" / "ruler_PaulGrahamEssays.json"
+TOKENIZER = SHARED / "data" / "tokenizers" / "qwen2.5" / "tokenizer.json"
 GOLD = ["Chief of Protocol"]
 
 

@@ -7,10 +7,11 @@ from math import comb
 from pathlib import Path
 
 import pytest
+from conftest import INPUTS
 
 from loongrl.rewards import cli
 
-HOTPOT = Path("/work/shared/data/hotpotqa/hotpotqa_distractor_subset.json.gz")
+HOTPOT = Path(INPUTS["hotpotqa"])
 
 
 def run(argv):
@@ -22,8 +23,6 @@ def run(argv):
 
 @pytest.fixture(scope="module")
 def hotpot_items():
-    if not HOTPOT.exists():
-        pytest.skip(f"shared data not found: {HOTPOT}")
     with gzip.open(HOTPOT, "rt", encoding="utf-8") as handle:
         return json.load(handle)[:3]
 

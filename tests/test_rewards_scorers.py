@@ -5,16 +5,15 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import INPUTS
 
 from loongrl.rewards import scorers
 
-HOTPOT = Path("/work/shared/data/hotpotqa/hotpotqa_distractor_subset.json.gz")
+HOTPOT = Path(INPUTS["hotpotqa"])
 
 
 @pytest.fixture(scope="module")
 def hotpot_answers():
-    if not HOTPOT.exists():
-        pytest.skip(f"shared data not found: {HOTPOT}")
     with gzip.open(HOTPOT, "rt", encoding="utf-8") as handle:
         return [row["answer"] for row in json.load(handle)]
 
