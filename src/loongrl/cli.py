@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         rewards_cli = None
     if rewards_cli is not None:
         rewards_cli.register(sub)
+    from loongrl.eval import cli as eval_cli; eval_cli.register(sub)  # noqa: E702
     return parser
 
 
