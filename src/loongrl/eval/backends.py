@@ -201,7 +201,7 @@ def make_backend(spec: str, **options):
     - ``hf:PATH`` - ``TransformersBackend`` (options: batch_size, device, dtype)
     - ``openai:BASE_URL#MODEL`` - ``OpenAIBackend`` (options: concurrency, timeout_s, max_retries, ...);
       e.g. ``openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct``
-    - ``vllm:PATH`` - ``VLLMBackend`` (options passed to ``vllm.LLM``)
+    - ``vllm:PATH`` - ``VLLMBackend`` (option ``vllm_kwargs``: a dict passed to ``vllm.LLM``)
     Options a backend does not take are ignored, so one CLI can pass them all.
     """
     import inspect
@@ -219,6 +219,6 @@ def make_backend(spec: str, **options):
     else:
         raise ValueError(f"backend spec {spec!r}: expected hf:PATH, openai:BASE_URL#MODEL or vllm:PATH")
     if cls is VLLMBackend:
-        return cls(*args, **options)
+        return cls(*args, **(options.get("vllm_kwargs") or {}))
     accepted = inspect.signature(cls.__init__).parameters
     return cls(*args, **{k: v for k, v in options.items() if k in accepted and v is not None})
