@@ -388,7 +388,11 @@ def generate(task: RulerTask, length: int, index: int, data: RulerData, counter,
         return _body_tokens(counter, sample, reasoning) + overhead
 
     first = int(UNIT_SIZES[task.kind](task.args) * length / 1024)
-    sample, tokens, probes = fit(build, count, budget, first)
+    try:
+        sample, tokens, probes = fit(build, count, budget, first)
+    except ValueError as err:
+        raise ValueError(f"RULER {task.name} at {length} tokens: {err} (qa gold documents alone can exceed short "
+                         "lengths; RULER's lengths start at 4K)") from None
     if not counter.fast:  # piecewise counts are only exact for additive tokenizers (tokens.py): check
         exact = chat_tokens(counter.tokenizer, _messages(sample, reasoning))
         if exact > budget:
