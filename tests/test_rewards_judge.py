@@ -1,104 +1,18 @@
-"""The LLM judge against a real HTTP server on 127.0.0.1, started by this module.
-
-The server speaks OpenAI's /v1/chat/completions. Its behaviour is keyed by the model
-answer ("Answer 1: ...") in the user message: ``script[answer]`` is a list of actions
-used one per request, after which ``verdicts[answer]`` (default a "[[NO]]" reply) is
-returned. Actions: ("status", code[, headers]), ("raw", body bytes), ("delay", seconds).
-"""
+"""The LLM judge against a real HTTP server on 127.0.0.1 (tests/openai_server.py), started by this
+module. Requests are keyed by the model answer ("Answer 1: ...") in the user message."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from openai_server import start_server
 
 from loongrl.rewards import compute_score, make_trl_reward
 from loongrl.rewards.judge import QWENLONG_SYSTEM_PROMPT, JudgeConfig, LLMJudge
-
-_ANSWER_1 = re.compile(r"Answer 1: (.*)\n")
-class JudgeServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64  # the default backlog (5) can reset concurrent connections
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[dict] = []
-        self.script: dict[str, list[tuple]] = {}
-        self.verdicts: dict[str, str] = {}
-        self.fixed_delay_s = 0.0
-        self.lock = threading.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def reset(self):
-        with self.lock:
-            self.requests.clear()
-            self.script.clear()
-            self.verdicts.clear()
-            self.fixed_delay_s = 0.0
-
-    def requests_for(self, answer: str) -> list[dict]:
-        with self.lock:
-            return [r for r in self.requests if r["answer"] == answer]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def _send(self, code: int, body: bytes, headers: dict | None = None):
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-            pass
-
-    def do_POST(self):
-        server: JudgeServer = self.server
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        user = body["messages"][-1]["content"]
-        match = _ANSWER_1.search(user)
-        answer = match.group(1) if match else ""
-        with server.lock:
-            server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body, "answer": answer})
-            actions = server.script.get(answer)
-            action = actions.pop(0) if actions else None
-            delay = server.fixed_delay_s
-        if delay:
-            time.sleep(delay)
-        if action and action[0] == "status":
-            self._send(action[1], b'{"error": "scripted"}', action[2] if len(action) > 2 else None)
-            return
-        if action and action[0] == "raw":
-            self._send(200, action[1])
-            return
-        if action and action[0] == "delay":
-            time.sleep(action[1])
-        reply = server.verdicts.get(answer, "The answers differ. [[NO]]")
-        payload = {"id": "x", "object": "chat.completion", "model": body["model"],
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                                "finish_reason": "stop"}]}
-        self._send(200, json.dumps(payload).encode())
-
-
-def start_server() -> JudgeServer:
-    server = JudgeServer()
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server
-
 
 @pytest.fixture(scope="module")
 def server():

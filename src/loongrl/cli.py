@@ -11,6 +11,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from loongrl.data import cli as data_cli
+    from loongrl.eval import cli as eval_cli
 
     parser = argparse.ArgumentParser(prog="loongrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         rewards_cli = None
     if rewards_cli is not None:
         rewards_cli.register(sub)
+    eval_cli.register(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""`loongrl data ...`: keychain, qa, validate."""
+"""`loongrl data ...`: keychain, qa, validate, decontaminate."""
 
 from __future__ import annotations
 
@@ -121,6 +121,23 @@ def _run_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_decontaminate(args: argparse.Namespace) -> int:
+    from loongrl.data.decontaminate import decontaminate
+    from loongrl.eval.report import write_text
+
+    try:
+        report = decontaminate(args.train, args.eval, args.source)
+    except (InputError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_text(args.out, "".join(line + "\n" for line in report.exclude_lines()))
+    for f in report.flagged[: args.max_print]:
+        print(f"{f.id}\t{f.question}\t(in {f.eval_file})")
+    print(f"{report.checked} training items checked against {report.eval_questions} evaluation questions: "
+          f"{len(report.flagged)} flagged; exclude list written to {args.out} (use --exclude {args.out})")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="synthesise and check training data")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -160,3 +177,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--max-errors", type=int, default=50, help="problems to print")
     val.add_argument("--quiet", action="store_true")
     val.set_defaults(func=_run_validate)
+    dec = dsub.add_parser("decontaminate", help="flag training items whose question is in an evaluation set")
+    dec.add_argument("--train", required=True, help="training rows (.parquet/.jsonl) or, with --source, a source file")
+    dec.add_argument("--source", default=None, choices=SOURCES, help="read --train as this source's raw format")
+    dec.add_argument("--eval", nargs="+", required=True,
+                     help="evaluation question files: LongBench .jsonl (input), dev question .jsonl(.gz)/.json (question)")
+    dec.add_argument("--out", required=True, help="exclude list to write (ids and questions, one per line)")
+    dec.add_argument("--max-print", type=int, default=20, help="flagged items to print")
+    dec.set_defaults(func=_run_decontaminate)

@@ -7,6 +7,8 @@ Used by evaluation, hard mining and difficulty filtering alike.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -32,6 +34,23 @@ class SamplingConfig:
     seed: int = 0
 
 
+def ends_with_prefill(messages: Messages) -> bool:
+    """A trailing assistant message is a prefill the reply continues (RULER's answer prefix)."""
+    return bool(messages) and messages[-1]["role"] == "assistant"
+
+
+def render_chat(tokenizer, messages: Messages) -> str:
+    """The prompt string: chat template with the generation prompt, or continuing a trailing
+    assistant prefill (``continue_final_message``) so the reply follows it directly."""
+    if ends_with_prefill(messages):
+        return tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=False)
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+class BackendError(RuntimeError):
+    """Generation failed for good (after retries); the message names the prompt."""
+
+
 class TransformersBackend:
     """Hugging Face `generate` on the local machine (CPU or one GPU): small models and tests.
 
@@ -53,7 +72,7 @@ class TransformersBackend:
         self.batch_size = batch_size
 
     def render(self, messages: Messages) -> str:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return render_chat(self.tokenizer, messages)
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig,
                  progress: Callable[[int], None] | None = None) -> list[list[str]]:
@@ -78,3 +97,128 @@ class TransformersBackend:
             if progress:
                 progress(len(batch))
         return out
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible ``/v1/chat/completions`` endpoint: vLLM, SGLang or a hosted API.
+
+    One request per (prompt, sample) with ``n=1`` and ``seed = sampling.seed + sample index`` (many
+    hosted APIs reject ``n > 1``; per-sample seeds keep vLLM reruns repeatable). Up to
+    ``concurrency`` requests are in flight. Each request is retried on timeouts, connection errors,
+    429, 5xx and malformed bodies (shared client core ``loongrl.rewards.openai_http``, as the judge);
+    a request that still fails raises ``BackendError`` naming the prompt, so nothing is dropped
+    silently: the harness stops and a rerun resumes from its output file. A trailing assistant
+    message is sent as a prefill with vLLM/SGLang's ``continue_final_message`` extension. The API
+    key is read from the environment variable named by ``api_key_env`` and never logged.
+    """
+
+    def __init__(self, base_url: str, model: str, concurrency: int = 8, timeout_s: float = 600.0,
+                 max_retries: int = 4, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
+                 api_key_env: str = "OPENAI_API_KEY", extra_body: dict | None = None):
+        self.name = f"openai:{base_url}#{model}"
+        self.base_url, self.model = base_url, model
+        self.concurrency, self.timeout_s = max(1, concurrency), timeout_s
+        self.max_retries, self.backoff_s, self.backoff_max_s = max_retries, backoff_s, backoff_max_s
+        self.api_key_env = api_key_env
+        self.extra_body = dict(extra_body or {})
+
+    def _one(self, messages: Messages, sampling: SamplingConfig, sample: int) -> str:
+        from loongrl.rewards.openai_http import post_chat, with_retries
+
+        body = {"model": self.model, "messages": messages, "n": 1, "temperature": sampling.temperature,
+                "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens, "seed": sampling.seed + sample,
+                **self.extra_body}
+        if ends_with_prefill(messages):
+            body.update(add_generation_prompt=False, continue_final_message=True)
+        reply = with_retries(lambda: post_chat(self.base_url, body, self.api_key_env, self.timeout_s),
+                             self.max_retries, self.backoff_s, self.backoff_max_s)
+        return reply["choices"][0]["message"]["content"]
+
+    def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig,
+                 progress: Callable[[int], None] | None = None) -> list[list[str]]:
+        from loongrl.rewards.openai_http import RequestError
+
+        jobs = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
+        out: list[list[str]] = [[""] * sampling.n for _ in prompts]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = {pool.submit(self._one, prompts[i], sampling, j): (i, j) for i, j in jobs}
+            try:
+                for future, (i, j) in futures.items():
+                    try:
+                        out[i][j] = future.result()
+                    except RequestError as err:
+                        raise BackendError(f"{self.name}: prompt {i} sample {j}: request failed after "
+                                           f"{self.max_retries} retries: {err}") from None
+                    if progress and j == sampling.n - 1:
+                        progress(1)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return out
+
+
+class VLLMBackend:
+    """vLLM offline (``vllm.LLM.chat``) where vLLM is installed (GPU; or the third-party CPU build).
+
+    Not exercised by the test suite (vLLM is not installable on the test machine); the interface
+    and sampling mapping follow vLLM's documented ``LLM.chat`` / ``SamplingParams``.
+    """
+
+    def __init__(self, model_path: str, **llm_kwargs):
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise BackendError(f"vllm:{model_path}: vLLM is not installed ({err}); use an openai: endpoint "
+                               "or hf: instead") from None
+        self.name = f"vllm:{model_path}"
+        self.llm = LLM(model=model_path, **llm_kwargs)
+
+    def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig,
+                 progress: Callable[[int], None] | None = None) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                max_tokens=sampling.max_new_tokens, seed=sampling.seed)
+        prefill = [ends_with_prefill(m) for m in prompts]
+        out: list[list[str]] = [[] for _ in prompts]
+        for flag in (False, True):  # vLLM takes one continue_final_message setting per call
+            idx = [i for i, p in enumerate(prefill) if p == flag]
+            if not idx:
+                continue
+            results = self.llm.chat([list(prompts[i]) for i in idx], params, use_tqdm=False,
+                                    add_generation_prompt=not flag, continue_final_message=flag)
+            for i, result in zip(idx, results):
+                out[i] = [o.text for o in result.outputs]
+        if progress:
+            progress(len(prompts))
+        return out
+
+
+def make_backend(spec: str, **options):
+    """A backend from a spec string.
+
+    - ``hf:PATH`` - ``TransformersBackend`` (options: batch_size, device, dtype)
+    - ``openai:BASE_URL#MODEL`` - ``OpenAIBackend`` (options: concurrency, timeout_s, max_retries, ...);
+      e.g. ``openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct``
+    - ``vllm:PATH`` - ``VLLMBackend`` (option ``vllm_kwargs``: a dict passed to ``vllm.LLM``)
+    Options a backend does not take are ignored, so one CLI can pass them all.
+    """
+    import inspect
+
+    kind, _, rest = spec.partition(":")
+    if kind == "openai":
+        base_url, sep, model = rest.rpartition("#")
+        if not sep or not base_url or not model:
+            raise ValueError(f"backend spec {spec!r}: expected openai:BASE_URL#MODEL")
+        cls, args = OpenAIBackend, (base_url, model)
+    elif kind in ("hf", "vllm") and rest:
+        cls, args = (TransformersBackend if kind == "hf" else VLLMBackend), (rest,)
+        if kind == "hf" and not os.path.exists(rest) and rest.startswith((".", "/")):
+            raise ValueError(f"backend spec {spec!r}: model folder {rest} does not exist")
+    else:
+        raise ValueError(f"backend spec {spec!r}: expected hf:PATH, openai:BASE_URL#MODEL or vllm:PATH")
+    if cls is VLLMBackend:
+        return cls(*args, **(options.get("vllm_kwargs") or {}))
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(*args, **{k: v for k, v in options.items() if k in accepted and v is not None})

@@ -9,19 +9,19 @@ or returned. Failures never raise into a training step: they come back as a
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import os
-import random
 import sqlite3
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+try:
+    from .openai_http import NoRetry, RequestError, post_chat, redact, with_retries
+except ImportError:  # loaded by file path: no parent package
+    from loongrl.rewards.openai_http import NoRetry, RequestError, post_chat, redact, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +84,6 @@ class JudgeResult:
     """"yes", "no", "cached-yes", "cached-no" or "error: <reason>"."""
 
 
-class _NoRetry(Exception):
-    pass
-
-
-class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
 class VerdictCache:
     """Verdicts on disk in SQLite (atomic commits, safe across threads and processes)."""
 
@@ -146,40 +136,11 @@ class LLMJudge:
         user = self.config.user_template.format(problem=question, answer_1=prediction, answer_2=gold)
         return [{"role": "system", "content": self.config.system_prompt}, {"role": "user", "content": user}]
 
-    def _redact(self, text: str) -> str:
-        key = os.environ.get(self.config.api_key_env, "")
-        return text.replace(key, "***") if key else text
-
     def _post(self, messages: list[dict]) -> str:
         cfg = self.config
         body = {"model": cfg.model, "messages": messages, "temperature": cfg.temperature,
                 "max_tokens": cfg.max_tokens, "n": 1, **cfg.extra_body}
-        headers = {"Content-Type": "application/json"}
-        api_key = os.environ.get(cfg.api_key_env)
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        request = urllib.request.Request(
-            cfg.base_url.rstrip("/") + "/chat/completions",
-            data=json.dumps(body).encode("utf-8"), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=cfg.timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as err:
-            if err.code == 429 or err.code >= 500:
-                retry_after = err.headers.get("Retry-After") if err.headers else None
-                try:
-                    delay = float(retry_after) if retry_after else None
-                except ValueError:
-                    delay = None
-                raise _Retryable(f"HTTP {err.code}", delay) from None
-            raise _NoRetry(f"HTTP {err.code}") from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise _Retryable(f"{type(err).__name__}: {reason}") from None
-        try:
-            return json.loads(raw)["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise _Retryable("malformed response body") from None
+        return post_chat(cfg.base_url, body, cfg.api_key_env, cfg.timeout_s)["choices"][0]["message"]["content"]
 
     def _parse_verdict(self, reply: str) -> float | None:
         if not self.config.strict_verdict:
@@ -203,37 +164,31 @@ class LLMJudge:
             if cached is not None:
                 self._count("cache_hits")
                 return JudgeResult(cached, "cached-yes" if cached >= 1.0 else "cached-no")
-        reason = ""
-        for attempt in range(cfg.max_retries + 1):
-            if attempt:
-                self._count("retries")
+        def attempt(i: int) -> None:
             self._count("requests")
-            delay = None
+            if i:
+                self._count("retries")
+
+        def ask() -> tuple[float, str]:
+            reply = self._post(messages)
+            verdict = self._parse_verdict(reply)
+            if verdict is None:  # deterministic (temperature 0) replies would repeat it
+                raise NoRetry("no [[YES]]/[[NO]] verdict in reply")
+            return verdict, reply
+
+        try:
+            verdict, reply = with_retries(ask, cfg.max_retries, cfg.backoff_s, cfg.backoff_max_s, attempt)
+        except RequestError as err:
+            self._count("errors")
+            reason = redact(str(err), cfg.api_key_env)
+            log.warning("judge failed for model %s: %s", cfg.model, reason)
+            return JudgeResult(None, f"error: {reason}")
+        if self.cache is not None:
             try:
-                reply = self._post(messages)
-            except _NoRetry as err:
-                reason = str(err)
-                break
-            except _Retryable as err:
-                reason, delay = str(err), err.retry_after
-            else:
-                verdict = self._parse_verdict(reply)
-                if verdict is None:
-                    reason = "no [[YES]]/[[NO]] verdict in reply"
-                    break  # deterministic (temperature 0) replies would repeat it
-                if self.cache is not None:
-                    try:
-                        self.cache.put(key, verdict, reply)
-                    except sqlite3.Error as err:
-                        log.warning("judge cache write failed: %s", err)
-                return JudgeResult(verdict, "yes" if verdict >= 1.0 else "no")
-            if attempt < cfg.max_retries:
-                backoff = min(cfg.backoff_max_s, cfg.backoff_s * 2**attempt) * (1 + 0.25 * random.random())
-                time.sleep(min(cfg.backoff_max_s, delay) if delay is not None else backoff)
-        self._count("errors")
-        reason = self._redact(reason)
-        log.warning("judge failed for model %s: %s", cfg.model, reason)
-        return JudgeResult(None, f"error: {reason}")
+                self.cache.put(key, verdict, reply)
+            except sqlite3.Error as err:
+                log.warning("judge cache write failed: %s", err)
+        return JudgeResult(verdict, "yes" if verdict >= 1.0 else "no")
 
     def judge_any(self, question: str, prediction: str, golds: list[str]) -> JudgeResult:
         """Judge against each gold in turn; the first YES wins. An error on one gold is

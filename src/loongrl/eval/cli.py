@@ -1,0 +1,225 @@
+"""`loongrl eval longbench|ruler|niah`: generate through a backend, score, write reports.
+
+Each run writes into ``--out``: ``samples.jsonl`` (one line per finished item: every response,
+its extracted answer and score; a rerun resumes from it), ``<name>.json`` (summary + all records),
+``<name>.md`` (summary table) and ``<name>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import asdict, replace
+
+from loongrl.data.sources import InputError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", required=True,
+                   help="hf:MODEL_DIR | openai:BASE_URL#MODEL | vllm:MODEL_DIR (API key from $OPENAI_API_KEY "
+                        "or --api-key-env)")
+    p.add_argument("--out", required=True, help="output folder (a rerun with the same folder resumes)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer for truncation and lengths (default: the hf: model's own, else ../shared qwen2.5)")
+    p.add_argument("--data-dir", default=None, help="shared data folder (default $LOONGRL_DATA or ../shared/data)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=None, help="samples per prompt")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    p.add_argument("--timeout", type=float, default=600.0, help="openai: seconds per request")
+    p.add_argument("--max-retries", type=int, default=4, help="openai: retries per request")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai: NAME of the env var with the key")
+    p.add_argument("--batch-size", type=int, default=4, help="hf: prompts per generate call")
+    p.add_argument("--chunk-size", type=int, default=None, help="items per write to samples.jsonl")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _backend(args):
+    from loongrl.eval.backends import make_backend
+
+    return make_backend(args.backend, concurrency=args.concurrency, timeout_s=args.timeout,
+                        max_retries=args.max_retries, api_key_env=args.api_key_env, batch_size=args.batch_size)
+
+
+def _counter(args):
+    from loongrl.data.tokens import default_tokenizer, get_counter
+
+    name = args.tokenizer or (args.backend[3:] if args.backend.startswith("hf:") else default_tokenizer())
+    return get_counter(name)
+
+
+def _sampling(base, args):
+    fields = {k: getattr(args, k) for k in ("n", "temperature", "top_p", "max_new_tokens") if getattr(args, k) is not None}
+    return replace(base, seed=args.seed, **fields)
+
+
+def _finish(args, name: str, records, summary: dict, header, rows, plot) -> int:
+    from loongrl.eval.report import markdown_table, write_reports
+
+    md = f"# {name} ({args.backend})\n\n" + markdown_table(header, rows)
+    paths = write_reports(args.out, name, records, summary, md)
+    png = plot(os.path.join(args.out, f"{name}.png"))
+    print(md, end="")
+    print(f"wrote {paths['json']}, {paths['md']}, {png}")
+    return 0
+
+
+def _run_longbench(args) -> int:
+    from loongrl.eval import longbench as lb
+    from loongrl.eval.report import bar_plot
+    from loongrl.eval.run import run_eval
+
+    preset = lb.get_preset(args.preset, max_input_tokens=args.max_input_tokens, strip_think=args.strip_think or None)
+    judge = None
+    if args.judge_url:
+        from loongrl.rewards.judge import JudgeConfig, LLMJudge
+
+        judge = LLMJudge(JudgeConfig(base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_key_env,
+                                     cache_path=os.path.join(args.out, "judge_cache.sqlite")))
+    counter = _counter(args)
+    backend = _backend(args)
+    scorer = lb.make_scorer(preset, judge)
+    records = []
+    for dataset in args.datasets:
+        rows = lb.load_rows(dataset, args.data, args.limit)
+        items = lb.build_items(dataset, rows, preset, counter.tokenizer, args.data_dir)
+        sampling = _sampling(lb.sampling_for(dataset, preset, args.data_dir), args)
+        settings = {"bench": "longbench", "dataset": dataset, "preset": asdict(preset), "data": args.data,
+                    "tokenizer": counter.name, "judge": args.judge_model if judge else None}
+        records += run_eval(items, backend, sampling, scorer, os.path.join(args.out, f"samples_{dataset}.jsonl"),
+                            settings, chunk_size=args.chunk_size or 8, progress=not args.quiet, desc=dataset)
+    summary, rows = lb.summarize(records)
+    summary["preset"] = preset.name
+    if "narrativeqa_buckets" in summary:
+        rows += [[f"narrativeqa {b}", v["items"], v["score"]] for b, v in summary["narrativeqa_buckets"].items()]
+    return _finish(args, "longbench", records, summary, ["task", "items", "score"], rows,
+                   lambda path: bar_plot(path, [r[0] for r in rows], [r[2] for r in rows],
+                                         f"LongBench ({preset.name})"))
+
+
+def _run_ruler(args) -> int:
+    from loongrl.eval import ruler
+    from loongrl.eval.backends import SamplingConfig
+    from loongrl.eval.report import line_plot
+    from loongrl.eval.run import run_eval
+
+    data = ruler.RulerData(args.data_dir, squad_path=args.squad)
+    registry = ruler.tasks(data)
+    names = args.tasks or list(registry)
+    unknown = [t for t in names if t not in registry]
+    if unknown:
+        print(f"error: unknown RULER tasks {unknown} (known: {', '.join(registry)})", file=sys.stderr)
+        return 2
+    skipped = []
+    if "qa_1" in names and not args.squad and not args.tasks:
+        names.remove("qa_1")
+        skipped.append("qa_1")
+        print("note: qa_1 skipped: it needs SQuAD v2 dev, pass --squad PATH", file=sys.stderr)
+    counter = _counter(args)
+    backend = _backend(args)
+    records = []
+    for name in names:
+        task = registry[name]
+        items = [ruler.generate(task, length, i, data, counter, args.seed, args.reasoning)
+                 for length in args.lengths for i in range(args.num_samples)]
+        new_tokens = items[0].meta["max_new_tokens"]
+        sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=new_tokens), args)
+        settings = {"bench": "ruler", "task": name, "lengths": args.lengths, "num_samples": args.num_samples,
+                    "reasoning": args.reasoning, "tokenizer": counter.name}
+        records += run_eval(items, backend, sampling, ruler.make_scorer({name: task.kind}, args.reasoning,
+                                                                        not args.no_require_think),
+                            os.path.join(args.out, f"samples_{name}.jsonl"), settings,
+                            chunk_size=args.chunk_size or 8, progress=not args.quiet, desc=name)
+    summary, rows = ruler.summarize(records)
+    summary["skipped_tasks"] = skipped
+    lengths = summary["lengths"]
+    series = {r[0]: [v if v != "" else float("nan") for v in r[1:]] for r in rows}
+    return _finish(args, "ruler", records, summary, ["task"] + [str(n) for n in lengths], rows,
+                   lambda path: line_plot(path, lengths, series, "RULER", "length (tokens)"))
+
+
+def _run_niah(args) -> int:
+    from loongrl.eval import niah
+    from loongrl.eval.backends import SamplingConfig
+    from loongrl.eval.report import heatmap
+    from loongrl.eval.run import run_eval
+
+    counter = _counter(args)
+    lengths, depths = niah.grid(args.min_len, args.max_len, args.num_lengths, args.num_depths)
+    items = niah.build_grid(counter, lengths, depths, args.needle, args.seed, args.data_dir)
+    backend = _backend(args)
+    sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=8192 if args.reasoning else 64), args)
+    settings = {"bench": "niah", "lengths": lengths, "depths": depths, "needle": args.needle,
+                "reasoning": args.reasoning, "tokenizer": counter.name}
+    records = run_eval(items, backend, sampling, niah.make_scorer(args.reasoning, not args.no_require_think),
+                       os.path.join(args.out, "samples.jsonl"), settings, chunk_size=args.chunk_size or 8,
+                       progress=not args.quiet, desc="niah")
+    summary, rows, matrix, lengths, depths = niah.summarize(records)
+    return _finish(args, "niah", records, summary, ["depth"] + [str(n) for n in lengths], rows,
+                   lambda path: heatmap(path, matrix, [f"{n / 1000:g}K" for n in lengths], [f"{d:g}" for d in depths],
+                                        f"Needle in a haystack ({args.backend.split('#')[-1]})"))
+
+
+def _guard(fn):
+    def run(args) -> int:
+        from loongrl.eval.backends import BackendError
+        from loongrl.eval.run import ResumeError
+
+        try:
+            return fn(args)
+        except (InputError, FileNotFoundError, ValueError, BackendError, ResumeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return run
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from loongrl.eval.longbench import DATASETS, PRESETS
+
+    ev = sub.add_parser("eval", help="evaluate a model: LongBench v1, RULER, needle in a haystack")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+
+    lb = esub.add_parser("longbench", help="LongBench v1 reasoning subsets")
+    _common(lb)
+    lb.add_argument("--data", required=True,
+                    help="folder with the official {dataset}.jsonl files, one .jsonl file, or hf:THUDM/LongBench")
+    lb.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    lb.add_argument("--preset", default="official", choices=list(PRESETS))
+    lb.add_argument("--max-input-tokens", type=int, default=None,
+                    help="middle-truncation limit (default: official 31500, loongrl 120000)")
+    lb.add_argument("--limit", type=int, default=None, help="first N rows per dataset")
+    lb.add_argument("--strip-think", action="store_true", help="official preset: score the text after </think>")
+    lb.add_argument("--judge-url", default=None, help="loongrl preset: OpenAI-compatible judge endpoint")
+    lb.add_argument("--judge-model", default="deepseek-chat")
+    lb.add_argument("--judge-key-env", default="JUDGE_API_KEY")
+    lb.set_defaults(func=_guard(_run_longbench))
+
+    ru = esub.add_parser("ruler", help="RULER synthetic tasks")
+    _common(ru)
+    ru.add_argument("--tasks", nargs="+", default=None, help="task names (default: all 13; qa_1 needs --squad)")
+    ru.add_argument("--lengths", type=_ints, default=[4096], help="comma-separated, e.g. 4096,8192,16384")
+    ru.add_argument("--num-samples", type=int, default=10, help="samples per task and length")
+    ru.add_argument("--squad", default=None, help="SQuAD v2 dev json for qa_1")
+    ru.add_argument("--reasoning", action="store_true",
+                    help="reasoning models: no answer prefix, 8192 new tokens, answer after </think>")
+    ru.add_argument("--no-require-think", action="store_true",
+                    help="reasoning: score the whole output when there is no </think> (default: score 0)")
+    ru.set_defaults(func=_guard(_run_ruler))
+
+    ni = esub.add_parser("niah", help="needle in a haystack grid and heatmap")
+    _common(ni)
+    ni.add_argument("--min-len", type=int, default=1000)
+    ni.add_argument("--max-len", type=int, default=128000)
+    ni.add_argument("--num-lengths", type=int, default=15)
+    ni.add_argument("--num-depths", type=int, default=10)
+    ni.add_argument("--needle", default="magic-number", choices=["magic-number", "kamradt"])
+    ni.add_argument("--reasoning", action="store_true", help="8192 new tokens, answer after </think>")
+    ni.add_argument("--no-require-think", action="store_true")
+    ni.set_defaults(func=_guard(_run_niah))

@@ -1,0 +1,121 @@
+"""Reports: a JSON file with every sample, a Markdown summary table, PNG plots.
+
+Scores in tables are 100 x the mean item score, rounded to 2 decimals (LongBench/RULER style);
+an item's score is the mean over its samples (average pass@1 when n > 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+
+def _atomic(path: str, write: Callable[[str], None]) -> None:
+    tmp = f"{path}.tmp{os.path.splitext(path)[1]}"  # keep the extension: matplotlib picks the format from it
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+    def w(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    _atomic(path, w)
+
+
+def mean100(values: Sequence[float]) -> float:
+    return round(100.0 * sum(values) / len(values), 2) if values else float("nan")
+
+
+def group_scores(records: Sequence[dict], key: Callable[[dict], object]) -> dict:
+    """key(record) -> [item scores], in first-seen order."""
+    groups: dict = defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r["score"])
+    return dict(groups)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    def cell(v) -> str:
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(out_dir: str, name: str, records: Sequence[dict], summary: dict, markdown: str) -> dict:
+    """``{name}.json`` (summary + every record with its samples) and ``{name}.md``; returns paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"json": os.path.join(out_dir, f"{name}.json"), "md": os.path.join(out_dir, f"{name}.md")}
+    write_text(paths["json"], json.dumps({"summary": summary, "records": list(records)}, ensure_ascii=False,
+                                         indent=1) + "\n")
+    write_text(paths["md"], markdown)
+    return paths
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "loongrl"  # deterministic output
+    return plt
+
+
+def _save(fig, path: str) -> None:
+    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", metadata={"Software": None}))
+
+
+def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], title: str, ylabel: str = "score") -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(labels) + 1.5), 3.5))
+    ax.bar(range(len(labels)), values, color="#4c72b0")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    for i, v in enumerate(values):
+        ax.text(i, min(v, 95) + 1, f"{v:.1f}", ha="center", fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def line_plot(path: str, xs: Sequence, series: dict[str, Sequence[float]], title: str, xlabel: str) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, ys in series.items():
+        ax.plot(range(len(xs)), ys, marker="o", label=label)
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def heatmap(path: str, matrix: Sequence[Sequence[float]], xlabels: Sequence[str], ylabels: Sequence[str],
+            title: str, xlabel: str = "Context length (tokens)", ylabel: str = "Depth percent") -> str:
+    """Needle-in-a-haystack heatmap: rows = depths, columns = lengths, red (0) to green (100),
+    the colour map of the NIAH/MInference figures."""
+    plt = _pyplot()
+    from matplotlib.colors import LinearSegmentedColormap
+
+    cmap = LinearSegmentedColormap.from_list("niah", ["#F0496E", "#EBB839", "#0CD79F"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(xlabels) + 2), max(3.5, 0.4 * len(ylabels) + 1.5)))
+    image = ax.imshow(matrix, cmap=cmap, vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(xlabels)), xlabels, rotation=45, ha="right")
+    ax.set_yticks(range(len(ylabels)), ylabels)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="score")
+    _save(fig, path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,120 @@
+"""A real OpenAI-compatible ``/v1/chat/completions`` server on 127.0.0.1 for tests (stdlib only).
+
+Each request gets a key, ``server.key_of(body)`` (default: the model answer after "Answer 1: " in
+the last message, which is how the judge tests address it). ``script[key]`` is a list of actions
+used one per request: ("status", code[, headers]), ("raw", body bytes), ("delay", seconds); then
+the reply text is ``server.respond(body)`` when set (a scripted model, or a real one served through
+``TransformersBackend``), else ``verdicts[key]`` (default a "[[NO]]" reply). Every request is
+recorded in ``server.requests`` with its key, headers and JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_ANSWER_1 = re.compile(r"Answer 1: (.*)\n")
+
+
+def judge_answer_key(body: dict) -> str:
+    match = _ANSWER_1.search(body["messages"][-1]["content"])
+    return match.group(1) if match else ""
+
+
+class OpenAIServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # the default backlog (5) can reset concurrent connections
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[dict] = []
+        self.script: dict[str, list[tuple]] = {}
+        self.verdicts: dict[str, str] = {}
+        self.fixed_delay_s = 0.0
+        self.key_of: Callable[[dict], str] = judge_answer_key
+        self.respond: Callable[[dict], str] | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def reset(self):
+        with self.lock:
+            self.requests.clear()
+            self.script.clear()
+            self.verdicts.clear()
+            self.fixed_delay_s = 0.0
+            self.key_of = judge_answer_key
+            self.respond = None
+            self.max_in_flight = 0
+
+    def requests_for(self, key: str) -> list[dict]:
+        with self.lock:
+            return [r for r in self.requests if r["answer"] == key]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def _send(self, code: int, body: bytes, headers: dict | None = None):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            pass
+
+    def do_POST(self):
+        server: OpenAIServer = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        key = server.key_of(body)
+        with server.lock:
+            server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body, "answer": key})
+            actions = server.script.get(key)
+            action = actions.pop(0) if actions else None
+            delay = server.fixed_delay_s
+            server.in_flight += 1
+            server.max_in_flight = max(server.max_in_flight, server.in_flight)
+        try:
+            self._answer(server, body, key, action, delay)
+        finally:
+            with server.lock:
+                server.in_flight -= 1
+
+    def _answer(self, server: OpenAIServer, body: dict, key: str, action: tuple | None, delay: float):
+        if delay:
+            time.sleep(delay)
+        if action and action[0] == "status":
+            self._send(action[1], b'{"error": "scripted"}', action[2] if len(action) > 2 else None)
+            return
+        if action and action[0] == "raw":
+            self._send(200, action[1])
+            return
+        if action and action[0] == "delay":
+            time.sleep(action[1])
+        if server.respond is not None:
+            reply = server.respond(body)
+        else:
+            reply = server.verdicts.get(key, "The answers differ. [[NO]]")
+        payload = {"id": "x", "object": "chat.completion", "model": body["model"],
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                                "finish_reason": "stop"}]}
+        self._send(200, json.dumps(payload).encode())
+
+
+def start_server() -> OpenAIServer:
+    server = OpenAIServer()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server

@@ -1,0 +1,150 @@
+"""RULER generators and NIAH grid with the real Qwen2.5 tokenizer; scored end to end through the
+OpenAI backend against a scripted server that answers some samples right and some wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+from conftest import QWEN
+from openai_server import start_server
+
+from loongrl.cli import main
+from loongrl.data.tokens import get_counter
+from loongrl.eval import niah, ruler
+
+
+@pytest.fixture(scope="module")
+def counter():
+    return get_counter(QWEN)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    # a SQuAD v2-format file for qa_1, built from real HotpotQA paragraphs
+    from conftest import INPUTS
+
+    from loongrl.data.sources import load_source
+
+    recs = load_source("hotpotqa", INPUTS["hotpotqa"])
+    squad = {"data": [{"title": "t", "paragraphs": [
+        {"context": recs.pool.texts[r.passage_ids[0]], "qas": [{"question": r.question, "answers": [{"text": r.answers[0]}],
+                                                               "is_impossible": False}]} for r in recs.records
+        if r.answers[0] in recs.pool.texts[r.passage_ids[0]]][:40]}]}  # SQuAD answers are spans
+    path = tmp_path_factory.mktemp("squad") / "dev-v2.0.json"
+    path.write_text(json.dumps(squad))
+    return ruler.RulerData(squad_path=str(path))
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = start_server()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_registry_has_the_13_tasks(data):
+    assert list(ruler.tasks(data)) == ["niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1",
+                                       "niah_multikey_2", "niah_multikey_3", "niah_multivalue", "niah_multiquery",
+                                       "vt", "cwe", "fwe", "qa_1", "qa_2"]
+
+
+@pytest.mark.parametrize("reasoning", [False, True])
+def test_every_task_fills_its_budget_exactly(data, counter, reasoning):
+    for name, task in ruler.tasks(data).items():
+        item = ruler.generate(task, 2048, 0, data, counter, seed=3, reasoning=reasoning)
+        budget = 2048 - data.templates["tasks"][task.kind]["tokens_to_generate"]
+        exact = ruler.chat_tokens(counter.tokenizer, item.messages)
+        assert item.meta["prompt_tokens"] == exact, name
+        assert 0.95 * budget <= exact <= budget, (name, exact, budget)
+        assert item.golds and all(g.lower() in item.messages[0]["content"].lower() or name in ("fwe", "qa_2")
+                                  for g in item.golds), name
+        assert (item.messages[-1]["role"] == "assistant") is not reasoning
+        assert item == ruler.generate(task, 2048, 0, data, counter, seed=3, reasoning=reasoning)  # same seed, same sample
+    # fwe golds are counted below; HotpotQA golds ("yes"/"no") need not be spans
+    niah1 = ruler.generate(ruler.tasks(data)["niah_single_1"], 2048, 1, data, counter)
+    assert niah1.messages[0]["content"].startswith("A special magic number is hidden")
+    assert niah1.messages[1]["content"].startswith(" The special magic number for ")
+    assert niah1.messages[1]["content"].endswith(" mentioned in the provided text is")
+
+
+def test_fwe_answers_are_the_three_most_frequent_words(data, counter):
+    item = ruler.generate(ruler.tasks(data)["fwe"], 2048, 0, data, counter)
+    words = re.findall(r"\b[a-z]{6}\b", item.messages[0]["content"].split("coded words. ", 1)[1].split("\nQuestion")[0])
+    counts = sorted(((words.count(w), w) for w in set(words)), reverse=True)
+    assert set(item.golds) == {w for _, w in counts[:3]} and counts[2][0] > counts[3][0]
+
+
+def _answering(correct_tasks: set[str], reasoning: bool):
+    golds: dict[str, list[str]] = {}
+
+    def respond(body):
+        user = body["messages"][0]["content"]
+        for key, (task, answers) in golds.items():
+            if key in user:
+                text = ", ".join(answers) if task in correct_tasks else "I do not know"
+                return f"<think>maybe 0000000</think> {text}" if reasoning else text
+        raise AssertionError("unknown prompt")
+    return respond, golds
+
+
+@pytest.mark.parametrize("reasoning", [False, True])
+def test_ruler_cli_scores_known_outputs(server, data, counter, tmp_path, reasoning):
+    server.reset()
+    names = ["niah_single_2", "niah_multivalue", "vt", "qa_2"]
+    respond, golds = _answering({"niah_single_2", "vt"}, reasoning)
+    registry = ruler.tasks(data)
+    for name in names:
+        for i in range(2):
+            item = ruler.generate(registry[name], 4096, i, data, counter, reasoning=reasoning)
+            golds[item.messages[0]["content"][-300:]] = (name, item.golds)
+    server.respond = respond
+    out = str(tmp_path / "ruler")
+    args = ["eval", "ruler", "--backend", f"openai:{server.base_url}#m", "--tasks", *names, "--lengths", "4096",
+            "--num-samples", "2", "--tokenizer", QWEN, "--out", out, "--quiet"] + (["--reasoning"] if reasoning else [])
+    assert main(args) == 0
+    summary = json.load(open(os.path.join(out, "ruler.json")))["summary"]
+    assert summary["scores"] == {"niah_single_2": {"4096": 100.0}, "niah_multivalue": {"4096": 0.0},
+                                 "vt": {"4096": 100.0}, "qa_2": {"4096": 0.0}}
+    assert summary["average"] == {"4096": 50.0}
+    body = server.requests[0]["body"]
+    assert body["max_tokens"] == (8192 if reasoning else 128)
+    assert body.get("continue_final_message", False) is not reasoning
+
+
+def test_niah_grid_prompts_and_depths(counter):
+    lengths, depths = niah.grid(1000, 3000, 3, 3)
+    assert (lengths, depths) == ([1000, 2000, 3000], [0.0, 50.0, 100.0])
+    items = niah.build_grid(counter, lengths, depths)
+    for item in items:
+        assert abs(counter.count_chat(item.messages) - item.meta["length"]) <= 2
+        assert abs(item.meta["prompt_tokens"] - counter.count_chat(item.messages)) <= 1
+        user = item.messages[1]["content"]
+        at = user.index("The special magic")
+        assert user[at - 2] == "." or at == 1 or item.meta["depth"] == 100  # sentence boundary, start or end
+        assert item.golds[0] in user
+    positions = [items[i].messages[1]["content"].index("The special magic") for i in range(3, 6)]
+    assert positions[0] < positions[1] < positions[2]
+    assert items == niah.build_grid(counter, lengths, depths)
+
+
+def test_niah_cli_heatmap_from_scripted_answers(server, tmp_path):
+    server.reset()
+
+    def respond(body):  # right near the start, wrong from the middle on
+        user = body["messages"][-1]["content"]
+        number = re.search(r"The special magic \w[\w ]* number is: (\d{7})", user).group(1)
+        depth = user.index(number) / len(user)
+        return f"It is {number}." if depth < 0.4 else "It is 1234567."
+    server.respond = respond
+    out = str(tmp_path / "niah")
+    assert main(["eval", "niah", "--backend", f"openai:{server.base_url}#m", "--min-len", "1000", "--max-len", "2000",
+                 "--num-lengths", "2", "--num-depths", "3", "--tokenizer", QWEN, "--out", out, "--quiet"]) == 0
+    summary = json.load(open(os.path.join(out, "niah.json")))["summary"]
+    assert summary["matrix"] == [[100.0, 100.0], [0.0, 0.0], [0.0, 0.0]]
+    assert "| 0% | 100.00 | 100.00 |" in open(os.path.join(out, "niah.md")).read()
+    with open(os.path.join(out, "niah.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
