@@ -92,3 +92,47 @@ def test_filter_with_a_tiny_local_model(tmp_path):
     assert stats["items"] == 6 and sum(stats["first_pass_correct_histogram"].values()) == 6
     cached = [json.loads(line) for line in open(out + ".cache.jsonl")]
     assert len(cached) == 6 and all(len(c["predictions"]) == 2 for c in cached)
+
+
+@pytest.fixture(scope="module")
+def server():
+    from openai_server import start_server
+
+    srv = start_server()
+    yield srv
+    srv.shutdown()
+
+
+def _scripted_model(body: dict) -> str:
+    """Item i answers correctly in (i % 9) of its 8 samples; sample j has seed base + j (batches of 16)."""
+    question = body["messages"][-1]["content"].rsplit("Question: ", 1)[1]
+    i, j = INDEX[question], body["seed"] % 8
+    return f"The answer is {GOLD[question]}." if j < i % 9 else "The answer is somebody else."
+
+
+def test_filter_over_http_resumes_without_repeated_requests(server, tmp_path):
+    from loongrl.eval.backends import BackendError, make_backend
+
+    server.reset()
+    server.respond = _scripted_model
+    server.key_of = lambda body: body["messages"][-1]["content"].rsplit("Question: ", 1)[1]
+    broken = DATA.records[70].question
+    server.script[broken] = [("status", 400)]  # not retried: the run stops loudly at its batch
+    backend = make_backend(f"openai:{server.base_url}#filter-model", concurrency=4, max_retries=1,
+                           backoff_s=0.01)
+    out, cfg = str(tmp_path / "ids.txt"), FilterConfig(batch_size=16)
+    with pytest.raises(BackendError, match="prompt 6 sample 0"):
+        difficulty_filter("2wikimqa", INPUTS["2wikimqa"], backend, cfg, out)
+    done_before = {json.loads(line)["id"] for line in open(out + ".cache.jsonl")}
+    assert len(done_before) == 64  # four whole batches were paid for and kept
+    first_requests = len(server.requests)
+
+    stats = difficulty_filter("2wikimqa", INPUTS["2wikimqa"], backend, cfg, out)
+    resumed = server.requests[first_requests:]
+    asked = {r["answer"] for r in resumed}
+    assert len(resumed) == (164 - 64) * 8
+    assert not asked & {r.question for r in DATA.records if r.id in done_before}
+    ids = open(out).read().split()
+    assert ids == [r.id for i, r in enumerate(DATA.records) if 1 <= i % 9 <= 6]
+    assert stats["first_pass_correct_histogram"] == {str(c): sum(1 for i in range(164) if i % 9 == c)
+                                                     for c in range(9)}

@@ -44,13 +44,15 @@ def mix_inputs(tmp_path_factory):
     (d / "mathqa.json").write_text(json.dumps(MATHQA))
     pq.write_table(pa.Table.from_pylist(DAPO), d / "dapo.parquet")
     recipe = {
-        "seed": 3, "tokenizer": QWEN, "max_prompt_tokens": 4096, "total": 14,
+        "seed": 3, "tokenizer": QWEN, "max_prompt_tokens": 4096, "total": 16,
         "parts": [
             {"name": "kc_hotpot", "kind": "keychain", "source": "hotpotqa", "input": INPUTS["hotpotqa"],
              "ratio": 0.5},
             {"name": "qa_hotpot", "kind": "qa", "source": "hotpotqa", "input": INPUTS["hotpotqa"], "ratio": 0.5},
             {"name": "mathqa", "kind": "mathqa", "input": str(d / "mathqa.json"), "size": 2},
             {"name": "dapo", "kind": "dapo", "input": str(d / "dapo.parquet"), "size": 2},
+            {"name": "ruler_mk", "kind": "book_ruler_multikey", "size": 1},
+            {"name": "ruler_mv", "kind": "book_ruler_multivalue", "size": 1},
         ],
     }
     path = d / "mix.yaml"
@@ -63,12 +65,13 @@ def test_mix_has_exact_proportions_and_valid_rows(mix_inputs, tmp_path):
     out = str(tmp_path / "mix.parquet")
     card = build_mix(recipe, out)
     assert [(p["name"], p["rows"]) for p in card["parts"]] == [("kc_hotpot", 5), ("qa_hotpot", 5), ("mathqa", 2),
-                                                               ("dapo", 2)]
-    assert card["rows"] == 14 and card["qa_questions_disjoint"]
+                                                               ("dapo", 2), ("ruler_mk", 1), ("ruler_mv", 1)]
+    assert card["rows"] == 16 and card["qa_questions_disjoint"]
+    assert [p["share"] for p in card["parts"]] == [5 / 16, 5 / 16, 2 / 16, 2 / 16, 1 / 16, 1 / 16]
     rows = read_rows(out)
-    assert len(rows) == 14 and [r["extra_info"]["index"] for r in rows] == list(range(14))
+    assert len(rows) == 16 and [r["extra_info"]["index"] for r in rows] == list(range(16))
     kinds = [r["extra_info"]["kind"] for r in rows]
-    assert kinds != sorted(kinds, key=["keychain", "qa", "mathqa", "dapo"].index)  # shuffled together
+    assert kinds != sorted(kinds, key=["keychain", "qa", "mathqa", "dapo", "book_ruler"].index)  # shuffled
     kc = {r["extra_info"]["question"] for r in rows if r["extra_info"]["kind"] == "keychain"}
     qa = {r["extra_info"]["question"] for r in rows if r["extra_info"]["kind"] == "qa"}
     assert len(kc) == len(qa) == 5 and not kc & qa
@@ -99,6 +102,8 @@ def test_mix_scores_through_the_shared_router(mix_inputs, tmp_path):
             response = f"<think>compute</think> \\boxed{{({gold[0]})}}"
         elif row["data_source"] == "math_dapo":
             response = f"<think>compute</think>\nAnswer: {gold[0]}"
+        elif row["extra_info"]["kind"] == "book_ruler":
+            response = "<think>found</think> \\boxed{" + ", ".join(gold) + "}"
         else:
             response = f"<think>follow the chain</think> \\boxed{{{gold[0]}}}"
         assert compute_score(row["data_source"], response, gold, row["extra_info"])["score"] == 1.0, row["data_source"]

@@ -1,9 +1,11 @@
-"""`loongrl data ...`: keychain, qa, validate, decontaminate."""
+"""`loongrl data ...`: keychain, qa, filter, book-ruler, mix, validate, decontaminate."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from tqdm import tqdm
 
 from loongrl.data.fill import PLACEMENTS
 from loongrl.data.sources import SOURCES, InputError, clean
@@ -67,8 +69,6 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from loongrl.data.validate import validate_file
 
     with tqdm(unit="row", desc="validate", disable=args.quiet or None, file=sys.stderr) as bar:
@@ -85,10 +85,8 @@ def _run_validate(args: argparse.Namespace) -> int:
 def _run_filter(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from tqdm import tqdm
-
     from loongrl.data.filter import FilterConfig, difficulty_filter
-    from loongrl.eval.backends import make_backend
+    from loongrl.eval.backends import BackendError, make_backend
 
     cfg = FilterConfig(**{f.name: getattr(args, f.name) for f in fields(FilterConfig)})
     options = {"concurrency": args.concurrency, "batch_size": args.batch_size}
@@ -98,7 +96,7 @@ def _run_filter(args: argparse.Namespace) -> int:
         with tqdm(unit="item", desc="filter", disable=args.quiet or None, file=sys.stderr) as bar:
             stats = difficulty_filter(args.source, args.input, backend, cfg, args.out, rescue_backend=rescue,
                                       progress=bar.update)
-    except (InputError, FileNotFoundError, ValueError) as e:
+    except (InputError, FileNotFoundError, ValueError, BackendError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{stats['items']} items: kept {stats['kept_first_pass']} in the first pass, rescued "
@@ -118,6 +116,30 @@ def _run_mix(args: argparse.Namespace) -> int:
     for p in card["parts"]:
         print(f"{p['name']:<24} {p['rows']:>6} rows  {100 * p['share']:6.2f}%  tokens {p['prompt_tokens']}")
     print(f"wrote {args.out} ({card['rows']} rows), {args.out}.card.json, {args.out}.lengths.png")
+    return 0
+
+
+def _run_book_ruler(args: argparse.Namespace) -> int:
+    from loongrl.data.book_ruler import BookRulerConfig, book_ruler_rows
+    from loongrl.data.io import RowWriter
+
+    cfg = BookRulerConfig(kind=args.kind, tokenizer=args.tokenizer or default_tokenizer(), num=args.num,
+                          max_prompt_tokens=args.max_prompt_tokens, needles=args.needles, book=args.book,
+                          system_prompt=args.system_prompt, seed=args.seed)
+    writer = RowWriter(args.out)
+    try:
+        for row in tqdm(book_ruler_rows(cfg), total=cfg.num, unit="row", desc=f"book ruler {cfg.kind}",
+                        disable=args.quiet or None, file=sys.stderr):
+            writer.write(row)
+        writer.close()
+    except (ValueError, FileNotFoundError) as e:
+        writer.abort()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BaseException:
+        writer.abort()
+        raise
+    print(f"wrote {writer.count} rows to {args.out}")
     return 0
 
 
@@ -166,6 +188,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     flt.add_argument("--seed", type=int, default=0)
     flt.add_argument("--quiet", action="store_true")
     flt.set_defaults(func=_run_filter)
+    br = dsub.add_parser("book-ruler", help="Book RULER retrieval rows (multi-key / multi-value needles in a book)")
+    br.add_argument("--kind", required=True, choices=["multikey", "multivalue"])
+    br.add_argument("--out", required=True, help="output .parquet or .jsonl")
+    br.add_argument("--num", type=int, default=512)
+    br.add_argument("--max-prompt-tokens", type=int, default=16384)
+    br.add_argument("--needles", type=int, default=20, help="keys (multikey) or values (multivalue)")
+    br.add_argument("--book", default=None, help="plain-text haystack (e.g. a PG19 book); default: the essays")
+    br.add_argument("--tokenizer", default=None)
+    br.add_argument("--system-prompt", default="loongrl")
+    br.add_argument("--seed", type=int, default=0)
+    br.add_argument("--quiet", action="store_true")
+    br.set_defaults(func=_run_book_ruler)
     mix = dsub.add_parser("mix", help="build a stage's training mixture from named parts (see docs/data.md)")
     mix.add_argument("recipe", help="mix recipe YAML")
     mix.add_argument("--out", required=True, help="output .parquet (plus .card.json and .lengths.png)")

@@ -12,8 +12,10 @@ A mix recipe (YAML) names the parts, each with a `size` (rows) or a `ratio` (of 
       - {name: qa_hotpotqa, kind: qa, source: hotpotqa, input: ..., ratio: 0.35}
       - {name: mathqa, kind: mathqa, input: mathqa.json, size: 15}
       - {name: dapo, kind: dapo, input: dapo.parquet, size: 15}
+      - {name: ruler_mk, kind: book_ruler_multikey, size: 5}
 
-Kinds: `keychain` and `qa` (any `SynthConfig` field may be given), `mathqa`, `dapo`. KeyChain and plain QA
+Kinds: `keychain` and `qa` (any `SynthConfig` field may be given), `mathqa`, `dapo` (both need `input`),
+`book_ruler_multikey` and `book_ruler_multivalue` (optional `book`: a plain-text haystack; `needles`). KeyChain and plain QA
 parts never share a question: each QA-type part excludes the items (by id and question) of the QA-type parts
 before it. The parts are shuffled together with the seed and written as one parquet, with a card
 (`OUT.card.json`: counts per part, token lengths, seed, input hashes) and a token-length histogram per part
@@ -41,6 +43,7 @@ from loongrl.data.tokens import default_tokenizer, get_counter
 SYNTH_KINDS = ("keychain", "qa")
 FILE_KINDS = {"mathqa": (math_parts.mathqa_rows, "mathqa_choice", "math_qa_choices"),
               "dapo": (math_parts.dapo_rows, "math_dapo", "MATH")}
+BOOK_KINDS = ("book_ruler_multikey", "book_ruler_multivalue")
 TOP_KEYS = {"seed", "tokenizer", "max_prompt_tokens", "total", "exclude", "parts", "system_prompt", "out"}
 PART_KEYS = {"name", "kind", "size", "ratio", "input", "source"}
 SYNTH_FIELDS = {f.name for f in dataclasses.fields(SynthConfig)} - {"source", "input", "tokenizer", "keychain",
@@ -70,15 +73,17 @@ def load_mix_recipe(path: str) -> dict:
         if not isinstance(part, dict):
             raise MixError(f"{where}: expected a mapping")
         kind = part.get("kind")
-        if kind not in SYNTH_KINDS and kind not in FILE_KINDS:
-            raise MixError(f"{where}: 'kind' must be one of {list(SYNTH_KINDS) + list(FILE_KINDS)}, got {kind!r}")
-        allowed = PART_KEYS | (SYNTH_FIELDS if kind in SYNTH_KINDS else set())
+        kinds = list(SYNTH_KINDS) + list(FILE_KINDS) + list(BOOK_KINDS)
+        if kind not in kinds:
+            raise MixError(f"{where}: 'kind' must be one of {kinds}, got {kind!r}")
+        allowed = PART_KEYS | (SYNTH_FIELDS if kind in SYNTH_KINDS else {"book", "needles"} if kind in BOOK_KINDS
+                               else set())
         bad = set(part) - allowed
         if bad:
             raise MixError(f"{where} ({kind}): unknown key(s) {sorted(bad)}")
         if not part.get("name") or names[part["name"]] > 1:
             raise MixError(f"{where}: every part needs a unique 'name'")
-        if not part.get("input"):
+        if not part.get("input") and kind not in BOOK_KINDS:
             raise MixError(f"{where}: 'input' is required")
         if kind in SYNTH_KINDS and not part.get("source"):
             raise MixError(f"{where}: 'source' is required for kind {kind}")
@@ -146,6 +151,16 @@ def _file_part(part: dict, recipe: dict, counter, system: str | None) -> list[di
     return rows[:part["size"]]
 
 
+def _book_part(part: dict, recipe: dict) -> list[dict]:
+    from loongrl.data.book_ruler import BookRulerConfig, book_ruler_rows
+
+    cfg = BookRulerConfig(kind=part["kind"].removeprefix("book_ruler_"), tokenizer=recipe["tokenizer"],
+                          num=part["size"], max_prompt_tokens=recipe.get("max_prompt_tokens", 16384),
+                          needles=part.get("needles", 20), book=part.get("book"),
+                          system_prompt=recipe.get("system_prompt", "loongrl"), seed=recipe.get("seed", 0))
+    return list(book_ruler_rows(cfg))
+
+
 def build_mix(recipe_path: str, out: str) -> dict:
     """Build the mixture of `recipe_path` into `out` (.parquet); returns the card."""
     recipe = load_mix_recipe(recipe_path)
@@ -165,6 +180,8 @@ def build_mix(recipe_path: str, out: str) -> dict:
         for part in recipe["parts"]:
             if part["kind"] in SYNTH_KINDS:
                 parts_rows[part["name"]] = _synth_part(part, recipe, used, exclude, tmp)
+            elif part["kind"] in BOOK_KINDS:
+                parts_rows[part["name"]] = _book_part(part, recipe)
             else:
                 parts_rows[part["name"]] = _file_part(part, recipe, counter, system)
     finally:
@@ -191,8 +208,8 @@ def _card(recipe: dict, recipe_path: str, parts_rows: dict[str, list[dict]], tot
         tokens = sorted(r["extra_info"]["prompt_tokens"] for r in parts_rows[part["name"]])
         parts.append({
             "name": part["name"], "kind": part["kind"], "requested": part["size"], "rows": len(tokens),
-            "share": round(len(tokens) / total, 6) if total else 0.0, "input": part["input"],
-            "input_sha256": _sha256(part["input"]),
+            "share": round(len(tokens) / total, 6) if total else 0.0, "input": part.get("input") or part.get("book") or "essays (../shared)",
+            "input_sha256": _sha256(part.get("input") or part.get("book") or ""),
             "prompt_tokens": {"min": tokens[0], "median": tokens[len(tokens) // 2], "max": tokens[-1]}
             if tokens else None,
         })

@@ -13,6 +13,7 @@ the text after ``</think>``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -39,8 +40,10 @@ METRICS = {"niah": scorers.string_match_all, "variable_tracking": scorers.string
 class RulerData:
     """Templates, task configs, word lists, essays and QA sources (loaded lazily)."""
 
-    def __init__(self, data_dir: str | None = None, squad_path: str | None = None, hotpotqa_path: str | None = None):
+    def __init__(self, data_dir: str | None = None, squad_path: str | None = None, hotpotqa_path: str | None = None,
+                 book_path: str | None = None):
         self.dir = data_dir or shared_data_dir()
+        self.book_path = book_path
         self.squad_path = squad_path
         self.hotpotqa_path = hotpotqa_path or os.path.join(self.dir, "hotpotqa", "hotpotqa_distractor_subset.json.gz")
 
@@ -76,6 +79,19 @@ class RulerData:
     def essay_words(self) -> list[str]:
         with open(os.path.join(self.dir, "pg_essays", "ruler_PaulGrahamEssays.json"), encoding="utf-8") as f:
             return re.sub(r"\s+", " ", json.load(f)["text"]).strip().split(" ")
+
+    @cached_property
+    def book_words(self) -> list[str]:
+        """The "book" haystack: any plain-text file (e.g. a PG19 book) or, by default, the essays."""
+        if not self.book_path:
+            return self.essay_words
+        opener = gzip.open if self.book_path.endswith(".gz") else open
+        with opener(self.book_path, "rt", encoding="utf-8") as f:
+            text = f.read()
+        words = re.sub(r"\s+", " ", text).strip().split(" ")
+        if len(words) < 1000:
+            raise ValueError(f"{self.book_path}: a book haystack needs at least 1,000 words, found {len(words)}")
+        return words
 
     def qa(self, dataset: str) -> tuple[list[dict], list[str]]:
         """(questions with gold doc indices and answers, all unique documents)."""
@@ -183,7 +199,7 @@ _SENT_END = re.compile(r"(?<=[.!?])\s+")
 
 def _niah_units(args: dict) -> float:
     hay = args["type_haystack"]
-    if hay == "essay":
+    if hay in ("essay", "book"):
         return 700  # words
     if hay == "noise":
         return 45  # sentences
@@ -208,6 +224,20 @@ def gen_niah(data: RulerData, args: dict, rng: random.Random, size: int) -> Samp
         words = data.essay_words
         text = " ".join(words[i % len(words)] for i in range(size))
         context = " ".join(_insert(hay_rng, _SENT_END.split(text), needles))
+    elif hay == "book":  # LoongRL's Book RULER: a random stretch of the book, needles at random sentence ends
+        words = data.book_words
+        start = hay_rng.randrange(len(words))
+        sentences = _SENT_END.split(" ".join(words[(start + i) % len(words)] for i in range(size)))
+        gaps = range(len(sentences) + 1)
+        slots = sorted(hay_rng.sample(gaps, len(needles)) if len(needles) <= len(gaps)
+                       else hay_rng.choices(gaps, k=len(needles)))
+        parts, j = [], 0
+        for i, sentence in enumerate(sentences):
+            while j < len(slots) and slots[j] == i:
+                parts.append(needles[j])
+                j += 1
+            parts.append(sentence)
+        context = " ".join(parts + needles[j:])
     elif hay == "noise":
         context = " ".join(_insert(hay_rng, [t["noise_haystack_sentence"]] * size, needles))
     elif hay == "needle":
