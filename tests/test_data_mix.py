@@ -131,3 +131,22 @@ def test_mix_cli_reports_unreachable_sizes(mix_inputs, tmp_path):
     assert r.returncode == 2
     assert "part mathqa: only 3 usable rows" in r.stderr and "'missing_options': 1" in r.stderr
     assert not (tmp_path / "m.parquet").exists()
+
+
+def test_shipped_recipes(tmp_path):
+    """The paper-scale template loads; the shipped-sample mixture builds exactly and validates."""
+    import os
+
+    from conftest import REPO
+
+    full = load_mix_recipe(os.path.join(REPO, "recipes", "mix", "loongrl-full.yaml"))
+    assert sum(p["size"] for p in full["parts"]) == 21_024
+    out = str(tmp_path / "sample.parquet")
+    r = subprocess.run([sys.executable, "-m", "loongrl.cli", "data", "mix", "recipes/mix/shipped-sample.yaml",
+                        "--out", out], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.load(open(out + ".card.json"))
+    assert [p["rows"] for p in card["parts"]] == [10, 10, 10, 10, 10, 10, 2, 2] and card["rows"] == 64
+    assert card["qa_questions_disjoint"]
+    report = validate_file(out, QWEN)
+    assert report.ok and report.rows == 64, report.errors[:3]

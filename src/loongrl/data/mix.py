@@ -46,9 +46,10 @@ FILE_KINDS = {"mathqa": (math_parts.mathqa_rows, "mathqa_choice", "math_qa_choic
 BOOK_KINDS = ("book_ruler_multikey", "book_ruler_multivalue")
 TOP_KEYS = {"seed", "tokenizer", "max_prompt_tokens", "total", "exclude", "parts", "system_prompt", "out"}
 PART_KEYS = {"name", "kind", "size", "ratio", "input", "source"}
-SYNTH_FIELDS = {f.name for f in dataclasses.fields(SynthConfig)} - {"source", "input", "tokenizer", "keychain",
-                                                                     "num", "seed", "exclude", "system_prompt",
-                                                                     "max_prompt_tokens"}
+# Per-part synthesis options: SynthConfig fields, plus `ids` (a file of item ids, e.g. the filter's output).
+SYNTH_FIELDS = ({f.name for f in dataclasses.fields(SynthConfig)}
+                - {"source", "input", "tokenizer", "keychain", "num", "seed", "exclude", "include", "system_prompt"}
+                | {"ids"})
 
 
 class MixError(ValueError):
@@ -112,11 +113,14 @@ def load_mix_recipe(path: str) -> dict:
 
 
 def _synth_part(part: dict, recipe: dict, used: set[str], exclude: frozenset[str], tmp: str) -> list[dict]:
-    options = {k: v for k, v in part.items() if k in SYNTH_FIELDS}
+    from loongrl.data.cli import read_id_list
+
+    options = {k: v for k, v in part.items() if k in SYNTH_FIELDS and k != "ids"}
+    options.setdefault("max_prompt_tokens", recipe.get("max_prompt_tokens", 16384))
     cfg = SynthConfig(source=part["source"], input=part["input"], tokenizer=recipe["tokenizer"],
                       keychain=part["kind"] == "keychain", num=part["size"], seed=recipe.get("seed", 0),
-                      max_prompt_tokens=recipe.get("max_prompt_tokens", 16384),
-                      system_prompt=recipe.get("system_prompt", "loongrl"), exclude=exclude | used, **options)
+                      system_prompt=recipe.get("system_prompt", "loongrl"), exclude=exclude | used,
+                      include=read_id_list(part["ids"]) if part.get("ids") else None, **options)
     out = os.path.join(tmp, f"{part['name']}.parquet")
     summary = synthesize(cfg, out, progress=True)
     if summary.written < part["size"]:
