@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         rewards_cli = None
     if rewards_cli is not None:
         rewards_cli.register(sub)
+    from loongrl.train import cli as train_cli
+    train_cli.register(sub)
     return parser
 
 

@@ -6,7 +6,7 @@ named in the question and ends in the answer word; the other chains end in other
 as distractors. The gold trace follows the chain inside `<think>` and boxes the answer, so the shared
 scorer (`loongrl.rewards.router`, data_source `keychain_demo`) grades it unchanged:
 
-    <think>k1 k2</think> \\boxed{river}
+    <think>a->Q</think> \\boxed{river}
 
 Length is the number of pairs: held-out items at "4x length" carry four times as many chains.
 Rows use the project's RL parquet schema; SFT rows add a `completion` chat column with the gold trace.
@@ -33,11 +33,11 @@ SFT_SCHEMA = SCHEMA.append(pa.field("completion", SCHEMA.field("prompt").type))
 
 
 def gold_trace(chain: list[str], answer: str) -> str:
-    return "<think>" + " ".join(chain) + "</think> \\boxed{" + answer + "}"
+    return "<think>" + "->".join(chain) + "</think> \\boxed{" + answer + "}"
 
 
-def make_item(rng: random.Random, num_chains: int, hops: int, key_format: str = "alnum2",
-              split: str = "train") -> dict:
+def make_item(rng: random.Random, num_chains: int, hops: int, key_format: str = "alnum1",
+              split: str = "train", system_prompt: bool = False) -> dict:
     """One row in the RL parquet schema (extra_info.index is set by the writer)."""
     if num_chains > len(ANSWERS):
         raise ValueError(f"num_chains={num_chains} exceeds the {len(ANSWERS)} distinct answer words")
@@ -49,7 +49,8 @@ def make_item(rng: random.Random, num_chains: int, hops: int, key_format: str = 
     user = "\n".join(pairs) + "\n" + question
     return {
         "data_source": DATA_SOURCE,
-        "prompt": [{"role": "system", "content": LOONGRL_SYSTEM}, {"role": "user", "content": user}],
+        "prompt": ([{"role": "system", "content": LOONGRL_SYSTEM}] if system_prompt else [])
+        + [{"role": "user", "content": user}],
         "ability": "longcontext_qa",
         "reward_model": {"style": "rule", "ground_truth": [ends[0]]},
         "extra_info": {
@@ -90,21 +91,24 @@ def write_sft_rows(path: str, rows: list[dict]) -> str:
 
 
 def make_demo_data(out_dir: str, seed: int = 0, num_sft: int = 400, num_rl: int = 400, num_eval: int = 100,
-                   num_chains: int = 3, hops: int = 2, long_factor: int = 4, key_format: str = "alnum2") -> dict:
+                   num_chains: int = 3, hops: int = 2, long_factor: int = 4, key_format: str = "alnum1",
+                   system_prompt: bool = False) -> dict:
     """Write the demo files to `out_dir`; returns their paths by name.
 
     sft: gold traces at training length; rl: RL rows (disjoint items) at training length;
     eval_1x / eval_4x: held-out items with `num_chains` and `long_factor * num_chains` chains.
+    `system_prompt` adds LoongRL's system prompt (off by default: on a tiny model it is most of the
+    sequence, and without it "4x length" is about 4x the prompt tokens).
     """
     rng = random.Random(seed)
     files = {}
     files["sft"] = write_sft_rows(os.path.join(out_dir, "sft.parquet"),
-                                  [make_item(rng, num_chains, hops, key_format) for _ in range(num_sft)])
+                                  [make_item(rng, num_chains, hops, key_format, system_prompt=system_prompt) for _ in range(num_sft)])
     for name, n, chains, split in (("rl", num_rl, num_chains, "train"),
                                    ("eval_1x", num_eval, num_chains, "test"),
                                    ("eval_4x", num_eval, num_chains * long_factor, "test")):
         files[name] = write_rows(os.path.join(out_dir, f"{name}.parquet"),
-                                 [make_item(rng, chains, hops, key_format, split) for _ in range(n)])
+                                 [make_item(rng, chains, hops, key_format, split, system_prompt) for _ in range(n)])
     return files
 
 

@@ -342,7 +342,9 @@ class Recipe:
         cluster: verl launch settings (ignored by the TRL backend).
         tiny_model: Build a tiny local model at `model` first if it does not exist (demo only):
             a mapping of `loongrl.train.tiny.build_tiny_model` arguments; its tokenizer is trained on the
-            first stage's data.
+            texts of all stages' data and the eval sets.
+        demo_data: Generate the demo-cpu task files first if missing (demo only): `dir` (relative to the
+            recipe) plus `loongrl.train.demo.make_demo_data` arguments.
     """
 
     name: str
@@ -352,6 +354,7 @@ class Recipe:
     eval: list[EvalSet] = field(default_factory=list)
     cluster: Cluster = field(default_factory=Cluster)
     tiny_model: dict | None = None
+    demo_data: dict | None = None
     source: str = field(default="", metadata={"internal": True})
 
 
@@ -515,6 +518,10 @@ def _resolve_paths(recipe: Recipe, base: str) -> None:
         ev.path = fix(ev.path)
     if recipe.model.startswith((".", "/")) or recipe.tiny_model is not None:
         recipe.model = fix(recipe.model)
+    if recipe.demo_data is not None:
+        if "dir" not in recipe.demo_data:
+            raise RecipeError(f"{recipe.source}: demo_data.dir: required key missing")
+        recipe.demo_data = dict(recipe.demo_data, dir=fix(recipe.demo_data["dir"]))
 
 
 def parse_recipe(raw: Any, source: str = "<recipe>", base_dir: str = ".") -> Recipe:
