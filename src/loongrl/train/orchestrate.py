@@ -71,7 +71,7 @@ def ensure_tiny_model(recipe: Recipe) -> None:
 
     texts = []
     paths = [c.path for s in recipe.stages for c in s.spec.data.components] + [e.path for e in recipe.eval]
-    for path in dict.fromkeys(paths):
+    for path in dict.fromkeys(p for p in paths if os.path.isfile(p)):  # a missing file fails in its stage
         for row in transitions.read_rows(path):
             texts += [m["content"] for m in row["prompt"]]
             texts += [m["content"] for m in row.get("completion") or []]
@@ -198,7 +198,8 @@ def prepare_data(recipe: Recipe, index: int, stage: Stage, model_path: str, prev
 
 def _inputs(recipe: Recipe, stage: Stage, model_path: str, prev: dict | None) -> dict:
     return {"model": model_path, "previous_manifest_hash": prev["manifest_hash"] if prev else None,
-            "data": {c.path: transitions.file_sha256(c.path) for c in stage.spec.data.components}}
+            "data": {c.path: transitions.file_sha256(c.path) if os.path.isfile(c.path) else "missing"
+                     for c in stage.spec.data.components}}
 
 
 def run_recipe(recipe: Recipe, out_dir: str, resume: bool = True) -> dict:
