@@ -17,19 +17,16 @@ from __future__ import annotations
 import os
 import random
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from loongrl.data.io import SCHEMA, RowWriter
 from loongrl.data.keychain import chain_pairs, make_chains
 from loongrl.data.prompts import LOONGRL_SYSTEM
+
+from .transitions import write_rows
 
 ANSWERS = ("apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "ocean", "maple", "robot",
            "candle", "garden", "silver", "rocket", "forest", "violin", "castle", "pepper", "rabbit",
            "saturn", "winter", "copper", "island", "mirror")
 DATA_SOURCE = "keychain_demo"
 QUESTION = 'Start from "{head}" and follow the chain of keys to its end. What is the final value?'
-SFT_SCHEMA = SCHEMA.append(pa.field("completion", SCHEMA.field("prompt").type))
 
 
 def gold_trace(chain: list[str], answer: str) -> str:
@@ -64,30 +61,11 @@ def make_item(rng: random.Random, num_chains: int, hops: int, key_format: str = 
     }
 
 
-def write_rows(path: str, rows: list[dict]) -> str:
-    writer = RowWriter(path)
-    try:
-        for row in rows:
-            writer.write(row)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
-    return path
-
-
-def write_sft_rows(path: str, rows: list[dict]) -> str:
+def with_gold_completion(rows: list[dict]) -> list[dict]:
     """RL rows plus a `completion` column holding the gold trace (TRL prompt-completion format)."""
-    out = []
-    for i, row in enumerate(rows):
-        info = dict(row["extra_info"], index=i)
-        trace = gold_trace(info["chain"], info["answers"][0])
-        out.append(dict(row, extra_info=info, completion=[{"role": "assistant", "content": trace}]))
-    tmp = path + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(out, schema=SFT_SCHEMA), tmp)
-    os.replace(tmp, path)
-    return path
+    return [dict(r, completion=[{"role": "assistant", "content": gold_trace(r["extra_info"]["chain"],
+                                                                           r["extra_info"]["answers"][0])}])
+            for r in rows]
 
 
 def make_demo_data(out_dir: str, seed: int = 0, num_sft: int = 400, num_rl: int = 400, num_eval: int = 100,
@@ -102,20 +80,11 @@ def make_demo_data(out_dir: str, seed: int = 0, num_sft: int = 400, num_rl: int 
     """
     rng = random.Random(seed)
     files = {}
-    files["sft"] = write_sft_rows(os.path.join(out_dir, "sft.parquet"),
-                                  [make_item(rng, num_chains, hops, key_format, system_prompt=system_prompt) for _ in range(num_sft)])
+    sft = [make_item(rng, num_chains, hops, key_format, system_prompt=system_prompt) for _ in range(num_sft)]
+    files["sft"] = write_rows(os.path.join(out_dir, "sft.parquet"), with_gold_completion(sft))
     for name, n, chains, split in (("rl", num_rl, num_chains, "train"),
                                    ("eval_1x", num_eval, num_chains, "test"),
                                    ("eval_4x", num_eval, num_chains * long_factor, "test")):
         files[name] = write_rows(os.path.join(out_dir, f"{name}.parquet"),
                                  [make_item(rng, chains, hops, key_format, split, system_prompt) for _ in range(n)])
     return files
-
-
-def tokenizer_texts(rows: list[dict]) -> list[str]:
-    """Texts to train the tiny tokenizer on: every message and gold trace of the given rows."""
-    texts = []
-    for row in rows:
-        texts += [m["content"] for m in row["prompt"]]
-        texts.append(gold_trace(row["extra_info"]["chain"], row["extra_info"]["answers"][0]))
-    return texts

@@ -244,7 +244,9 @@ def run(recipe: Recipe, out_dir: str, dry_run: bool = False, resume: bool = True
         for i, s in enumerate(steps):
             print(f"# stage {i}: {s['stage']} ({s['kind']}, verl config {s['config']})")
             print(f"# {s['data']}")
-            print(" \\\n    ".join(shlex.quote(x) for x in s["train"]))
+            lead = next(j for j, x in enumerate(s["train"]) if "=" in x and not x.startswith("--"))
+            print(" ".join(map(shlex.quote, s["train"][:lead])) + " \\\n    "
+                  + " \\\n    ".join(shlex.quote(x) for x in s["train"][lead:]))
             print("# then: " + " ".join(shlex.quote(x) for x in s["merge"]) + "   ({step} = last saved step)")
             print()
         return 0
