@@ -12,17 +12,13 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from loongrl.data import cli as data_cli
     from loongrl.eval import cli as eval_cli
+    from loongrl.rewards import cli as rewards_cli
+    from loongrl.train import cli as train_cli
 
     parser = argparse.ArgumentParser(prog="loongrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    data_cli.register(sub)
-    try:  # rewards CLI lands with the rewards package
-        from loongrl.rewards import cli as rewards_cli
-    except ImportError:
-        rewards_cli = None
-    if rewards_cli is not None:
-        rewards_cli.register(sub)
-    eval_cli.register(sub)
+    for package_cli in (data_cli, rewards_cli, train_cli, eval_cli):  # pipeline order
+        package_cli.register(sub)
     return parser
 
 

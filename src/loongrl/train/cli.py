@@ -1,0 +1,42 @@
+"""`loongrl train RECIPE`: run a multi-stage recipe (TRL embedded) or launch / print its verl commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="run a multi-stage SFT/GRPO/DAPO recipe (recipes/*.yaml)",
+                       description=__doc__)
+    p.add_argument("recipe", help="recipe YAML (e.g. recipes/demo-cpu.yaml)")
+    p.add_argument("--out", help="output folder (default: runs/<recipe name>)")
+    p.add_argument("--backend", choices=("trl", "verl"), default="trl",
+                   help="trl: train here with TRL (default); verl: launch verl.trainer.main_ppo per stage")
+    p.add_argument("--dry-run", action="store_true", help="verl: print each stage's commands and exit")
+    p.add_argument("--no-resume", action="store_true", help="redo every stage even if completed earlier")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .recipe import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(args.recipe)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join("runs", recipe.name)
+    if args.backend == "verl":
+        from . import verl_backend
+
+        return verl_backend.run(recipe, out, dry_run=args.dry_run, resume=not args.no_resume)
+    if args.dry_run:
+        print("error: --dry-run applies to --backend verl", file=sys.stderr)
+        return 2
+    from .orchestrate import prepare_demo, run_recipe
+
+    prepare_demo(recipe)
+    run_recipe(recipe, out, resume=not args.no_resume)
+    return 0

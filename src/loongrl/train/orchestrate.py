@@ -1,0 +1,259 @@
+"""`loongrl train RECIPE`: run a recipe's stages in order, each in its own folder with a manifest.
+
+Layout of an output folder::
+
+    recipe.json                 the validated recipe
+    init_eval.json              held-out accuracy of the starting model
+    NN_<stage>/data.parquet     the rows the stage trained on (after mixture, transition, length filter)
+    NN_<stage>/data_stats.json  mixture parts, length-filter and transition counts (kept/dropped by reason)
+    NN_<stage>/metrics.csv      per-step metrics of the stage
+    NN_<stage>/checkpoint/      the trained model (HF format)
+    NN_<stage>/manifest.json    written last: config, input hashes, metrics summary, mining stats, eval
+    metrics.csv, tb/            per-step reward, pass rate, response length, KL of all stages
+    report.md, report.json, curves.png
+
+A stage whose manifest says `completed` (with the same config and inputs) is skipped on a rerun, so a
+crashed run resumes after its last completed stage; an incomplete stage folder is cleared and redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+
+from loongrl.data.io import write_json_atomic
+
+from . import report, transitions
+from .recipe import Recipe, RecipeError, Stage, config_hash, to_dict
+from .sample import choose_backend, evaluate, score_items
+
+METRIC_COLUMNS = ("reward", "pass_rate", "response_length", "kl", "entropy", "loss", "zero_std_groups",
+                  "learning_rate", "token_accuracy")
+
+
+def stage_dir(out_dir: str, index: int, stage: Stage) -> str:
+    return os.path.join(out_dir, f"{index:02d}_{stage.name}")
+
+
+def _read_json(path: str):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+def prepare_demo(recipe: Recipe) -> None:
+    """Demo recipes only: write the demo task files (`demo_data`) and build the tiny model (`tiny_model`)
+    if they are missing."""
+    if recipe.demo_data is not None:
+        from .demo import make_demo_data
+
+        args = dict(recipe.demo_data)
+        out = args.pop("dir")
+        if not os.path.isfile(os.path.join(out, "eval_4x.parquet")):
+            make_demo_data(out, **args)
+    ensure_tiny_model(recipe)
+
+
+def ensure_tiny_model(recipe: Recipe) -> None:
+    """Build the recipe's tiny model (demo) if asked for and missing; its tokenizer is trained on the texts
+    of every stage's data and the eval sets."""
+    if recipe.tiny_model is None or os.path.isfile(os.path.join(recipe.model, "config.json")):
+        return
+    from .tiny import build_tiny_model
+
+    texts = []
+    paths = [c.path for s in recipe.stages for c in s.spec.data.components] + [e.path for e in recipe.eval]
+    for path in dict.fromkeys(p for p in paths if os.path.isfile(p)):  # a missing file fails in its stage
+        for row in transitions.read_rows(path):
+            texts += [m["content"] for m in row["prompt"]]
+            texts += [m["content"] for m in row.get("completion") or []]
+    build_tiny_model(recipe.model, texts, seed=recipe.seed, **recipe.tiny_model)
+
+
+class StageMetrics:
+    """Per-step metrics of one stage: CSV in the stage folder and TensorBoard scalars."""
+
+    def __init__(self, sdir: str, tb_dir: str, stage: str, step_offset: int):
+        self.rows: list[dict] = []
+        self.path = os.path.join(sdir, "metrics.csv")
+        self.stage, self.offset = stage, step_offset
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            shutil.rmtree(tb_dir, ignore_errors=True)
+            self.tb = SummaryWriter(tb_dir)
+        except ImportError:  # tensorboard not installed: CSV only
+            pass
+
+    def __call__(self, row: dict) -> None:
+        row = {"stage": self.stage, "global_step": self.offset + row["step"], **row}
+        self.rows.append(row)
+        if self.tb is not None:
+            for key in METRIC_COLUMNS:
+                if key in row:
+                    self.tb.add_scalar(f"train/{key}", row[key], row["global_step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        write_csv(self.path, self.rows)
+
+    def summary(self) -> dict:
+        out = {"steps": len(self.rows)}
+        for key in METRIC_COLUMNS:
+            vals = [r[key] for r in self.rows if key in r]
+            if vals:
+                k = max(1, len(vals) // 5)  # mean of the first and last fifth
+                out[key] = {"first": sum(vals[:k]) / k, "last": sum(vals[-k:]) / k}
+        return out
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+    cols = ["stage", "global_step", "step"] + [c for c in METRIC_COLUMNS if any(c in r for r in rows)]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_csv(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [{k: (v if k == "stage" else float(v)) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+
+
+def run_evals(recipe: Recipe, model_path: str, rewards: dict) -> dict:
+    if not recipe.eval:
+        return {}
+    backend = choose_backend(model_path, "transformers", batch_size=32)
+    out = {}
+    for ev in recipe.eval:
+        rows = transitions.read_rows(ev.path)[: ev.max_items]
+        out[ev.name] = evaluate(rows, backend, ev.max_new_tokens, rewards, seed=recipe.seed, desc=f"eval {ev.name}")
+        print(f"  eval {ev.name}: acc={out[ev.name]['acc']:.3f} exact={out[ev.name]['exact']:.3f} (n={len(rows)})")
+    return out
+
+
+def prepare_data(recipe: Recipe, index: int, stage: Stage, model_path: str, prev: dict | None, sdir: str,
+                 count) -> tuple[str, dict]:
+    """Build the stage's rows: mixture, then the transition (sampling with `model_path`, the previous stage's
+    checkpoint), then the length filter; writes data.parquet and data_stats.json."""
+    spec = stage.spec
+    budget = spec.max_prompt_tokens if stage.rl is not None else spec.max_length
+    seed = recipe.seed + index
+    stats: dict = {}
+    rows: list[dict] = []
+    if spec.data.components:
+        rows, stats["mixture"] = transitions.build_mixture(spec.data, seed, count, budget)
+    t = stage.rl.transition if stage.rl is not None else None
+    if t is not None:
+        from loongrl.eval.backends import SamplingConfig
+
+        cfg = t.hard_mining or t.retrospective
+        sp = cfg.sampling
+        sampling = SamplingConfig(n=sp.k, temperature=sp.temperature, top_p=sp.top_p,
+                                  max_new_tokens=sp.max_new_tokens, seed=seed)
+        mine_own = t.hard_mining is not None and t.hard_mining.source == "mixture"
+        candidates = rows if mine_own else transitions.read_rows(prev["data"]["path"])
+        backend = choose_backend(model_path, sp.backend, sp.batch_size)
+        t0 = time.time()
+        items = score_items(candidates, backend, sampling, stage.rl.reward_kwargs, desc=f"{stage.name} sampling")
+        if t.hard_mining is not None:
+            kept, tstats = transitions.hard_mine(candidates, items, t.hard_mining.solved_threshold)
+            rows = kept if mine_own else kept + rows
+            kind = "hard_mining"
+        else:
+            rows, tstats = transitions.retrospective_sample(candidates, items, rows, t.retrospective.hard_threshold,
+                                                            t.retrospective.carry_share, seed)
+            kind = "retrospective"
+        tstats.update(kind=kind, model=model_path, sampling=to_dict(sp), seconds=round(time.time() - t0, 1),
+                      mean_acc_before=sum(i["mean_acc"] for i in items) / max(1, len(items)))
+        stats["transition"] = tstats
+        if count is not None:  # carried/mined rows meet this stage's budget too
+            rows, stats["transition_length_filter"] = transitions.length_filter(
+                rows, count, spec.data.min_prompt_tokens,
+                spec.data.max_prompt_tokens if spec.data.max_prompt_tokens is not None else budget)
+        write_json_atomic(os.path.join(sdir, "transition_stats.json"), tstats)
+        with open(os.path.join(sdir, "transition_items.jsonl.tmp"), "w", encoding="utf-8") as f:
+            for row, item in zip(candidates, items):
+                f.write(json.dumps({"id": row["extra_info"].get("id"), "source": row["data_source"], **item}) + "\n")
+        os.replace(os.path.join(sdir, "transition_items.jsonl.tmp"), os.path.join(sdir, "transition_items.jsonl"))
+    if not rows:
+        raise RecipeError(f"{recipe.source}: stage {stage.name!r} has no rows left to train on: {json.dumps(stats)}")
+    path = transitions.write_rows(os.path.join(sdir, "data.parquet"), rows)
+    stats["rows"] = len(rows)
+    write_json_atomic(os.path.join(sdir, "data_stats.json"), stats)
+    return path, stats
+
+
+def _inputs(recipe: Recipe, stage: Stage, model_path: str, prev: dict | None) -> dict:
+    return {"model": model_path, "previous_manifest_hash": prev["manifest_hash"] if prev else None,
+            "data": {c.path: transitions.file_sha256(c.path) if os.path.isfile(c.path) else "missing"
+                     for c in stage.spec.data.components}}
+
+
+def run_recipe(recipe: Recipe, out_dir: str, resume: bool = True) -> dict:
+    """Run (or resume) every stage with the TRL backend; returns the report dict."""
+    from . import trl_backend
+
+    os.makedirs(out_dir, exist_ok=True)
+    write_json_atomic(os.path.join(out_dir, "recipe.json"), to_dict(recipe))
+    prepare_demo(recipe)
+    eval_rewards = next((s.rl.reward_kwargs for s in recipe.stages if s.rl is not None), {})
+    init_path = os.path.join(out_dir, "init_eval.json")
+    if not (resume and os.path.isfile(init_path)):
+        print(f"[init] evaluating {recipe.model}")
+        write_json_atomic(init_path, {"model": recipe.model, "eval": run_evals(recipe, recipe.model, eval_rewards)})
+    model_path, prev, step_offset = recipe.model, None, 0
+    manifests = []
+    for i, stage in enumerate(recipe.stages):
+        sdir = stage_dir(out_dir, i, stage)
+        mpath = os.path.join(sdir, "manifest.json")
+        inputs = _inputs(recipe, stage, model_path, prev)
+        chash = config_hash({"stage": to_dict(stage), "seed": recipe.seed, "inputs": inputs})
+        if resume and os.path.isfile(mpath):
+            man = _read_json(mpath)
+            if man.get("status") == "completed" and man.get("config_hash") == chash:
+                print(f"[{stage.name}] completed earlier: skipping ({sdir})")
+                manifests.append(man)
+                model_path, prev, step_offset = man["checkpoint"], man, step_offset + man["metrics"]["steps"]
+                continue
+            print(f"[{stage.name}] manifest does not match the recipe or inputs any more: redoing the stage")
+        shutil.rmtree(sdir, ignore_errors=True)  # an incomplete stage starts from scratch
+        os.makedirs(sdir)
+        t0 = time.time()
+        print(f"[{stage.name}] {stage.kind} stage from {model_path}")
+        count = transitions.prompt_token_counter(_tokenizer(model_path))
+        data_path, data_stats = prepare_data(recipe, i, stage, model_path, prev, sdir, count)
+        print(f"[{stage.name}] {data_stats['rows']} rows")
+        metrics = StageMetrics(sdir, os.path.join(out_dir, "tb", f"{i:02d}_{stage.name}"), stage.name, step_offset)
+        try:
+            train = trl_backend.train_sft if stage.sft is not None else trl_backend.train_grpo
+            ckpt = train(stage.spec, model_path, data_path, sdir, recipe.seed + i, metrics)
+        finally:
+            metrics.close()
+        evals = run_evals(recipe, ckpt, eval_rewards)
+        man = {"stage": stage.name, "index": i, "kind": stage.kind, "status": "completed", "backend": "trl",
+               "config": to_dict(stage), "config_hash": chash, "inputs": inputs,
+               "data": {"path": data_path, "rows": data_stats["rows"], "sha256": transitions.file_sha256(data_path)},
+               "data_stats": data_stats, "metrics": metrics.summary(), "checkpoint": ckpt, "eval": evals,
+               "seconds": round(time.time() - t0, 1)}
+        man["manifest_hash"] = config_hash(man)
+        write_json_atomic(mpath, man)
+        manifests.append(man)
+        model_path, prev, step_offset = ckpt, man, step_offset + man["metrics"]["steps"]
+    all_rows = []
+    for i, stage in enumerate(recipe.stages):
+        all_rows += read_csv(os.path.join(stage_dir(out_dir, i, stage), "metrics.csv"))
+    write_csv(os.path.join(out_dir, "metrics.csv"), all_rows)
+    return report.write_report(out_dir, recipe, _read_json(init_path), manifests, all_rows)

@@ -1,0 +1,565 @@
+"""Training recipes: YAML files of stages (SFT or RL), their data mixtures and the transitions
+between them, validated on load.
+
+A recipe names the starting model, the held-out evaluation sets and an ordered list of stages.
+Every mapping is checked against the dataclass below it: an unknown or mistyped key, a wrong type or
+an out-of-range value raises `RecipeError` naming the file and the dotted path of the field
+(`recipes/x.yaml: stages[2].rl.clip_hgh: unknown key; known keys: ...`).
+
+Paths inside a recipe are relative to the recipe file unless absolute; `${VAR}` and `${VAR:-default}`
+are expanded from the environment first, so one recipe serves a laptop and a cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file and the field."""
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class DataComponent:
+    """One part of a stage's data mixture.
+
+    Args:
+        path: A parquet file in the project's RL schema (`loongrl data keychain|qa` output), relative to
+            the recipe. SFT stages need a `completion` chat column (the gold response) as well.
+        max_items: Keep at most this many rows of the part (a seeded random subset); null keeps all.
+        repeat: Include the (subset of the) part this many times, to up-weight it in the mixture.
+    """
+
+    path: str
+    max_items: int | None = None
+    repeat: int = 1
+
+
+@dataclass
+class DataMixture:
+    """The rows one stage trains on: parts concatenated, length-filtered, shuffled with the recipe seed.
+
+    Args:
+        components: The parts. May be empty only when the stage's transition supplies the rows
+            (hard mining with `source: previous`).
+        min_prompt_tokens: Length filter for progressive context scaling: keep prompts with more than
+            this many tokens (chat template applied, counted with the stage model's tokenizer).
+            QwenLong-L1 phase k holds lengths in (L_{k-1}, L_k]; 0 keeps short prompts too.
+        max_prompt_tokens: Keep prompts with at most this many tokens. Defaults to the stage's
+            `max_prompt_tokens`. Longer prompts are dropped and counted, never truncated (TRL does not
+            truncate prompts; verl would drop them anyway with `filter_overlong_prompts`).
+    """
+
+    components: list[DataComponent] = field(default_factory=list)
+    min_prompt_tokens: int = 0
+    max_prompt_tokens: int | None = None
+
+
+# ------------------------------------------------------------------------------------------ transitions
+@dataclass
+class SamplingPass:
+    """The inference pass behind a transition: K samples per item from the previous stage's model,
+    each scored with the shared scorer (`loongrl.rewards.router`).
+
+    Args:
+        k: Samples per item (LoongRL mining: 8).
+        temperature: Sampling temperature (LoongRL mining: 0.6).
+        top_p: Nucleus mass (LoongRL: 0.95).
+        max_new_tokens: Cap on each sample (LoongRL mining: 4096).
+        backend: `auto` (vLLM when importable, else transformers), `vllm` or `transformers`.
+        batch_size: Prompts per generation batch for the transformers backend.
+    """
+
+    k: int = 8
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 4096
+    backend: Literal["auto", "vllm", "transformers"] = "auto"
+    batch_size: int = 8
+
+
+@dataclass
+class HardMining:
+    """LoongRL's hard mining (paper §3.2.2): sample the previous stage's training items with the previous
+    stage's model and drop those solved in every sample; everything else (0/K included) is kept.
+
+    Args:
+        sampling: The K-sample pass.
+        solved_threshold: An item is dropped when its mean accuracy over the K samples is >= this
+            (1.0 = solved in all K, the paper's rule).
+        source: `previous`: mine the rows the previous stage trained on (the paper); `mixture`: mine this
+            stage's own mixture instead.
+    """
+
+    sampling: SamplingPass = field(default_factory=SamplingPass)
+    solved_threshold: float = 1.0
+    source: Literal["previous", "mixture"] = "previous"
+
+
+@dataclass
+class Retrospective:
+    """QwenLong-L1's difficulty-aware retrospective sampling, applied when moving from one phase to the
+    next. The previous phase's items are sampled with the previous phase's model; difficulty is
+    1 - mean reward (the paper's 1/mean is unbounded at 0, and only the order matters); items with mean
+    reward <= `hard_threshold` are hard, and hard items are drawn (without replacement, probability
+    proportional to difficulty) until they make up `carry_share` of the new pool. The paper gives no
+    proportions or thresholds: both are engineering choices (qwenlong-l1.md §3).
+
+    Args:
+        sampling: The K-sample pass.
+        hard_threshold: Mean reward at or below which an item counts as hard.
+        carry_share: Share of the next phase's pool made of carried hard items (0 <= share < 1).
+    """
+
+    sampling: SamplingPass = field(default_factory=SamplingPass)
+    hard_threshold: float = 0.5
+    carry_share: float = 0.25
+
+
+@dataclass
+class Transition:
+    """What happens to the data before a stage starts. At most one of the two may be set.
+
+    Args:
+        hard_mining: LoongRL's between-stage hard mining.
+        retrospective: QwenLong-L1's retrospective sampling between context phases.
+    """
+
+    hard_mining: HardMining | None = None
+    retrospective: Retrospective | None = None
+
+
+# ------------------------------------------------------------------------------------------------ stages
+@dataclass
+class Optim:
+    """Optimiser settings shared by SFT and RL stages.
+
+    Args:
+        learning_rate: Peak learning rate.
+        lr_scheduler: `constant`, `cosine` or `linear` decay after warm-up.
+        warmup_ratio: Share of the stage's optimiser steps spent warming up linearly.
+        min_lr_ratio: Final learning rate as a share of the peak (verl cosine only; TRL decays to 0).
+        weight_decay: AdamW weight decay.
+        grad_clip: Gradient-norm clip.
+    """
+
+    learning_rate: float = 1e-6
+    lr_scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_ratio: float = 0.0
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+
+
+@dataclass
+class SFTStage:
+    """Supervised warm-up on gold responses (QwenLong-L1 §2); loss on the completion only.
+
+    Args:
+        data: The mixture (rows need a `completion` column).
+        optim: Optimiser settings.
+        batch_size: Sequences per optimiser step.
+        micro_batch_size: Sequences per forward pass (gradient accumulation = batch / micro).
+        epochs: Passes over the data (ignored when `steps` is set).
+        steps: Optimiser steps; null trains for `epochs`.
+        max_length: Longest prompt + completion in tokens; longer rows are dropped and counted.
+    """
+
+    data: DataMixture = field(default_factory=DataMixture)
+    optim: Optim = field(default_factory=lambda: Optim(learning_rate=1e-5))
+    batch_size: int = 64
+    micro_batch_size: int = 1
+    epochs: float = 1.0
+    steps: int | None = None
+    max_length: int = 32768
+
+
+@dataclass
+class OverlongBuffer:
+    """DAPO soft overlong punishment (Eq. 13), added to the reward.
+
+    Args:
+        length: Buffer length L_cache: the penalty ramps from 0 to -penalty_factor over the last
+            `length` tokens before `max_response_tokens`.
+        penalty_factor: Penalty at the cap.
+    """
+
+    length: int = 4096
+    penalty_factor: float = 1.0
+
+
+@dataclass
+class RLStage:
+    """One GRPO/DAPO stage.
+
+    Args:
+        data: The mixture.
+        transition: Hard mining or retrospective sampling applied before this stage.
+        algorithm: `grpo` or `dapo`. `dapo` turns on dynamic sampling (verl `filter_groups` on `acc`);
+            TRL has no resampling, so there zero-variance groups only get zero advantage (logged).
+        group_size: Rollouts per prompt (G).
+        kl_coef: KL coefficient as a loss term (0 disables it and the reference model).
+        kl_type: KL estimator: `low_var_kl` (k3; the only one TRL implements), `kl`, `mse`, `abs`.
+        clip_low: PPO clip epsilon below 1.
+        clip_high: PPO clip epsilon above 1 (DAPO clip-higher: 0.28).
+        loss_agg: `token-mean` (DAPO, LoongRL code), `seq-mean-token-mean` (GRPO paper) or
+            `seq-mean-token-sum-norm` (Dr. GRPO).
+        norm_adv_by_std: Divide advantages by the group std (False = Dr. GRPO).
+        entropy_coef: Entropy bonus coefficient (LoongRL: 0).
+        temperature: Rollout temperature.
+        top_p: Rollout nucleus mass.
+        max_prompt_tokens: Prompt budget; longer prompts are filtered out before training.
+        max_response_tokens: Rollout length cap.
+        overlong_buffer: DAPO overlong shaping; null disables it.
+        optim: Optimiser settings.
+        batch_size: Prompts per RL step (each with `group_size` rollouts).
+        mini_batch_size: Prompts per optimiser update (batch / mini = updates per step); null = batch.
+        ppo_epochs: Passes over each rollout batch.
+        steps: RL steps; null trains for `epochs`.
+        epochs: Passes over the data when `steps` is null.
+        reward_kwargs: Options of the shared scorer (`require_think`, `word_boundary`, `judge_config`).
+        save_every: verl checkpoint frequency in steps (TRL saves at the end of a stage).
+    """
+
+    data: DataMixture = field(default_factory=DataMixture)
+    transition: Transition | None = None
+    algorithm: Literal["grpo", "dapo"] = "grpo"
+    group_size: int = 8
+    kl_coef: float = 0.001
+    kl_type: Literal["low_var_kl", "kl", "mse", "abs"] = "low_var_kl"
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    norm_adv_by_std: bool = True
+    entropy_coef: float = 0.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_prompt_tokens: int = 16384
+    max_response_tokens: int = 4096
+    overlong_buffer: OverlongBuffer | None = None
+    optim: Optim = field(default_factory=Optim)
+    batch_size: int = 512
+    mini_batch_size: int | None = None
+    ppo_epochs: int = 1
+    steps: int | None = None
+    epochs: float = 1.0
+    reward_kwargs: dict = field(default_factory=dict)
+    save_every: int = 20
+
+
+@dataclass
+class Stage:
+    """One entry of `stages`: a name and exactly one of `sft` / `rl`.
+
+    Args:
+        name: Folder name of the stage's outputs (letters, digits, `-`, `_`; unique in the recipe).
+        sft: A supervised stage.
+        rl: An RL stage.
+    """
+
+    name: str
+    sft: SFTStage | None = None
+    rl: RLStage | None = None
+
+    @property
+    def kind(self) -> str:
+        return "sft" if self.sft is not None else "rl"
+
+    @property
+    def spec(self) -> SFTStage | RLStage:
+        return self.sft if self.sft is not None else self.rl
+
+
+@dataclass
+class EvalSet:
+    """A held-out set evaluated after every stage (greedy, one sample, shared scorer).
+
+    Args:
+        name: Column name in the report.
+        path: Parquet in the RL schema.
+        max_new_tokens: Generation cap.
+        max_items: Evaluate at most this many rows (the first ones); null = all.
+    """
+
+    name: str
+    path: str
+    max_new_tokens: int = 4096
+    max_items: int | None = None
+
+
+@dataclass
+class Cluster:
+    """Where the verl backend runs.
+
+    Args:
+        nnodes: Nodes.
+        gpus_per_node: GPUs per node.
+        ray_address: Address of a running Ray cluster (multi-node); null starts a local one.
+        rollout: Rollout engine (`vllm`, `sglang`).
+        tensor_parallel: Rollout tensor parallel size.
+        ulysses_sp: Ulysses sequence-parallel size for the actor and reference.
+        gpu_memory_utilization: Rollout KV-cache share of GPU memory.
+        max_tokens_per_gpu: Dynamic-batch token budget per GPU (null: prompt + response budget).
+        param_offload: FSDP parameter offload to CPU.
+        optimizer_offload: FSDP optimiser-state offload to CPU.
+        extra_overrides: Raw Hydra overrides appended last (checked by the same composition test).
+    """
+
+    nnodes: int = 1
+    gpus_per_node: int = 8
+    ray_address: str | None = None
+    rollout: Literal["vllm", "sglang"] = "vllm"
+    tensor_parallel: int = 1
+    ulysses_sp: int = 1
+    gpu_memory_utilization: float = 0.5
+    max_tokens_per_gpu: int | None = None
+    param_offload: bool = False
+    optimizer_offload: bool = False
+    extra_overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Recipe:
+    """A whole training run.
+
+    Args:
+        name: Run name (used for logging and verl experiment names).
+        model: Starting model: a local folder or a hub id (the engines load it).
+        seed: Seed for data shuffling, sampling passes and the engines.
+        stages: The stages in order.
+        eval: Held-out sets evaluated before training and after every stage (may be empty).
+        cluster: verl launch settings (ignored by the TRL backend).
+        tiny_model: Build a tiny local model at `model` first if it does not exist (demo only):
+            a mapping of `loongrl.train.tiny.build_tiny_model` arguments; its tokenizer is trained on the
+            texts of all stages' data and the eval sets.
+        demo_data: Generate the demo-cpu task files first if missing (demo only): `dir` (relative to the
+            recipe) plus `loongrl.train.demo.make_demo_data` arguments.
+    """
+
+    name: str
+    model: str
+    stages: list[Stage]
+    seed: int = 0
+    eval: list[EvalSet] = field(default_factory=list)
+    cluster: Cluster = field(default_factory=Cluster)
+    tiny_model: dict | None = None
+    demo_data: dict | None = None
+    source: str = field(default="", metadata={"internal": True})
+
+
+# --------------------------------------------------------------------------------------------- loading
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(text: str, where: str) -> str:
+    def sub(m):
+        value = os.environ.get(m.group(1), m.group(2))
+        if value is None:
+            raise RecipeError(f"{where}: environment variable ${{{m.group(1)}}} is not set and has no default")
+        return value
+    return _ENV.sub(sub, text)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise RecipeError(f"{where}: must not be null")
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where)
+    if value is None:
+        raise RecipeError(f"{where}: must not be null")
+    if origin is Literal:
+        if value not in args:
+            raise RecipeError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise RecipeError(f"{where}: unsupported field type {_type_name(tp)}")
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _build(cls, raw: Any, where: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where or 'recipe'}: expected a mapping for {cls.__name__}, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise RecipeError(f"{_join(where, unknown[0])}: unknown key; known keys: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in raw:
+            kwargs[name] = _convert(raw[name], hints[name], _join(where, name))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"{_join(where, name)}: required key missing")
+    return cls(**kwargs)
+
+
+def _check(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise RecipeError(f"{where}: {msg}")
+
+
+def _validate(recipe: Recipe) -> None:
+    _check(len(recipe.stages) > 0, "stages", "at least one stage is required")
+    names = set()
+    for i, stage in enumerate(recipe.stages):
+        at = f"stages[{i}]"
+        _check(re.fullmatch(r"[A-Za-z0-9_-]+", stage.name) is not None, f"{at}.name",
+               f"{stage.name!r} must use letters, digits, '-' or '_'")
+        _check(stage.name not in names, f"{at}.name", f"duplicate stage name {stage.name!r}")
+        names.add(stage.name)
+        _check((stage.sft is None) != (stage.rl is None), at, "set exactly one of 'sft' or 'rl'")
+        spec = stage.spec
+        sub = f"{at}.{stage.kind}"
+        _check(spec.optim.learning_rate > 0, f"{sub}.optim.learning_rate", "must be > 0")
+        _check(0 <= spec.optim.warmup_ratio < 1, f"{sub}.optim.warmup_ratio", "must be in [0, 1)")
+        for j, comp in enumerate(spec.data.components):
+            _check(comp.repeat >= 1, f"{sub}.data.components[{j}].repeat", "must be >= 1")
+            _check(comp.max_items is None or comp.max_items > 0, f"{sub}.data.components[{j}].max_items",
+                   "must be > 0")
+        if stage.sft is not None:
+            s = stage.sft
+            _check(len(s.data.components) > 0, f"{sub}.data.components", "an SFT stage needs data")
+            _check(s.batch_size % s.micro_batch_size == 0, f"{sub}.batch_size",
+                   f"{s.batch_size} is not a multiple of micro_batch_size {s.micro_batch_size}")
+            continue
+        r = stage.rl
+        _check(r.group_size >= 2, f"{sub}.group_size", "GRPO needs at least 2 rollouts per prompt")
+        _check(r.kl_coef >= 0, f"{sub}.kl_coef", "must be >= 0")
+        _check(0 <= r.clip_low < 1 and r.clip_high >= 0, f"{sub}.clip_low", "clip epsilons must be in [0, 1)")
+        _check(0 < r.top_p <= 1, f"{sub}.top_p", "must be in (0, 1]")
+        _check(r.temperature > 0, f"{sub}.temperature", "must be > 0")
+        mini = r.mini_batch_size or r.batch_size
+        _check(r.batch_size % mini == 0, f"{sub}.mini_batch_size",
+               f"batch_size {r.batch_size} is not a multiple of mini_batch_size {mini}")
+        _check(r.steps is None or r.steps > 0, f"{sub}.steps", "must be > 0")
+        _check(r.data.max_prompt_tokens is None or r.data.max_prompt_tokens <= r.max_prompt_tokens,
+               f"{sub}.data.max_prompt_tokens", "exceeds the stage's max_prompt_tokens")
+        if r.overlong_buffer is not None:
+            _check(0 < r.overlong_buffer.length < r.max_response_tokens, f"{sub}.overlong_buffer.length",
+                   "must be in (0, max_response_tokens)")
+        t = r.transition
+        if t is not None:
+            _check((t.hard_mining is None) != (t.retrospective is None), f"{sub}.transition",
+                   "set exactly one of 'hard_mining' or 'retrospective'")
+            _check(i > 0, f"{sub}.transition", "the first stage has no previous stage to sample from")
+            hm, rs = t.hard_mining, t.retrospective
+            sp = (hm or rs).sampling
+            kind = "hard_mining" if hm else "retrospective"
+            _check(sp.k >= 1, f"{sub}.transition.{kind}.sampling.k", "must be >= 1")
+            if rs is not None:
+                _check(0 <= rs.carry_share < 1, f"{sub}.transition.retrospective.carry_share", "must be in [0, 1)")
+                _check(len(r.data.components) > 0, f"{sub}.data.components",
+                       "retrospective sampling adds to this stage's own mixture, which is empty")
+            elif hm.source == "mixture" or i == 0:
+                _check(len(r.data.components) > 0, f"{sub}.data.components", "mining 'mixture' needs data")
+        else:
+            _check(len(r.data.components) > 0, f"{sub}.data.components", "an RL stage needs data")
+    for i, ev in enumerate(recipe.eval):
+        _check(ev.max_new_tokens > 0, f"eval[{i}].max_new_tokens", "must be > 0")
+
+
+def _resolve_paths(recipe: Recipe, base: str) -> None:
+    def fix(p: str) -> str:
+        return p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
+    for stage in recipe.stages:
+        for comp in stage.spec.data.components:
+            comp.path = fix(comp.path)
+    for ev in recipe.eval:
+        ev.path = fix(ev.path)
+    if recipe.model.startswith((".", "/")) or recipe.tiny_model is not None:
+        recipe.model = fix(recipe.model)
+    if recipe.demo_data is not None:
+        if "dir" not in recipe.demo_data:
+            raise RecipeError(f"{recipe.source}: demo_data.dir: required key missing")
+        recipe.demo_data = dict(recipe.demo_data, dir=fix(recipe.demo_data["dir"]))
+
+
+def parse_recipe(raw: Any, source: str = "<recipe>", base_dir: str = ".") -> Recipe:
+    """A validated `Recipe` from an already loaded mapping; `source` names it in errors."""
+    try:
+        recipe = _build(Recipe, raw, "")
+        _validate(recipe)
+    except RecipeError as e:
+        raise RecipeError(f"{source}: {e}") from None
+    recipe.source = source
+    _resolve_paths(recipe, base_dir)
+    return recipe
+
+
+def load_recipe(path: str) -> Recipe:
+    """Load and validate a recipe file (see the module docstring)."""
+    if not os.path.isfile(path):
+        raise RecipeError(f"{path}: recipe file not found")
+    with open(path, encoding="utf-8") as f:
+        text = _expand_env(f.read(), path)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    return parse_recipe(raw, path, os.path.dirname(os.path.abspath(path)))
+
+
+def to_dict(obj) -> Any:
+    """Plain data of a recipe part (for manifests and hashing)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not f.metadata.get("internal")}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(to_dict(obj), sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,148 @@
+"""The embedded backend: TRL `SFTTrainer` / `GRPOTrainer` on one machine (CPU or GPUs via accelerate).
+
+Optimisation and rollout are TRL's; this module only maps a stage onto TRL's config, feeds it the
+project's parquet rows and the shared reward, and collects per-step metrics.
+
+Mapping (frameworks.md §5.3): group_size -> num_generations; kl_coef -> beta (TRL's estimator is k3,
+i.e. `low_var_kl`, without verl's clamp); clip_low/high -> epsilon/epsilon_high; loss_agg token-mean ->
+loss_type `dapo`, seq-mean-token-mean -> `grpo`, seq-mean-token-sum-norm -> `dr_grpo`; norm_adv_by_std ->
+scale_rewards `group`/`none`; batch_size prompts per RL step -> generation batch of batch_size x G
+completions, split into batch/mini optimiser updates (steps_per_generation), each reused ppo_epochs
+times (num_iterations). TRL has no dynamic-sampling resampling: with `algorithm: dapo` zero-variance
+groups get zero advantage (their share is logged as `frac_reward_zero_std`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from .recipe import RLStage, SFTStage
+
+LOSS_TYPES = {"token-mean": "dapo", "seq-mean-token-mean": "grpo", "seq-mean-token-sum-norm": "dr_grpo"}
+# Our metric names <- TRL log keys.
+METRIC_KEYS = {"reward": "reward", "pass_rate": "pass_rate", "response_length": "completions/mean_length",
+               "kl": "kl", "entropy": "entropy", "loss": "loss", "zero_std_groups": "frac_reward_zero_std",
+               "learning_rate": "learning_rate", "token_accuracy": "mean_token_accuracy"}
+
+
+def _device_kwargs() -> dict:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"bf16": True}
+    return {"use_cpu": True, "bf16": False, "gradient_checkpointing": False}  # P3: bf16 is ~3x slower on CPU
+
+
+def _metrics_callback(sink: Callable[[dict], None]):
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "train_runtime" in logs:
+                return
+            row = {"step": state.global_step}
+            for ours, theirs in METRIC_KEYS.items():
+                if theirs in logs:
+                    row[ours] = float(logs[theirs])
+            sink(row)
+
+    return MetricsCallback()
+
+
+def make_reward(reward_kwargs: dict):
+    """The shared scorer as a TRL reward function that also logs the pass rate (mean `acc`)."""
+    from loongrl.rewards.router import get_judge, score_batch
+
+    kw = dict(reward_kwargs)
+    judge = get_judge(kw.pop("judge_config", None))
+    unknown = set(kw) - {"require_think", "word_boundary"}
+    if unknown:
+        raise ValueError(f"unknown reward_kwargs {sorted(unknown)}; known: require_think, word_boundary, judge_config")
+
+    def loongrl_reward(prompts, completions, data_source, reward_model, extra_info=None, ability=None,
+                       log_metric=None, **_):
+        n = len(completions)
+        rows = [{"data_source": data_source[i], "ability": ability[i] if ability else None,
+                 "response": c if isinstance(c, str) else c[-1]["content"],
+                 "ground_truth": list(reward_model[i]["ground_truth"]),
+                 "question": (extra_info[i] or {}).get("question") if extra_info else None}
+                for i, c in enumerate(completions)]
+        results = score_batch(rows, judge=judge, **kw)
+        if log_metric is not None:
+            log_metric("pass_rate", sum(r["acc"] for r in results) / max(1, n))
+        return [r["score"] for r in results]
+
+    return loongrl_reward
+
+
+def _optim_kwargs(optim) -> dict:
+    return {"learning_rate": optim.learning_rate, "lr_scheduler_type": optim.lr_scheduler,
+            "warmup_ratio": optim.warmup_ratio, "weight_decay": optim.weight_decay, "max_grad_norm": optim.grad_clip}
+
+
+def _common_kwargs(out_dir: str, seed: int) -> dict:
+    return {"output_dir": out_dir, "logging_steps": 1, "report_to": "none", "save_strategy": "no", "seed": seed,
+            "data_seed": seed, "disable_tqdm": False, **_device_kwargs()}
+
+
+def train_sft(spec: SFTStage, model_path: str, data_path: str, out_dir: str, seed: int,
+              sink: Callable[[dict], None]) -> str:
+    """SFT on prompt-completion rows (loss on the completion only); returns the saved model folder."""
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    ds = load_dataset("parquet", data_files=data_path, split="train").select_columns(["prompt", "completion"])
+    grad_acc = spec.batch_size // spec.micro_batch_size
+    args = SFTConfig(per_device_train_batch_size=spec.micro_batch_size, gradient_accumulation_steps=grad_acc,
+                     num_train_epochs=spec.epochs, max_steps=spec.steps or -1, max_length=spec.max_length,
+                     completion_only_loss=True, **_optim_kwargs(spec.optim), **_common_kwargs(out_dir, seed))
+    trainer = SFTTrainer(model=model_path, args=args, train_dataset=ds, callbacks=[_metrics_callback(sink)])
+    trainer.train()
+    ckpt = os.path.join(out_dir, "checkpoint")
+    trainer.save_model(ckpt)
+    trainer.processing_class.save_pretrained(ckpt)
+    return ckpt
+
+
+def grpo_config_kwargs(spec: RLStage) -> dict:
+    """GRPOConfig arguments for a stage (the knob mapping in the module docstring)."""
+    if spec.kl_coef > 0 and spec.kl_type != "low_var_kl":
+        raise ValueError(f"TRL implements only the k3 (low_var_kl) KL estimator, not {spec.kl_type!r}")
+    mini = spec.mini_batch_size or spec.batch_size
+    updates = spec.batch_size // mini
+    kw = {"num_generations": spec.group_size, "per_device_train_batch_size": mini * spec.group_size,
+          "steps_per_generation": updates, "num_iterations": spec.ppo_epochs, "beta": spec.kl_coef,
+          "epsilon": spec.clip_low, "epsilon_high": spec.clip_high, "loss_type": LOSS_TYPES[spec.loss_agg],
+          "scale_rewards": "group" if spec.norm_adv_by_std else "none", "entropy_coef": spec.entropy_coef,
+          "temperature": spec.temperature, "top_p": spec.top_p, "max_completion_length": spec.max_response_tokens,
+          **_optim_kwargs(spec.optim)}
+    if spec.steps is not None:
+        kw["max_steps"] = spec.steps * updates * spec.ppo_epochs
+    else:
+        kw["num_train_epochs"] = spec.epochs
+    return kw
+
+
+def train_grpo(spec: RLStage, model_path: str, data_path: str, out_dir: str, seed: int,
+               sink: Callable[[dict], None]) -> str:
+    """GRPO/DAPO on RL rows; `model_path` must be a folder or hub id (TRL reloads the reference model
+    from it when kl_coef > 0, pitfall P1). Returns the saved model folder."""
+    from datasets import load_dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    ds = load_dataset("parquet", data_files=data_path, split="train")
+    rewards, weights = [make_reward(spec.reward_kwargs)], [1.0]
+    if spec.overlong_buffer is not None:
+        from trl.rewards import get_soft_overlong_punishment
+
+        rewards.append(get_soft_overlong_punishment(spec.max_response_tokens, spec.overlong_buffer.length))
+        weights.append(spec.overlong_buffer.penalty_factor)
+    args = GRPOConfig(reward_weights=weights, **grpo_config_kwargs(spec), **_common_kwargs(out_dir, seed))
+    trainer = GRPOTrainer(model=model_path, reward_funcs=rewards, args=args, train_dataset=ds,
+                          callbacks=[_metrics_callback(sink)])
+    trainer.train()
+    ckpt = os.path.join(out_dir, "checkpoint")
+    trainer.save_model(ckpt)
+    trainer.processing_class.save_pretrained(ckpt)
+    return ckpt

@@ -1,0 +1,294 @@
+"""The distributed backend: one verl run per stage.
+
+For each stage this writes the stage's parquet (the same data preparation as the TRL backend: mixture,
+transition, length filter) and a Hydra override list, then launches
+
+    python -m verl.trainer.main_ppo <overrides>                      (RL, single node)
+    ray job submit --address=<addr> -- python -m verl.trainer.main_ppo <overrides>   (RL, Ray cluster)
+    torchrun --nnodes=N --nproc_per_node=G -m verl.trainer.sft_trainer <overrides>  (SFT)
+
+and merges the final FSDP checkpoint to HF format (`python -m verl.model_merger merge`) so the next stage
+(and the next transition's sampling pass) starts from it. `--dry-run` prints the commands instead.
+
+The overrides are checked on CPU against verl's own config (`hydra.compose` on `verl.trainer.config`,
+see `compose_overrides`): a renamed or unknown key fails there. verl is imported only by that check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from .recipe import Recipe, RLStage, SFTStage, Stage
+
+ROUTER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewards", "router.py")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    if v is None:
+        return "null"
+    return str(v)
+
+
+def _scheduler(optim, where: str) -> str:
+    if optim.lr_scheduler == "linear":
+        raise ValueError(f"{where}: verl's FSDP optimiser supports lr_scheduler constant or cosine, not linear")
+    return optim.lr_scheduler
+
+
+def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, ckpt_dir: str) -> list[str]:
+    """Hydra overrides for `verl.trainer.main_ppo` (config `ppo_trainer`) of one RL stage."""
+    r: RLStage = stage.rl
+    c = recipe.cluster
+    a, ro, ref = "actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref"
+    tokens = c.max_tokens_per_gpu or (r.max_prompt_tokens + r.max_response_tokens)
+    o = {
+        "algorithm.adv_estimator": "grpo",
+        "algorithm.norm_adv_by_std_in_grpo": r.norm_adv_by_std,
+        "algorithm.use_kl_in_reward": False,
+        "data.train_files": [data_path],
+        "data.val_files": [data_path],
+        "data.prompt_key": "prompt",
+        "data.max_prompt_length": r.max_prompt_tokens,
+        "data.max_response_length": r.max_response_tokens,
+        "data.filter_overlong_prompts": True,
+        "data.truncation": "error",
+        "data.train_batch_size": r.batch_size,
+        "data.seed": recipe.seed,
+        "actor_rollout_ref.model.path": model_path,
+        "actor_rollout_ref.model.use_remove_padding": True,
+        "actor_rollout_ref.model.enable_gradient_checkpointing": True,
+        f"{a}.optim.lr": r.optim.learning_rate,
+        f"{a}.optim.lr_scheduler_type": _scheduler(r.optim, f"stage {stage.name}"),
+        f"{a}.optim.lr_warmup_steps_ratio": r.optim.warmup_ratio,
+        f"{a}.optim.min_lr_ratio": r.optim.min_lr_ratio,
+        f"{a}.optim.weight_decay": r.optim.weight_decay,
+        f"{a}.optim.clip_grad": r.optim.grad_clip,
+        f"{a}.ppo_mini_batch_size": r.mini_batch_size or r.batch_size,
+        f"{a}.ppo_epochs": r.ppo_epochs,
+        f"{a}.use_kl_loss": r.kl_coef > 0,
+        f"{a}.kl_loss_coef": r.kl_coef,
+        f"{a}.kl_loss_type": r.kl_type,
+        f"{a}.clip_ratio_low": r.clip_low,
+        f"{a}.clip_ratio_high": r.clip_high,
+        f"{a}.loss_agg_mode": r.loss_agg,
+        f"{a}.entropy_coeff": r.entropy_coef,
+        f"{a}.use_dynamic_bsz": True,
+        f"{a}.ppo_max_token_len_per_gpu": tokens,
+        f"{a}.ulysses_sequence_parallel_size": c.ulysses_sp,
+        f"{a}.fsdp_config.param_offload": c.param_offload,
+        f"{a}.fsdp_config.optimizer_offload": c.optimizer_offload,
+        f"{ro}.name": c.rollout,
+        f"{ro}.n": r.group_size,
+        f"{ro}.temperature": r.temperature,
+        f"{ro}.top_p": r.top_p,
+        f"{ro}.tensor_model_parallel_size": c.tensor_parallel,
+        f"{ro}.gpu_memory_utilization": c.gpu_memory_utilization,
+        f"{ro}.max_num_batched_tokens": tokens,
+        f"{ro}.log_prob_use_dynamic_bsz": True,
+        f"{ro}.log_prob_max_token_len_per_gpu": tokens,
+        f"{ref}.log_prob_use_dynamic_bsz": True,
+        f"{ref}.log_prob_max_token_len_per_gpu": tokens,
+        "reward.custom_reward_function.path": ROUTER_PATH,
+        "reward.custom_reward_function.name": "compute_score",
+        "trainer.project_name": "loongrl",
+        "trainer.experiment_name": f"{recipe.name}-{stage.name}",
+        "trainer.nnodes": c.nnodes,
+        "trainer.n_gpus_per_node": c.gpus_per_node,
+        "trainer.default_local_dir": ckpt_dir,
+        "trainer.save_freq": r.save_every,
+        "trainer.test_freq": -1,
+        "trainer.val_before_train": False,
+        "trainer.resume_mode": "auto",
+        "trainer.logger": ["console", "tensorboard"],
+    }
+    if r.steps is not None:
+        o["trainer.total_training_steps"] = r.steps
+    else:
+        o["trainer.total_epochs"] = max(1, round(r.epochs))
+    if r.algorithm == "dapo":  # dynamic sampling: resample until batch_size groups with reward variance
+        o.update({"algorithm.filter_groups.enable": True, "algorithm.filter_groups.metric": "acc",
+                  "algorithm.filter_groups.max_num_gen_batches": 10, "data.gen_batch_size": 3 * r.batch_size})
+    out = [f"{k}={_fmt(v)}" for k, v in o.items()]
+    out += [f"+reward.custom_reward_function.reward_kwargs.{k}={_fmt(v)}" for k, v in _flat(r.reward_kwargs)]
+    if r.overlong_buffer is not None:
+        ob = "+reward.reward_kwargs.overlong_buffer_cfg"
+        out += ["reward.reward_manager.name=dapo", f"{ob}.enable=True", f"{ob}.len={r.overlong_buffer.length}",
+                f"{ob}.penalty_factor={_fmt(r.overlong_buffer.penalty_factor)}", f"{ob}.log=False",
+                f"+reward.reward_kwargs.max_resp_len={r.max_response_tokens}"]
+    return out + list(c.extra_overrides)
+
+
+def sft_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, ckpt_dir: str) -> list[str]:
+    """Hydra overrides for `verl.trainer.sft_trainer` (config `sft_trainer_engine`): multi-turn `messages`."""
+    s: SFTStage = stage.sft
+    c = recipe.cluster
+    o = {
+        "data.train_files": [data_path],
+        "data.val_files": None,
+        "data.messages_key": "messages",
+        "data.train_batch_size": s.batch_size,
+        "data.micro_batch_size_per_gpu": s.micro_batch_size,
+        "data.max_length": s.max_length,
+        "data.truncation": "error",
+        "model.path": model_path,
+        "optim.lr": s.optim.learning_rate,
+        "optim.lr_scheduler_type": _scheduler(s.optim, f"stage {stage.name}"),
+        "optim.lr_warmup_steps_ratio": s.optim.warmup_ratio,
+        "optim.min_lr_ratio": s.optim.min_lr_ratio,
+        "optim.weight_decay": s.optim.weight_decay,
+        "optim.clip_grad": s.optim.grad_clip,
+        "trainer.project_name": "loongrl",
+        "trainer.experiment_name": f"{recipe.name}-{stage.name}",
+        "trainer.nnodes": c.nnodes,
+        "trainer.n_gpus_per_node": c.gpus_per_node,
+        "trainer.default_local_dir": ckpt_dir,
+        "trainer.logger": ["console", "tensorboard"],
+        "trainer.seed": recipe.seed,
+    }
+    if s.steps is not None:
+        o["trainer.total_training_steps"] = s.steps
+    else:
+        o["trainer.total_epochs"] = max(1, round(s.epochs))
+    return [f"{k}={_fmt(v)}" for k, v in o.items()] + list(c.extra_overrides)
+
+
+def _flat(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def compose_overrides(overrides: list[str], config_name: str = "ppo_trainer"):
+    """Compose `overrides` against verl's installed config; raises on an unknown or renamed key."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def stage_commands(recipe: Recipe, stage: Stage, model_path: str, sdir: str) -> dict:
+    """The commands of one stage: train, then merge the last checkpoint to HF format at sdir/checkpoint."""
+    c = recipe.cluster
+    ckpt_dir = os.path.join(sdir, "verl_ckpt")
+    if stage.rl is not None:
+        overrides = rl_overrides(recipe, stage, model_path, os.path.join(sdir, "data.parquet"), ckpt_dir)
+        train = [sys.executable, "-m", "verl.trainer.main_ppo", *overrides]
+        if c.ray_address:
+            train = ["ray", "job", "submit", f"--address={c.ray_address}", "--", "python3", "-m",
+                     "verl.trainer.main_ppo", *overrides]
+        actor = os.path.join(ckpt_dir, "global_step_{step}", "actor")
+        config = "ppo_trainer"
+    else:
+        overrides = sft_overrides(recipe, stage, model_path, os.path.join(sdir, "data_messages.parquet"), ckpt_dir)
+        rdzv = [] if c.nnodes == 1 else ["--node_rank=${NODE_RANK}", "--master_addr=${MASTER_ADDR}",
+                                         "--master_port=${MASTER_PORT:-29500}"]
+        train = ["torchrun", f"--nnodes={c.nnodes}", f"--nproc_per_node={c.gpus_per_node}", *rdzv,
+                 "-m", "verl.trainer.sft_trainer", *overrides]
+        actor = os.path.join(ckpt_dir, "global_step_{step}")
+        config = "sft_trainer_engine"
+    merge = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", actor,
+             "--target_dir", os.path.join(sdir, "checkpoint")]
+    return {"stage": stage.name, "kind": stage.kind, "config": config, "overrides": overrides, "train": train,
+            "merge": merge, "ckpt_dir": ckpt_dir}
+
+
+def _describe_data(stage: Stage) -> str:
+    spec = stage.spec
+    parts = [f"{os.path.basename(c.path)}" + (f"[:{c.max_items}]" if c.max_items else "") +
+             (f" x{c.repeat}" if c.repeat > 1 else "") for c in spec.data.components]
+    t = stage.rl.transition if stage.rl is not None else None
+    lo, hi = spec.data.min_prompt_tokens, spec.data.max_prompt_tokens or (
+        spec.max_prompt_tokens if stage.rl is not None else spec.max_length)
+    text = f"data: {' + '.join(parts) or '(from the transition)'}; prompt tokens in ({lo}, {hi}]"
+    if t is not None and t.hard_mining is not None:
+        hm = t.hard_mining
+        text += (f"; hard mining of the {'previous stage' if hm.source == 'previous' else 'mixture'} rows with the "
+                 f"previous checkpoint: K={hm.sampling.k}, T={hm.sampling.temperature}, top-p={hm.sampling.top_p}, "
+                 f"max_new_tokens={hm.sampling.max_new_tokens}; drop mean acc >= {hm.solved_threshold}")
+    elif t is not None:
+        rs = t.retrospective
+        text += (f"; retrospective sampling: K={rs.sampling.k}, hard = mean reward <= {rs.hard_threshold}, "
+                 f"carry {rs.carry_share:.0%} of the pool")
+    return text
+
+
+def plan(recipe: Recipe, out_dir: str) -> list[dict]:
+    """Every stage's commands, chaining each stage's merged checkpoint into the next."""
+    model, steps = recipe.model, []
+    for i, stage in enumerate(recipe.stages):
+        sdir = os.path.abspath(os.path.join(out_dir, f"{i:02d}_{stage.name}"))
+        cmds = stage_commands(recipe, stage, model, sdir)
+        cmds["data"] = _describe_data(stage)
+        steps.append(cmds)
+        model = os.path.join(sdir, "checkpoint")
+    return steps
+
+
+def run(recipe: Recipe, out_dir: str, dry_run: bool = False, resume: bool = True) -> int:
+    steps = plan(recipe, out_dir)
+    if dry_run:
+        for i, s in enumerate(steps):
+            print(f"# stage {i}: {s['stage']} ({s['kind']}, verl config {s['config']})")
+            print(f"# {s['data']}")
+            lead = next(j for j, x in enumerate(s["train"]) if "=" in x and not x.startswith("--"))
+            print(" ".join(map(shlex.quote, s["train"][:lead])) + " \\\n    "
+                  + " \\\n    ".join(shlex.quote(x) for x in s["train"][lead:]))
+            print("# then: " + " ".join(shlex.quote(x) for x in s["merge"]) + "   ({step} = last saved step)")
+            print()
+        return 0
+    return _launch(recipe, out_dir, steps, resume)
+
+
+def _launch(recipe: Recipe, out_dir: str, steps: list[dict], resume: bool) -> int:
+    """Run the stages for real (GPU cluster): data preparation and transitions as in the TRL backend, then
+    the verl commands; a stage with a completed manifest is skipped."""
+    from loongrl.data.io import write_json_atomic
+
+    from . import transitions
+    from .orchestrate import _read_json, _tokenizer, prepare_data
+
+    model, prev = recipe.model, None
+    for i, (stage, s) in enumerate(zip(recipe.stages, steps)):
+        sdir = os.path.dirname(s["ckpt_dir"])
+        mpath = os.path.join(sdir, "manifest.json")
+        if resume and os.path.isfile(mpath) and _read_json(mpath).get("status") == "completed":
+            prev = _read_json(mpath)
+            model = prev["checkpoint"]
+            print(f"[{stage.name}] completed earlier: skipping")
+            continue
+        os.makedirs(sdir, exist_ok=True)
+        count = transitions.prompt_token_counter(_tokenizer(model))
+        data_path, stats = prepare_data(recipe, i, stage, model, prev, sdir, count)
+        if stage.sft is not None:
+            rows = transitions.read_rows(data_path)
+            msgs = [{"messages": list(r["prompt"]) + list(r["completion"])} for r in rows]
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(msgs), os.path.join(sdir, "data_messages.parquet"))
+        s = stage_commands(recipe, stage, model, sdir)  # the model path may differ from the plan on resume
+        subprocess.run(s["train"], check=True)
+        with open(os.path.join(s["ckpt_dir"], "latest_checkpointed_iteration.txt")) as f:
+            step = f.read().strip()
+        subprocess.run([x.replace("{step}", step) for x in s["merge"]], check=True)
+        prev = {"stage": stage.name, "status": "completed", "backend": "verl", "commands": s,
+                "checkpoint": os.path.join(sdir, "checkpoint"), "data": {"path": data_path, "rows": stats["rows"]},
+                "data_stats": stats}
+        write_json_atomic(mpath, prev)
+        model = prev["checkpoint"]
+    print(json.dumps({"out": out_dir, "checkpoint": model}))
+    return 0

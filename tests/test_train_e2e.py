@@ -1,0 +1,94 @@
+"""End to end on CPU with a tiny model: SFT -> GRPO -> hard mining -> GRPO -> retrospective GRPO, a few
+steps each, then resume after a stage that fails for real (its data file is missing at first)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+
+from loongrl.train.demo import make_demo_data
+from loongrl.train.orchestrate import run_recipe
+from loongrl.train.recipe import parse_recipe
+
+
+def _recipe(data: dict, model: str, late_file: str) -> dict:
+    rl = {"data": {"components": [{"path": data["rl"]}]}, "group_size": 2, "kl_coef": 0.001, "batch_size": 2,
+          "steps": 2, "max_prompt_tokens": 400, "max_response_tokens": 8, "temperature": 1.0,
+          "optim": {"learning_rate": 1e-3}, "reward_kwargs": {"word_boundary": True}}
+    sampling = {"k": 2, "temperature": 1.0, "max_new_tokens": 8, "backend": "transformers", "batch_size": 16}
+    return {
+        "name": "mini", "model": model, "seed": 0,
+        "tiny_model": {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1},
+        "eval": [{"name": "eval_1x", "path": data["eval_1x"], "max_new_tokens": 8}],
+        "stages": [
+            {"name": "sft", "sft": {"data": {"components": [{"path": data["sft"]}]}, "batch_size": 4,
+                                    "micro_batch_size": 4, "steps": 3, "max_length": 256,
+                                    "optim": {"learning_rate": 1e-3}}},
+            {"name": "grpo1", "rl": rl},
+            {"name": "grpo2", "rl": {**rl, "data": {"components": []},
+                                     "transition": {"hard_mining": {"sampling": sampling}}}},
+            {"name": "phase2", "rl": {**rl, "data": {"components": [{"path": late_file}]},
+                                      "transition": {"retrospective": {"sampling": sampling, "hard_threshold": 0.5,
+                                                                       "carry_share": 0.5}}}},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def demo_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo")
+    return make_demo_data(str(d / "data"), seed=0, num_sft=24, num_rl=12, num_eval=6, num_chains=2, hops=1), d
+
+
+def _mtimes(folder):
+    return {os.path.join(r, f): os.path.getmtime(os.path.join(r, f)) for r, _, fs in os.walk(folder) for f in fs}
+
+
+def test_multi_stage_run_and_resume(demo_files):
+    data, d = demo_files
+    late = str(d / "late.parquet")  # phase2's data: absent on the first run, so phase2 fails for real
+    raw = _recipe(data, str(d / "model"), late)
+    recipe = parse_recipe(raw, "mini.yaml", str(d))
+    out = str(d / "run")
+    with pytest.raises(Exception, match="late.parquet: data file not found"):
+        run_recipe(recipe, out)
+    names = ["00_sft", "01_grpo1", "02_grpo2"]
+    for n in names:
+        assert json.load(open(os.path.join(out, n, "manifest.json")))["status"] == "completed"
+    assert not os.path.exists(os.path.join(out, "03_phase2", "manifest.json"))
+    before = {n: _mtimes(os.path.join(out, n)) for n in names}
+
+    # mining: grpo2 trained on the grpo1 rows not solved in both samples, with counts by reason
+    m1 = json.load(open(os.path.join(out, "01_grpo1", "manifest.json")))
+    m2 = json.load(open(os.path.join(out, "02_grpo2", "manifest.json")))
+    tr = m2["data_stats"]["transition"]
+    assert tr["kind"] == "hard_mining" and tr["input"] == m1["data"]["rows"] == 12
+    assert tr["kept"] + tr["dropped_solved"] == 12 and m2["data"]["rows"] == tr["kept"]
+    assert os.path.isfile(os.path.join(out, "02_grpo2", "transition_stats.json"))
+    assert m2["inputs"]["model"] == m1["checkpoint"]  # sampled and trained from the previous checkpoint
+    assert m1["metrics"]["steps"] == 2 and "reward" in m1["metrics"] and "kl" in m1["metrics"]
+
+    os.link(data["rl"], late)  # the missing input appears; rerun resumes at phase2
+    report = run_recipe(parse_recipe(raw, "mini.yaml", str(d)), out)
+    for n in names:
+        assert _mtimes(os.path.join(out, n)) == before[n], f"{n} was re-run"
+    m3 = json.load(open(os.path.join(out, "03_phase2", "manifest.json")))
+    tr3 = m3["data_stats"]["transition"]
+    assert tr3["kind"] == "retrospective" and tr3["new"] == 12 and m3["data"]["rows"] == 12 + tr3["carried"]
+    assert [s["after"] for s in report["stages"]] == ["init", "sft", "grpo1", "grpo2", "phase2"]
+    assert all("eval_1x" in s["eval"] for s in report["stages"])
+    with open(os.path.join(out, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert {r["stage"] for r in rows} == {"sft", "grpo1", "grpo2", "phase2"}
+    steps = [int(float(r["global_step"])) for r in rows]
+    assert steps == sorted(steps)  # one global step axis across stages
+    assert os.path.isfile(os.path.join(out, "curves.png")) and os.path.isdir(os.path.join(out, "tb"))
+
+    # a changed stage config invalidates that stage and the later ones only
+    raw["stages"][3]["rl"]["steps"] = 1
+    run_recipe(parse_recipe(raw, "mini.yaml", str(d)), out)
+    assert _mtimes(os.path.join(out, "02_grpo2")) == before["02_grpo2"]
+    assert json.load(open(os.path.join(out, "03_phase2", "manifest.json")))["metrics"]["steps"] == 1
