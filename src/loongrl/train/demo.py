@@ -25,6 +25,10 @@ from .transitions import write_rows
 ANSWERS = ("apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "ocean", "maple", "robot",
            "candle", "garden", "silver", "rocket", "forest", "violin", "castle", "pepper", "rabbit",
            "saturn", "winter", "copper", "island", "mirror")
+# Decoy chains end in dead-end words (the real KeyChain's decoy chains end in other questions): the model
+# must tell the chain's answer from the decoys and copy it; a model this small cannot learn general
+# associative recall in CPU-minutes, so the decoys are recognisable by content.
+DECOYS = ("nothing", "empty", "unknown", "none", "void", "blank", "missing", "null")
 DATA_SOURCE = "keychain_demo"
 QUESTION = 'Start from "{head}" and follow the chain of keys to its end. What is the final value?'
 
@@ -36,10 +40,8 @@ def gold_trace(chain: list[str], answer: str) -> str:
 def make_item(rng: random.Random, num_chains: int, hops: int, key_format: str = "alnum1",
               split: str = "train", system_prompt: bool = False) -> dict:
     """One row in the RL parquet schema (extra_info.index is set by the writer)."""
-    if num_chains > len(ANSWERS):
-        raise ValueError(f"num_chains={num_chains} exceeds the {len(ANSWERS)} distinct answer words")
     chains = make_chains(rng, num_chains, hops, key_format)
-    ends = rng.sample(ANSWERS, num_chains)
+    ends = [rng.choice(ANSWERS)] + [rng.choice(DECOYS) for _ in range(num_chains - 1)]
     pairs = chain_pairs(chains, ends)
     rng.shuffle(pairs)
     question = QUESTION.format(head=chains[0][0])
@@ -69,11 +71,11 @@ def with_gold_completion(rows: list[dict]) -> list[dict]:
 
 
 def make_demo_data(out_dir: str, seed: int = 0, num_sft: int = 400, num_rl: int = 400, num_eval: int = 100,
-                   num_chains: int = 3, hops: int = 2, long_factor: int = 4, key_format: str = "alnum1",
-                   system_prompt: bool = False) -> dict:
+                   num_chains: int = 3, hops: int = 2, long_factor: int = 4, rl_factor: int = 1,
+                   key_format: str = "alnum1", system_prompt: bool = False) -> dict:
     """Write the demo files to `out_dir`; returns their paths by name.
 
-    sft: gold traces at training length; rl: RL rows (disjoint items) at training length;
+    sft: gold traces at training length; rl: RL rows (disjoint items) with `rl_factor * num_chains` chains;
     eval_1x / eval_4x: held-out items with `num_chains` and `long_factor * num_chains` chains.
     `system_prompt` adds LoongRL's system prompt (off by default: on a tiny model it is most of the
     sequence, and without it "4x length" is about 4x the prompt tokens).
@@ -82,7 +84,7 @@ def make_demo_data(out_dir: str, seed: int = 0, num_sft: int = 400, num_rl: int 
     files = {}
     sft = [make_item(rng, num_chains, hops, key_format, system_prompt=system_prompt) for _ in range(num_sft)]
     files["sft"] = write_rows(os.path.join(out_dir, "sft.parquet"), with_gold_completion(sft))
-    for name, n, chains, split in (("rl", num_rl, num_chains, "train"),
+    for name, n, chains, split in (("rl", num_rl, num_chains * rl_factor, "train"),
                                    ("eval_1x", num_eval, num_chains, "test"),
                                    ("eval_4x", num_eval, num_chains * long_factor, "test")):
         files[name] = write_rows(os.path.join(out_dir, f"{name}.parquet"),
