@@ -27,6 +27,17 @@ def counter():
     return get_counter(QWEN)
 
 
+@pytest.fixture(scope="session")
+def server():
+    """A real OpenAI-compatible HTTP server on 127.0.0.1 (tests/openai_server.py); call reset() before use."""
+    from openai_server import start_server
+
+    srv = start_server()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
 def _synth(tmp_path_factory, kind: str, source: str, **kw) -> str:
     from loongrl.data import SynthConfig, synthesize
 

@@ -84,8 +84,9 @@ def test_mix_has_exact_proportions_and_valid_rows(mix_inputs, tmp_path):
     dapo = [r for r in rows if r["data_source"] == "math_dapo"]
     assert all(r["prompt"][-1]["content"].startswith("Solve the following math problem") for r in dapo)
     assert validate_file(out, QWEN).ok
-    png = open(out + ".lengths.png", "rb").read()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in [out + ".lengths.png"] + [str(tmp_path / f) for f in card["length_histograms"]]:
+        assert open(png, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert card["length_histograms"] == [f"mix.parquet.lengths.{p['name']}.png" for p in card["parts"]]
     again = str(tmp_path / "again.parquet")
     build_mix(recipe, again)
     assert open(out, "rb").read() == open(again, "rb").read()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from conftest import INPUTS, QWEN
+from conftest import INPUTS
 
 from loongrl.data import keychain as kc
 from loongrl.data import prompts

@@ -10,6 +10,7 @@ import time
 import pytest
 from conftest import QWEN
 from longbench_rows import rows, write
+
 from openai_server import start_server
 
 from loongrl.cli import main
@@ -18,14 +19,6 @@ from loongrl.eval.backends import BackendError, OpenAIBackend, SamplingConfig
 from loongrl.eval.run import run_eval
 from loongrl.rewards.judge import JudgeConfig, LLMJudge
 from loongrl.rewards.scorers import token_f1
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = start_server()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import re
 
 import pytest
 from conftest import QWEN
-from openai_server import start_server
 
 from loongrl.cli import main
 from loongrl.data.tokens import get_counter
@@ -36,14 +35,6 @@ def data(tmp_path_factory):
     path = tmp_path_factory.mktemp("squad") / "dev-v2.0.json"
     path.write_text(json.dumps(squad))
     return ruler.RulerData(squad_path=str(path))
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = start_server()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def test_registry_has_the_13_tasks(data):

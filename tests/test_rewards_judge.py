@@ -9,18 +9,9 @@ import socket
 import time
 
 import pytest
-from openai_server import start_server
 
 from loongrl.rewards import compute_score, make_trl_reward
 from loongrl.rewards.judge import QWENLONG_SYSTEM_PROMPT, JudgeConfig, LLMJudge
-
-@pytest.fixture(scope="module")
-def server():
-    srv = start_server()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
 
 @pytest.fixture
 def judge_server(server):

@@ -14,12 +14,13 @@ A mix recipe (YAML) names the parts, each with a `size` (rows) or a `ratio` (of 
       - {name: dapo, kind: dapo, input: dapo.parquet, size: 15}
       - {name: ruler_mk, kind: book_ruler_multikey, size: 5}
 
-Kinds: `keychain` and `qa` (any `SynthConfig` field may be given), `mathqa`, `dapo` (both need `input`),
-`book_ruler_multikey` and `book_ruler_multivalue` (optional `book`: a plain-text haystack; `needles`). KeyChain and plain QA
-parts never share a question: each QA-type part excludes the items (by id and question) of the QA-type parts
+Kinds: `keychain` and `qa` (any `SynthConfig` field may be given, plus `ids`: a file of item ids),
+`mathqa` and `dapo` (both need `input`), `book_ruler_multikey` and `book_ruler_multivalue` (optional `book`:
+a plain-text haystack; `needles`). KeyChain and plain QA parts never share a question: each QA-type part excludes the items (by id and question) of the QA-type parts
 before it. The parts are shuffled together with the seed and written as one parquet, with a card
-(`OUT.card.json`: counts per part, token lengths, seed, input hashes) and a token-length histogram per part
-(`OUT.lengths.png`). A part that cannot deliver its rows is an error: the card's proportions are exact.
+(`OUT.card.json`: counts per part, token lengths, seed, input hashes) and token-length histograms
+(`OUT.lengths.png` with every part, `OUT.lengths.<part>.png` for each). A part that cannot deliver its rows
+is an error: the card's proportions are exact.
 """
 
 from __future__ import annotations
@@ -201,8 +202,8 @@ def build_mix(recipe_path: str, out: str) -> dict:
         writer.abort()
         raise
     card = _card(recipe, recipe_path, parts_rows, len(rows))
+    card["length_histograms"] = [os.path.basename(p) for p in plot_lengths(parts_rows, out + ".lengths.png")]
     write_json_atomic(out + ".card.json", card)
-    plot_lengths(parts_rows, out + ".lengths.png")
     return card
 
 
@@ -225,22 +226,36 @@ def _card(recipe: dict, recipe_path: str, parts_rows: dict[str, list[dict]], tot
             "qa_questions_disjoint": len(qa_questions) == len(set(qa_questions))}
 
 
-def plot_lengths(parts_rows: dict[str, list[dict]], path: str) -> None:
-    """One token-length histogram per part, in one PNG."""
+def plot_lengths(parts_rows: dict[str, list[dict]], path: str) -> list[str]:
+    """Token-length histograms: all parts in `path`, and one PNG per part beside it. Returns the per-part files."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n, rows in parts_rows.items() if rows]
-    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.8 * len(names) + 0.6), squeeze=False)
-    for ax, name in zip(axes[:, 0], names):
+    def save(fig, target: str) -> None:
+        fig.tight_layout()
+        tmp = target + ".tmp.png"
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        os.replace(tmp, target)
+
+    def draw(ax, name: str) -> None:
         ax.hist([r["extra_info"]["prompt_tokens"] for r in parts_rows[name]], bins=30, color="#3b6ea8")
         ax.set_title(f"{name} ({len(parts_rows[name])} rows)", fontsize=9, loc="left")
+        ax.set_xlabel("prompt tokens (chat template included)", fontsize=8)
         ax.tick_params(labelsize=8)
-    axes[-1, 0].set_xlabel("prompt tokens (chat template included)")
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+
+    names = [n for n, rows in parts_rows.items() if rows]
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.9 * len(names) + 0.6), squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        draw(ax, name)
+    save(fig, path)
+    per_part = []
+    for name in names:
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+        draw(ax, name)
+        target = path.removesuffix(".png") + f".{name}.png"
+        save(fig, target)
+        per_part.append(target)
+    return per_part

@@ -2,7 +2,7 @@
 
 An item hides `num_chains` chains of `hops` short keys among shuffled key-value pairs (written with
 `loongrl.data.keychain.pair_text`, exactly as in the real KeyChain data). Chain 0 starts at the head key
-named in the question and ends in the answer word; the other chains end in other answer words and act
+named in the question and ends in the answer word; the other chains end in dead-end words (DECOYS) and act
 as distractors. The gold trace follows the chain inside `<think>` and boxes the answer, so the shared
 scorer (`loongrl.rewards.router`, data_source `keychain_demo`) grades it unchanged:
 
