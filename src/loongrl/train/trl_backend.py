@@ -50,6 +50,18 @@ def _metrics_callback(sink: Callable[[dict], None]):
     return MetricsCallback()
 
 
+def _quiet_progress(trainer) -> None:
+    """Keep the progress bar but stop it printing every step's log dict (metrics go to CSV/TensorBoard)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgress())
+
+
 def make_reward(reward_kwargs: dict):
     """The shared scorer as a TRL reward function that also logs the pass rate (mean `acc`)."""
     from loongrl.rewards.router import get_judge, score_batch
@@ -98,6 +110,7 @@ def train_sft(spec: SFTStage, model_path: str, data_path: str, out_dir: str, see
                      num_train_epochs=spec.epochs, max_steps=spec.steps or -1, max_length=spec.max_length,
                      completion_only_loss=True, **_optim_kwargs(spec.optim), **_common_kwargs(out_dir, seed))
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=ds, callbacks=[_metrics_callback(sink)])
+    _quiet_progress(trainer)
     trainer.train()
     ckpt = os.path.join(out_dir, "checkpoint")
     trainer.save_model(ckpt)
@@ -141,6 +154,7 @@ def train_grpo(spec: RLStage, model_path: str, data_path: str, out_dir: str, see
     args = GRPOConfig(reward_weights=weights, **grpo_config_kwargs(spec), **_common_kwargs(out_dir, seed))
     trainer = GRPOTrainer(model=model_path, reward_funcs=rewards, args=args, train_dataset=ds,
                           callbacks=[_metrics_callback(sink)])
+    _quiet_progress(trainer)
     trainer.train()
     ckpt = os.path.join(out_dir, "checkpoint")
     trainer.save_model(ckpt)
