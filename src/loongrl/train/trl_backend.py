@@ -50,8 +50,9 @@ def _metrics_callback(sink: Callable[[dict], None]):
     return MetricsCallback()
 
 
-def _quiet_progress(trainer) -> None:
-    """Keep the progress bar but stop it printing every step's log dict (metrics go to CSV/TensorBoard)."""
+def _train_and_save(trainer, out_dir: str) -> str:
+    """Train, then save model and tokenizer to `out_dir/checkpoint`. The progress bar stays, but it no
+    longer prints every step's log dict (the metrics go to CSV/TensorBoard)."""
     from transformers.trainer_callback import ProgressCallback
 
     class QuietProgress(ProgressCallback):
@@ -60,6 +61,11 @@ def _quiet_progress(trainer) -> None:
 
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(QuietProgress())
+    trainer.train()
+    ckpt = os.path.join(out_dir, "checkpoint")
+    trainer.save_model(ckpt)
+    trainer.processing_class.save_pretrained(ckpt)
+    return ckpt
 
 
 def make_reward(reward_kwargs: dict):
@@ -110,12 +116,7 @@ def train_sft(spec: SFTStage, model_path: str, data_path: str, out_dir: str, see
                      num_train_epochs=spec.epochs, max_steps=spec.steps or -1, max_length=spec.max_length,
                      completion_only_loss=True, **_optim_kwargs(spec.optim), **_common_kwargs(out_dir, seed))
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=ds, callbacks=[_metrics_callback(sink)])
-    _quiet_progress(trainer)
-    trainer.train()
-    ckpt = os.path.join(out_dir, "checkpoint")
-    trainer.save_model(ckpt)
-    trainer.processing_class.save_pretrained(ckpt)
-    return ckpt
+    return _train_and_save(trainer, out_dir)
 
 
 def grpo_config_kwargs(spec: RLStage) -> dict:
@@ -154,9 +155,4 @@ def train_grpo(spec: RLStage, model_path: str, data_path: str, out_dir: str, see
     args = GRPOConfig(reward_weights=weights, **grpo_config_kwargs(spec), **_common_kwargs(out_dir, seed))
     trainer = GRPOTrainer(model=model_path, reward_funcs=rewards, args=args, train_dataset=ds,
                           callbacks=[_metrics_callback(sink)])
-    _quiet_progress(trainer)
-    trainer.train()
-    ckpt = os.path.join(out_dir, "checkpoint")
-    trainer.save_model(ckpt)
-    trainer.processing_class.save_pretrained(ckpt)
-    return ckpt
+    return _train_and_save(trainer, out_dir)
