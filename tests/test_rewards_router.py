@@ -55,8 +55,12 @@ def test_ruler_all_of_choice_dapo_and_qwenlong_rows():
     assert compute_score("custom_mathqa_choice_x", r"</think>so \boxed{(B) 12}", "B")["score"] == 1.0
     assert compute_score("custom_mathqa_choice_x", r"</think>\boxed{(B) " + "x" * 40 + "}", "B")["score"] == 0.0
     assert compute_score("custom_mathqa_choice_x", "</think>" + r"\boxed{(B)}" * 5, "B")["score"] == 0.0
-    assert compute_score("math_dapo", "Thus x = 1/2.\nAnswer: \\frac{1}{2}", "0.5")["score"] == 1.0
-    assert compute_score("math_dapo", "Answer: 3", "4")["score"] == 0.0
+    assert compute_score("math_dapo", "</think>Thus x = 1/2.\nAnswer: \\frac{1}{2}", "0.5")["score"] == 1.0
+    assert compute_score("math_dapo", "</think>Answer: 3", "4")["score"] == 0.0
+    # The answer must follow the reasoning: an "Answer:" inside <think> or without </think> scores 0.
+    assert compute_score("math_dapo", "<think>Answer: 4</think> I give up", "4")["score"] == 0.0
+    assert compute_score("math_dapo", "Answer: 4", "4")["score"] == 0.0
+    assert compute_score("math_dapo", "Answer: 4", "4", require_think=False)["score"] == 1.0
     assert compute_score("docmath_x", "</think>Thus the answer is 1,234.6.", "1234.5")["score"] == 1.0
     assert compute_score("long_toc_choices_1", "</think>The correct answer is (C).", "C")["score"] == 1.0
     assert compute_score("multihoprag_x", "</think>So the answer is Paris.", "Paris")["score"] == 1.0
@@ -122,3 +126,13 @@ def test_trl_adapter_called_like_grpo_trainer():
     assert trl_reward(prompts=["q"], completions=[KEYCHAIN_RESPONSE], answers=[["chief of protocol"]],
                       data_source=["longqa_x"]) == [1.0]
     assert all(type(s) is float for s in scores)
+
+
+def test_score_input_keeps_a_string_ground_truth_whole():
+    """verl-style rows may carry one gold string; it must not be split into characters."""
+    from loongrl.rewards.router import score_batch, score_input
+
+    row = {"data_source": "keychain_hotpotqa", "reward_model": {"ground_truth": "Paris"},
+           "extra_info": {"question": "Capital of France?"}}
+    wrong, right = (score_input(row, f"<think>...</think> \\boxed{{{a}}}") for a in ("Senator", "Paris"))
+    assert [r["score"] for r in score_batch([wrong, right])] == [0.0, 1.0]

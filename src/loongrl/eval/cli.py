@@ -128,7 +128,8 @@ def _run_ruler(args) -> int:
         new_tokens = items[0].meta["max_new_tokens"]
         sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=new_tokens), args)
         settings = {"bench": "ruler", "task": name, "lengths": args.lengths, "num_samples": args.num_samples,
-                    "reasoning": args.reasoning, "tokenizer": counter.name}
+                    "reasoning": args.reasoning, "require_think": not args.no_require_think, "seed": args.seed,
+                    "squad": args.squad, "data_dir": args.data_dir, "tokenizer": counter.name}
         records += run_eval(items, backend, sampling, ruler.make_scorer({name: task.kind}, args.reasoning,
                                                                         not args.no_require_think),
                             os.path.join(args.out, f"samples_{name}.jsonl"), settings,
@@ -153,7 +154,8 @@ def _run_niah(args) -> int:
     backend = _backend(args)
     sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=8192 if args.reasoning else 64), args)
     settings = {"bench": "niah", "lengths": lengths, "depths": depths, "needle": args.needle,
-                "reasoning": args.reasoning, "tokenizer": counter.name}
+                "reasoning": args.reasoning, "require_think": not args.no_require_think, "seed": args.seed,
+                "data_dir": args.data_dir, "tokenizer": counter.name}
     records = run_eval(items, backend, sampling, niah.make_scorer(args.reasoning, not args.no_require_think),
                        os.path.join(args.out, "samples.jsonl"), settings, chunk_size=args.chunk_size or 8,
                        progress=not args.quiet, desc="niah")

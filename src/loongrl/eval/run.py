@@ -48,7 +48,8 @@ def read_done(path: str, run_id: str) -> dict[str, dict]:
     if not os.path.exists(path):
         return {}
     with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+        text = f.read()
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     done: dict[str, dict] = {}
@@ -67,7 +68,7 @@ def read_done(path: str, run_id: str) -> dict[str, dict]:
                               f"this run {run_id}); use a new output folder or delete the file")
         done[record["id"]] = record
         good.append(line)
-    if len(good) != len(lines):
+    if len(good) != len(lines) or (text and not text.endswith("\n")):  # appends must start on a new line
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("".join(g + "\n" for g in good))

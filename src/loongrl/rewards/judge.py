@@ -114,8 +114,9 @@ class VerdictCache:
             conn.close()
 
 
-def cache_key(model: str, messages: list[dict]) -> str:
-    payload = json.dumps([model, messages], ensure_ascii=False, sort_keys=True)
+def cache_key(model: str, messages: list[dict], settings: dict | None = None) -> str:
+    """Hash of what decides a verdict: model, messages and the sampling/parsing settings."""
+    payload = json.dumps([model, messages, settings or {}], ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -154,7 +155,8 @@ class LLMJudge:
         """One verdict on whether ``prediction`` is equivalent to ``gold``. Never raises."""
         cfg = self.config
         messages = self.messages(question, prediction, gold)
-        key = cache_key(cfg.model, messages)
+        key = cache_key(cfg.model, messages, {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens,
+                                              "strict_verdict": cfg.strict_verdict, "extra_body": cfg.extra_body})
         if self.cache is not None:
             try:
                 cached = self.cache.get(key)

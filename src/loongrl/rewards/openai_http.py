@@ -83,7 +83,7 @@ def backoff_delay(attempt: int, backoff_s: float, backoff_max_s: float, retry_af
     or the server's Retry-After; both capped at ``backoff_max_s``."""
     if retry_after is not None:
         return min(backoff_max_s, retry_after)
-    return min(backoff_max_s, backoff_s * 2**attempt) * (1 + 0.25 * random.random())
+    return min(backoff_max_s, backoff_s * 2**attempt * (1 + 0.25 * random.random()))
 
 
 def with_retries(call: Callable[[], T], max_retries: int, backoff_s: float, backoff_max_s: float,

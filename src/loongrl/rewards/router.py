@@ -59,8 +59,11 @@ def _ruler_all_of(pred: str | None, golds: list[str]) -> float:
 
 
 def _minerva_or_boxed(response: str, require_think: bool) -> str | None:
-    answer = extract.minerva_answer(response)
-    return answer if answer is not None else extract.last_boxed(response)
+    region = extract.after_think(response, require=require_think)  # the answer, not the reasoning
+    if region is None:
+        return None
+    answer = extract.minerva_answer(region)
+    return answer if answer is not None else extract.last_boxed(region)
 
 
 def _qwenlong_choice(response: str, require_think: bool) -> str | None:
@@ -140,6 +143,13 @@ def get_judge(judge_config: JudgeConfig | Mapping | None) -> LLMJudge | None:
         if key not in _JUDGES:
             _JUDGES[key] = LLMJudge(config)
         return _JUDGES[key]
+
+
+def score_input(row: Mapping, response: str) -> dict:
+    """``score_batch`` input for a row of the canonical parquet schema and one response."""
+    return {"data_source": row["data_source"], "ability": row.get("ability"), "response": response,
+            "ground_truth": row["reward_model"]["ground_truth"],
+            "question": (row.get("extra_info") or {}).get("question")}
 
 
 def score_batch(

@@ -202,6 +202,22 @@ def _inputs(recipe: Recipe, stage: Stage, model_path: str, prev: dict | None) ->
                      for c in stage.spec.data.components}}
 
 
+def completed_stage(recipe: Recipe, stage: Stage, sdir: str, model_path: str, prev: dict | None,
+                    resume: bool) -> tuple[dict, str, dict | None]:
+    """(inputs, config hash, manifest): the manifest only if the stage completed earlier with the same
+    config and inputs (any backend); a changed stage is redone, and so is everything after it."""
+    inputs = _inputs(recipe, stage, model_path, prev)
+    chash = config_hash({"stage": to_dict(stage), "seed": recipe.seed, "inputs": inputs})
+    mpath = os.path.join(sdir, "manifest.json")
+    if resume and os.path.isfile(mpath):
+        man = _read_json(mpath)
+        if man.get("status") == "completed" and man.get("config_hash") == chash:
+            print(f"[{stage.name}] completed earlier: skipping ({sdir})")
+            return inputs, chash, man
+        print(f"[{stage.name}] manifest does not match the recipe or inputs any more: redoing the stage")
+    return inputs, chash, None
+
+
 def run_recipe(recipe: Recipe, out_dir: str, resume: bool = True) -> dict:
     """Run (or resume) every stage with the TRL backend; returns the report dict."""
     from . import trl_backend
@@ -219,21 +235,17 @@ def run_recipe(recipe: Recipe, out_dir: str, resume: bool = True) -> dict:
     for i, stage in enumerate(recipe.stages):
         sdir = stage_dir(out_dir, i, stage)
         mpath = os.path.join(sdir, "manifest.json")
-        inputs = _inputs(recipe, stage, model_path, prev)
-        chash = config_hash({"stage": to_dict(stage), "seed": recipe.seed, "inputs": inputs})
-        if resume and os.path.isfile(mpath):
-            man = _read_json(mpath)
-            if man.get("status") == "completed" and man.get("config_hash") == chash:
-                print(f"[{stage.name}] completed earlier: skipping ({sdir})")
-                manifests.append(man)
-                model_path, prev, step_offset = man["checkpoint"], man, step_offset + man["metrics"]["steps"]
-                continue
-            print(f"[{stage.name}] manifest does not match the recipe or inputs any more: redoing the stage")
+        inputs, chash, man = completed_stage(recipe, stage, sdir, model_path, prev, resume)
+        if man is not None:
+            manifests.append(man)
+            model_path, prev, step_offset = man["checkpoint"], man, step_offset + man["metrics"]["steps"]
+            continue
         shutil.rmtree(sdir, ignore_errors=True)  # an incomplete stage starts from scratch
         os.makedirs(sdir)
         t0 = time.time()
         print(f"[{stage.name}] {stage.kind} stage from {model_path}")
-        count = transitions.prompt_token_counter(_tokenizer(model_path))
+        # SFT's max_length bounds prompt + completion: longer rows are dropped and counted, never truncated.
+        count = transitions.prompt_token_counter(_tokenizer(model_path), with_completion=stage.sft is not None)
         data_path, data_stats = prepare_data(recipe, i, stage, model_path, prev, sdir, count)
         print(f"[{stage.name}] {data_stats['rows']} rows")
         metrics = StageMetrics(sdir, os.path.join(out_dir, "tb", f"{i:02d}_{stage.name}"), stage.name, step_offset)

@@ -469,15 +469,19 @@ def _validate(recipe: Recipe) -> None:
         if stage.sft is not None:
             s = stage.sft
             _check(len(s.data.components) > 0, f"{sub}.data.components", "an SFT stage needs data")
+            _check(s.batch_size >= 1 and s.micro_batch_size >= 1, f"{sub}.batch_size", "batch sizes must be >= 1")
             _check(s.batch_size % s.micro_batch_size == 0, f"{sub}.batch_size",
                    f"{s.batch_size} is not a multiple of micro_batch_size {s.micro_batch_size}")
             continue
         r = stage.rl
         _check(r.group_size >= 2, f"{sub}.group_size", "GRPO needs at least 2 rollouts per prompt")
         _check(r.kl_coef >= 0, f"{sub}.kl_coef", "must be >= 0")
-        _check(0 <= r.clip_low < 1 and r.clip_high >= 0, f"{sub}.clip_low", "clip epsilons must be in [0, 1)")
+        _check(0 <= r.clip_low < 1, f"{sub}.clip_low", "must be in [0, 1)")
+        _check(0 <= r.clip_high < 1, f"{sub}.clip_high", "must be in [0, 1)")
         _check(0 < r.top_p <= 1, f"{sub}.top_p", "must be in (0, 1]")
         _check(r.temperature > 0, f"{sub}.temperature", "must be > 0")
+        _check(r.batch_size >= 1 and (r.mini_batch_size is None or r.mini_batch_size >= 1), f"{sub}.batch_size",
+               "batch sizes must be >= 1")
         mini = r.mini_batch_size or r.batch_size
         _check(r.batch_size % mini == 0, f"{sub}.mini_batch_size",
                f"batch_size {r.batch_size} is not a multiple of mini_batch_size {mini}")

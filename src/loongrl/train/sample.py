@@ -7,8 +7,8 @@ import importlib.util
 from typing import Sequence
 
 from loongrl.eval.backends import SamplingConfig
-from loongrl.rewards import extract, scorers
-from loongrl.rewards.router import get_judge, score_batch
+from loongrl.rewards import scorers
+from loongrl.rewards.router import get_judge, score_batch, score_input
 
 
 def choose_backend(model_path: str, kind: str = "auto", batch_size: int = 8):
@@ -45,10 +45,7 @@ def score_items(rows: Sequence[dict], backend, sampling: SamplingConfig, reward_
         samples = backend.generate([list(r["prompt"]) for r in rows], sampling, progress=bar.update)
     finally:
         bar.close()
-    flat = [{"data_source": r["data_source"], "ability": r.get("ability"), "response": s,
-             "ground_truth": list(r["reward_model"]["ground_truth"]),
-             "question": (r.get("extra_info") or {}).get("question")}
-            for r, group in zip(rows, samples) for s in group]
+    flat = [score_input(r, s) for r, group in zip(rows, samples) for s in group]
     results = score_batch(flat, require_think=kw.get("require_think", True),
                           word_boundary=kw.get("word_boundary", False), judge=judge)
     out, i = [], 0
@@ -72,16 +69,11 @@ def evaluate(rows: Sequence[dict], backend, max_new_tokens: int, reward_kwargs: 
         texts = [g[0] for g in backend.generate([list(r["prompt"]) for r in rows], sampling, progress=bar.update)]
     finally:
         bar.close()
-    flat = [{"data_source": r["data_source"], "ability": r.get("ability"), "response": t,
-             "ground_truth": list(r["reward_model"]["ground_truth"]),
-             "question": (r.get("extra_info") or {}).get("question")} for r, t in zip(rows, texts)]
-    results = score_batch(flat, require_think=kw.get("require_think", True),
-                          word_boundary=kw.get("word_boundary", False))
-    exact = 0
-    for r, t in zip(rows, texts):
-        pred = extract.loongrl_answer(t, kw.get("require_think", True))
-        golds = {scorers.normalize_answer(g) for g in r["reward_model"]["ground_truth"]}
-        exact += pred is not None and scorers.normalize_answer(pred) in golds
+    results = score_batch([score_input(r, t) for r, t in zip(rows, texts)],
+                          require_think=kw.get("require_think", True), word_boundary=kw.get("word_boundary", False))
+    # The prediction each row's own task extracted, held to exact match (no judge: eval is rule-only).
+    exact = sum(scorers.exact_match(res["pred"] or None, r["reward_model"]["ground_truth"])
+                for r, res in zip(rows, results))
     n = max(1, len(rows))
     return {"n": len(rows), "acc": sum(r["acc"] for r in results) / n, "exact": exact / n,
             "mean_chars": sum(len(t) for t in texts) / n, "example": texts[0] if texts else ""}

@@ -7,6 +7,7 @@ No hub access is needed; `build_tiny_model` writes a folder that `from_pretraine
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Iterable
 
 # ChatML, honouring add_generation_prompt (the Qwen format, without Qwen's tool-call branches).
@@ -50,7 +51,11 @@ def build_tiny_model(out_dir: str, texts: Iterable[str], vocab_size: int = 1024,
                          eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
                          pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"))
     model = Qwen2ForCausalLM(config)
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    tmp = out_dir.rstrip("/") + ".tmp"  # written whole, then renamed: a crash never leaves half a model
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
+    os.replace(tmp, out_dir)
     return out_dir

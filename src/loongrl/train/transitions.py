@@ -54,10 +54,12 @@ def source_of(row: dict) -> str:
     return row.get("data_source") or "?"
 
 
-def prompt_token_counter(tokenizer) -> Callable[[dict], int]:
-    """Prompt length with the chat template and generation prompt applied (what the engine feeds)."""
+def prompt_token_counter(tokenizer, with_completion: bool = False) -> Callable[[dict], int]:
+    """Prompt length with the chat template and generation prompt applied (what the engine feeds); with
+    `with_completion`, the whole SFT sequence (prompt + `completion` messages), which `max_length` bounds."""
     def count(row: dict) -> int:
-        ids = tokenizer.apply_chat_template(list(row["prompt"]), add_generation_prompt=True, tokenize=True,
+        messages = list(row["prompt"]) + (list(row.get("completion") or []) if with_completion else [])
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=not with_completion, tokenize=True,
                                             return_dict=False)  # transformers 5 returns a dict otherwise (P4)
         return len(ids)
     return count

@@ -83,7 +83,7 @@ def make_reward(reward_kwargs: dict):
         n = len(completions)
         rows = [{"data_source": data_source[i], "ability": ability[i] if ability else None,
                  "response": c if isinstance(c, str) else c[-1]["content"],
-                 "ground_truth": list(reward_model[i]["ground_truth"]),
+                 "ground_truth": reward_model[i]["ground_truth"],
                  "question": (extra_info[i] or {}).get("question") if extra_info else None}
                 for i, c in enumerate(completions)]
         results = score_batch(rows, judge=judge, **kw)

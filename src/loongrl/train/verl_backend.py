@@ -27,6 +27,13 @@ from .recipe import Recipe, RLStage, SFTStage, Stage
 ROUTER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewards", "router.py")
 
 
+
+def _whole_epochs(epochs: float) -> int:
+    """verl counts whole epochs; a fractional one is an error, not a silent rounding (use `steps`)."""
+    if epochs < 1 or epochs != int(epochs):
+        raise ValueError(f"verl trains whole epochs; got epochs={epochs} (set `steps` instead)")
+    return int(epochs)
+
 def _fmt(v) -> str:
     if isinstance(v, bool):
         return "True" if v else "False"
@@ -114,7 +121,7 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
     if r.steps is not None:
         o["trainer.total_training_steps"] = r.steps
     else:
-        o["trainer.total_epochs"] = max(1, round(r.epochs))
+        o["trainer.total_epochs"] = _whole_epochs(r.epochs)
     if r.algorithm == "dapo":  # dynamic sampling: resample until batch_size groups with reward variance
         o.update({"algorithm.filter_groups.enable": True, "algorithm.filter_groups.metric": "acc",
                   "algorithm.filter_groups.max_num_gen_batches": 10, "data.gen_batch_size": 3 * r.batch_size})
@@ -158,7 +165,7 @@ def sft_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str,
     if s.steps is not None:
         o["trainer.total_training_steps"] = s.steps
     else:
-        o["trainer.total_epochs"] = max(1, round(s.epochs))
+        o["trainer.total_epochs"] = _whole_epochs(s.epochs)
     return [f"{k}={_fmt(v)}" for k, v in o.items()] + list(c.extra_overrides)
 
 
@@ -259,19 +266,19 @@ def _launch(recipe: Recipe, out_dir: str, steps: list[dict], resume: bool) -> in
     from loongrl.data.io import write_json_atomic
 
     from . import transitions
-    from .orchestrate import _read_json, _tokenizer, prepare_data
+    from .orchestrate import _tokenizer, completed_stage, prepare_data
+    from .recipe import config_hash
 
     model, prev = recipe.model, None
     for i, (stage, s) in enumerate(zip(recipe.stages, steps)):
         sdir = os.path.dirname(s["ckpt_dir"])
         mpath = os.path.join(sdir, "manifest.json")
-        if resume and os.path.isfile(mpath) and _read_json(mpath).get("status") == "completed":
-            prev = _read_json(mpath)
-            model = prev["checkpoint"]
-            print(f"[{stage.name}] completed earlier: skipping")
+        inputs, chash, done = completed_stage(recipe, stage, sdir, model, prev, resume)
+        if done is not None:
+            prev, model = done, done["checkpoint"]
             continue
-        os.makedirs(sdir, exist_ok=True)
-        count = transitions.prompt_token_counter(_tokenizer(model))
+        os.makedirs(sdir, exist_ok=True)  # verl resumes its own checkpoints inside (resume_mode=auto)
+        count = transitions.prompt_token_counter(_tokenizer(model), with_completion=stage.sft is not None)
         data_path, stats = prepare_data(recipe, i, stage, model, prev, sdir, count)
         if stage.sft is not None:
             rows = transitions.read_rows(data_path)
@@ -286,8 +293,9 @@ def _launch(recipe: Recipe, out_dir: str, steps: list[dict], resume: bool) -> in
             step = f.read().strip()
         subprocess.run([x.replace("{step}", step) for x in s["merge"]], check=True)
         prev = {"stage": stage.name, "status": "completed", "backend": "verl", "commands": s,
-                "checkpoint": os.path.join(sdir, "checkpoint"), "data": {"path": data_path, "rows": stats["rows"]},
-                "data_stats": stats}
+                "config_hash": chash, "inputs": inputs, "checkpoint": os.path.join(sdir, "checkpoint"),
+                "data": {"path": data_path, "rows": stats["rows"]}, "data_stats": stats}
+        prev["manifest_hash"] = config_hash(prev)
         write_json_atomic(mpath, prev)
         model = prev["checkpoint"]
     print(json.dumps({"out": out_dir, "checkpoint": model}))
