@@ -8,7 +8,7 @@ import sys
 from tqdm import tqdm
 
 from loongrl.data.fill import PLACEMENTS
-from loongrl.data.sources import SOURCES, InputError, clean
+from loongrl.data.sources import SOURCES, InputError, read_id_list
 from loongrl.data.tokens import default_tokenizer
 
 
@@ -35,13 +35,6 @@ def _add_synth_args(p: argparse.ArgumentParser, keychain: bool) -> None:
         p.add_argument("--num-chains", type=int, default=None, help="chains per row (default 4*budget/1024)")
         p.add_argument("--hops", type=int, default=4, help="keys per chain")
         p.add_argument("--key-format", default="hex8", help="hex8 | uuid36 | alnumN")
-
-
-def read_id_list(path: str, fold: bool = False) -> frozenset[str]:
-    """Non-empty lines of a file, whitespace-collapsed (and also lower-cased with `fold`)."""
-    with open(path, encoding="utf-8") as f:
-        lines = [clean(line) for line in f]
-    return frozenset(x for line in lines if line for x in ((line, line.lower()) if fold else (line,)))
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -145,14 +138,14 @@ def _run_book_ruler(args: argparse.Namespace) -> int:
 
 def _run_decontaminate(args: argparse.Namespace) -> int:
     from loongrl.data.decontaminate import decontaminate
-    from loongrl.eval.report import write_text
+    from loongrl.data.io import write_text_atomic
 
     try:
         report = decontaminate(args.train, args.eval, args.source)
     except (InputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_text(args.out, "".join(line + "\n" for line in report.exclude_lines()))
+    write_text_atomic(args.out, "".join(line + "\n" for line in report.exclude_lines()))
     for f in report.flagged[: args.max_print]:
         print(f"{f.id}\t{f.question}\t(in {f.eval_file})")
     print(f"{report.checked} training items checked against {report.eval_questions} evaluation questions: "

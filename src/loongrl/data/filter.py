@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from loongrl.data.io import write_json_atomic
+from loongrl.data.io import write_json_atomic, write_text_atomic
 from loongrl.data.sources import Record, load_source
 from loongrl.eval.backends import SamplingConfig
 from loongrl.rewards.extract import first_answer_is
@@ -145,10 +145,7 @@ def difficulty_filter(source: str, input_path: str, backend, cfg: FilterConfig, 
                                CountCache(out_ids + ".rescue.cache.jsonl", rescue_model, cfg), progress)
         rescued = {rid for rid, c in second.items() if cfg.rescue_min <= c <= cfg.rescue_max}
     final = [r.id for r in data.records if r.id in keep or r.id in rescued]  # file order, as the reference
-    tmp = out_ids + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(rid + "\n" for rid in final)
-    os.replace(tmp, out_ids)
+    write_text_atomic(out_ids, "".join(rid + "\n" for rid in final))
     stats = {
         "source": source, "input": input_path, "model": model, "config": asdict(cfg),
         "read": data.read, "skipped_input_rows": dict(data.skipped), "items": len(data.records),

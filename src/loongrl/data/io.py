@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -121,9 +122,32 @@ def iter_rows(path: str, batch_rows: int = 64) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
-def write_json_atomic(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+def file_sha256(path: str) -> str | None:
+    """sha256 of a file (streamed), None when `path` is not a file (e.g. an `hf:` input)."""
+    if not os.path.isfile(path):
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> str:
+    """`write(tmp)` then rename to `path`: a crash never leaves a partial file under the final name.
+    The temporary name keeps the extension (matplotlib picks the image format from it)."""
+    tmp = f"{path}.tmp{os.path.splitext(path)[1]}"
+    write(tmp)
     os.replace(tmp, path)
+    return path
+
+
+def write_text_atomic(path: str, text: str) -> str:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    return atomic_write(path, write)
+
+
+def write_json_atomic(path: str, obj) -> str:
+    return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

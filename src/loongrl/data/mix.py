@@ -34,10 +34,10 @@ from collections import Counter
 import yaml
 
 from loongrl.data import math as math_parts
-from loongrl.data.io import RowWriter, iter_rows, make_row, write_json_atomic
-from loongrl.data.pipeline import _sha256, synthesize
+from loongrl.data.io import RowWriter, atomic_write, file_sha256, iter_rows, make_row, write_json_atomic
+from loongrl.data.pipeline import synthesize
 from loongrl.data.prompts import resolve_system_prompt
-from loongrl.data.sources import clean
+from loongrl.data.sources import clean, read_id_list
 from loongrl.data.synth import SynthConfig
 from loongrl.data.tokens import default_tokenizer, get_counter
 
@@ -114,8 +114,6 @@ def load_mix_recipe(path: str) -> dict:
 
 
 def _synth_part(part: dict, recipe: dict, used: set[str], exclude: frozenset[str], tmp: str) -> list[dict]:
-    from loongrl.data.cli import read_id_list
-
     options = {k: v for k, v in part.items() if k in SYNTH_FIELDS and k != "ids"}
     options.setdefault("max_prompt_tokens", recipe.get("max_prompt_tokens", 16384))
     cfg = SynthConfig(source=part["source"], input=part["input"], tokenizer=recipe["tokenizer"],
@@ -174,9 +172,7 @@ def build_mix(recipe_path: str, out: str) -> dict:
     system = resolve_system_prompt(recipe.get("system_prompt", "loongrl"))
     exclude = frozenset()
     if recipe.get("exclude"):
-        from loongrl.data.cli import read_id_list
-
-        exclude = read_id_list(recipe["exclude"], fold=True)
+            exclude = read_id_list(recipe["exclude"], fold=True)
     tmp = out + ".parts"
     os.makedirs(tmp, exist_ok=True)
     used: set[str] = set()
@@ -214,13 +210,13 @@ def _card(recipe: dict, recipe_path: str, parts_rows: dict[str, list[dict]], tot
         parts.append({
             "name": part["name"], "kind": part["kind"], "requested": part["size"], "rows": len(tokens),
             "share": round(len(tokens) / total, 6) if total else 0.0, "input": part.get("input") or part.get("book") or "essays (../shared)",
-            "input_sha256": _sha256(part.get("input") or part.get("book") or ""),
+            "input_sha256": file_sha256(part.get("input") or part.get("book") or ""),
             "prompt_tokens": {"min": tokens[0], "median": tokens[len(tokens) // 2], "max": tokens[-1]}
             if tokens else None,
         })
     qa_questions = [clean(r["extra_info"]["question"]).lower() for name, rows in parts_rows.items()
                     for r in rows if r["extra_info"]["kind"] in SYNTH_KINDS]
-    return {"recipe": recipe_path, "recipe_sha256": _sha256(recipe_path), "seed": recipe.get("seed", 0),
+    return {"recipe": recipe_path, "recipe_sha256": file_sha256(recipe_path), "seed": recipe.get("seed", 0),
             "tokenizer": recipe["tokenizer"], "max_prompt_tokens": recipe.get("max_prompt_tokens", 16384),
             "rows": total, "parts": parts, "exclude": recipe.get("exclude"),
             "qa_questions_disjoint": len(qa_questions) == len(set(qa_questions))}
@@ -235,10 +231,8 @@ def plot_lengths(parts_rows: dict[str, list[dict]], path: str) -> list[str]:
 
     def save(fig, target: str) -> None:
         fig.tight_layout()
-        tmp = target + ".tmp.png"
-        fig.savefig(tmp, dpi=110)
+        atomic_write(target, lambda tmp: fig.savefig(tmp, dpi=110))
         plt.close(fig)
-        os.replace(tmp, target)
 
     def draw(ax, name: str) -> None:
         ax.hist([r["extra_info"]["prompt_tokens"] for r in parts_rows[name]], bins=30, color="#3b6ea8")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing as mp
-import os
 import sys
 import time
 from collections import Counter
@@ -12,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm import tqdm
 
-from loongrl.data.io import RowWriter, write_json_atomic
+from loongrl.data.io import RowWriter, file_sha256, write_json_atomic
 from loongrl.data.sources import clean, load_source
 from loongrl.data.synth import RowBuilder, Skip, SynthConfig
 from loongrl.data.tokens import get_counter
@@ -40,16 +38,6 @@ def _build_one(i: int):
         return "row", _BUILDER.build(rec)
     except Skip as s:
         return "skip", s.reason
-
-
-def _sha256(path: str) -> str | None:
-    if not os.path.isfile(path):
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool = True) -> Summary:
@@ -116,7 +104,7 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
     cfg["include"] = None if config.include is None else len(config.include)
     write_json_atomic(out + ".summary.json", {
         "read": summary.read, "written": summary.written, "skipped": dict(sorted(summary.skipped.items())),
-        "config": cfg, "input_sha256": _sha256(config.input), "tokenizer_fingerprint": counter.fingerprint,
+        "config": cfg, "input_sha256": file_sha256(config.input), "tokenizer_fingerprint": counter.fingerprint,
         "exact_fast_counting": counter.fast,
     })
     return summary

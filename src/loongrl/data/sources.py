@@ -299,3 +299,10 @@ def load_source(source: str, path: str, *, strict: bool = False, hub_split: str 
             else:
                 skipped["bad_pool_passage"] += 1
     return LoadedSource(records, pool, read, skipped)
+
+
+def read_id_list(path: str, fold: bool = False) -> frozenset[str]:
+    """Non-empty lines of a file, whitespace-collapsed (and also lower-cased with `fold`)."""
+    with open(path, encoding="utf-8") as f:
+        lines = [clean(line) for line in f]
+    return frozenset(x for line in lines if line for x in ((line, line.lower()) if fold else (line,)))

@@ -197,12 +197,10 @@ class RowBuilder:
         picked: list[str] = []
         seen = {own}
         candidates = self._distractors
-        for _ in range(20 * k + 100):
+        for _ in range(20 * k + 100 if candidates else 0):  # bounded: a small source may run out
             if len(picked) == k:
                 break
-            i = candidates[rng.randrange(len(candidates))] if candidates else None
-            if i is None:
-                break
+            i = candidates[rng.randrange(len(candidates))]
             if self.data.records[i].id == rec.id or self._qnorm[i] in seen:
                 continue
             seen.add(self._qnorm[i])

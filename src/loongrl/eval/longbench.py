@@ -27,6 +27,7 @@ from loongrl.data.sources import InputError, _iter_json_rows
 from loongrl.eval.backends import SamplingConfig
 from loongrl.eval.run import EvalItem
 from loongrl.rewards import extract, scorers
+from loongrl.rewards.judge import hybrid_score
 
 DATASETS = ("hotpotqa", "2wikimqa", "musique", "narrativeqa", "qasper")
 REQUIRED_FIELDS = {"input": str, "context": str, "answers": list, "_id": str}
@@ -192,10 +193,8 @@ def make_scorer(preset: Preset, judge=None):
             out.append(samples)
         if pending:
             for (i, j, _), verdict in zip(pending, judge.judge_many([p[2] for p in pending])):
-                sample = out[i][j]
-                sample["judge"] = verdict.status  # an error keeps the rule score and says so
-                if verdict.verdict is not None:
-                    sample["score"] = max(sample["score"], verdict.verdict)
+                # max(rule, judge); a judge error keeps the rule score and says so
+                out[i][j]["score"], out[i][j]["judge"] = hybrid_score(out[i][j]["score"], verdict)
         return out
 
     return f1 if preset.scoring == "f1" else loongrl

@@ -22,7 +22,6 @@ from functools import cached_property
 
 from loongrl.eval.longbench import shared_data_dir
 from loongrl.eval.run import EvalItem
-from loongrl.rewards import extract, scorers
 
 SYSTEM = "You are a helpful AI bot that answers questions for a user. Keep your response short and direct"
 USER = "{context}\n\n{question} Don't give information outside the document or repeat your findings"
@@ -126,11 +125,10 @@ def build_grid(counter, lengths, depths, needle: str = "magic-number", seed: int
 
 
 def make_scorer(reasoning: bool = False, require_think: bool = True):
-    def score(items, responses):
-        return [[{"pred": p, "score": scorers.string_match_all(p, item.golds)}
-                 for p in ((extract.after_think(t, require=require_think) if reasoning else t) for t in texts)]
-                for item, texts in zip(items, responses)]
-    return score
+    """RULER's niah metric (string_match_all), on the text after ``</think>`` in reasoning mode."""
+    from loongrl.eval.ruler import make_scorer as ruler_scorer
+
+    return ruler_scorer({"niah": "niah"}, reasoning, require_think)
 
 
 def summarize(records) -> tuple[dict, list[list], list[list[float]], list, list]:

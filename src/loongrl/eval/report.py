@@ -11,18 +11,7 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-
-def _atomic(path: str, write: Callable[[str], None]) -> None:
-    tmp = f"{path}.tmp{os.path.splitext(path)[1]}"  # keep the extension: matplotlib picks the format from it
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_text(path: str, text: str) -> None:
-    def w(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    _atomic(path, w)
+from loongrl.data.io import atomic_write, write_text_atomic
 
 
 def mean100(values: Sequence[float]) -> float:
@@ -49,9 +38,9 @@ def write_reports(out_dir: str, name: str, records: Sequence[dict], summary: dic
     """``{name}.json`` (summary + every record with its samples) and ``{name}.md``; returns paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, f"{name}.json"), "md": os.path.join(out_dir, f"{name}.md")}
-    write_text(paths["json"], json.dumps({"summary": summary, "records": list(records)}, ensure_ascii=False,
+    write_text_atomic(paths["json"], json.dumps({"summary": summary, "records": list(records)}, ensure_ascii=False,
                                          indent=1) + "\n")
-    write_text(paths["md"], markdown)
+    write_text_atomic(paths["md"], markdown)
     return paths
 
 
@@ -66,7 +55,7 @@ def _pyplot():
 
 
 def _save(fig, path: str) -> None:
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", metadata={"Software": None}))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", metadata={"Software": None}))
 
 
 def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], title: str, ylabel: str = "score") -> str:

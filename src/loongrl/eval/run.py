@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from loongrl.data.io import write_text_atomic
 from loongrl.eval.backends import SamplingConfig
 
 
@@ -69,10 +70,7 @@ def read_done(path: str, run_id: str) -> dict[str, dict]:
         done[record["id"]] = record
         good.append(line)
     if len(good) != len(lines) or (text and not text.endswith("\n")):  # appends must start on a new line
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(g + "\n" for g in good))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(g + "\n" for g in good))
     return done
 
 

@@ -219,7 +219,8 @@ def _ground_truth(columns: Mapping, i: int):
 def make_trl_reward(judge_config: JudgeConfig | Mapping | None = None, require_think: bool = True,
                     word_boundary: bool = False) -> Callable[..., list[float]]:
     """A TRL reward function ``(prompts, completions, **columns) -> list[float]`` over the
-    same scorers; judge calls for the whole batch run concurrently."""
+    same scorers; judge calls for the whole batch run concurrently. It also logs the pass rate
+    (mean ``acc``) through TRL's ``log_metric``."""
     judge = get_judge(judge_config)
 
     def loongrl_reward(prompts, completions, **columns) -> list[float]:
@@ -234,6 +235,9 @@ def make_trl_reward(judge_config: JudgeConfig | Mapping | None = None, require_t
                 "question": info.get("question"),
             })
         results = score_batch(rows, require_think=require_think, word_boundary=word_boundary, judge=judge)
+        log_metric = columns.get("log_metric")  # TRL >= 1.0 passes it: the pass rate lands in its logs
+        if callable(log_metric):
+            log_metric("pass_rate", sum(r["acc"] for r in results) / max(1, len(results)))
         return [r["score"] for r in results]
 
     return loongrl_reward

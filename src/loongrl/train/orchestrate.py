@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 
-from loongrl.data.io import write_json_atomic
+from loongrl.data.io import atomic_write, file_sha256, write_json_atomic, write_text_atomic
 
 from . import report, transitions
 from .recipe import Recipe, RecipeError, Stage, config_hash, to_dict
@@ -119,12 +119,12 @@ class StageMetrics:
 
 def write_csv(path: str, rows: list[dict]) -> None:
     cols = ["stage", "global_step", "step"] + [c for c in METRIC_COLUMNS if any(c in r for r in rows)]
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    atomic_write(path, write)
 
 
 def read_csv(path: str) -> list[dict]:
@@ -184,10 +184,9 @@ def prepare_data(recipe: Recipe, index: int, stage: Stage, model_path: str, prev
                 rows, count, spec.data.min_prompt_tokens,
                 spec.data.max_prompt_tokens if spec.data.max_prompt_tokens is not None else budget)
         write_json_atomic(os.path.join(sdir, "transition_stats.json"), tstats)
-        with open(os.path.join(sdir, "transition_items.jsonl.tmp"), "w", encoding="utf-8") as f:
-            for row, item in zip(candidates, items):
-                f.write(json.dumps({"id": row["extra_info"].get("id"), "source": row["data_source"], **item}) + "\n")
-        os.replace(os.path.join(sdir, "transition_items.jsonl.tmp"), os.path.join(sdir, "transition_items.jsonl"))
+        write_text_atomic(os.path.join(sdir, "transition_items.jsonl"), "".join(
+            json.dumps({"id": row["extra_info"].get("id"), "source": row["data_source"], **item}) + "\n"
+            for row, item in zip(candidates, items)))
     if not rows:
         raise RecipeError(f"{recipe.source}: stage {stage.name!r} has no rows left to train on: {json.dumps(stats)}")
     path = transitions.write_rows(os.path.join(sdir, "data.parquet"), rows)
@@ -198,7 +197,7 @@ def prepare_data(recipe: Recipe, index: int, stage: Stage, model_path: str, prev
 
 def _inputs(recipe: Recipe, stage: Stage, model_path: str, prev: dict | None) -> dict:
     return {"model": model_path, "previous_manifest_hash": prev["manifest_hash"] if prev else None,
-            "data": {c.path: transitions.file_sha256(c.path) if os.path.isfile(c.path) else "missing"
+            "data": {c.path: file_sha256(c.path) or "missing"
                      for c in stage.spec.data.components}}
 
 
@@ -257,7 +256,7 @@ def run_recipe(recipe: Recipe, out_dir: str, resume: bool = True) -> dict:
         evals = run_evals(recipe, ckpt, eval_rewards)
         man = {"stage": stage.name, "index": i, "kind": stage.kind, "status": "completed", "backend": "trl",
                "config": to_dict(stage), "config_hash": chash, "inputs": inputs,
-               "data": {"path": data_path, "rows": data_stats["rows"], "sha256": transitions.file_sha256(data_path)},
+               "data": {"path": data_path, "rows": data_stats["rows"], "sha256": file_sha256(data_path)},
                "data_stats": data_stats, "metrics": metrics.summary(), "checkpoint": ckpt, "eval": evals,
                "seconds": round(time.time() - t0, 1)}
         man["manifest_hash"] = config_hash(man)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from loongrl.data.io import write_json_atomic
+from loongrl.data.io import atomic_write, write_json_atomic, write_text_atomic
 
 
 def plot_curves(rows: list[dict], path: str) -> str | None:
@@ -36,10 +36,8 @@ def plot_curves(rows: list[dict], path: str) -> str | None:
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -72,10 +70,7 @@ def write_report(out_dir: str, recipe, init: dict, manifests: list[dict], rows: 
     if png:
         lines += ["", f"![reward and response length per step]({os.path.basename(png)})"]
     text = "\n".join(lines) + "\n"
-    tmp = os.path.join(out_dir, "report.md.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(out_dir, "report.md"))
+    write_text_atomic(os.path.join(out_dir, "report.md"), text)
     out = {"recipe": recipe.name, "stages": table, "curves": png}
     write_json_atomic(os.path.join(out_dir, "report.json"), out)
     print(text)

@@ -7,7 +7,6 @@ so nothing is dropped silently.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import random
@@ -17,19 +16,11 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loongrl.data.io import SCHEMA, iter_rows
+from loongrl.data.io import SCHEMA, atomic_write, file_sha256, iter_rows
 
 from .recipe import DataMixture, RecipeError
 
 SFT_SCHEMA = SCHEMA.append(pa.field("completion", SCHEMA.field("prompt").type))
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_rows(path: str) -> list[dict]:
@@ -44,10 +35,7 @@ def write_rows(path: str, rows: list[dict]) -> str:
     schema = SFT_SCHEMA if rows and "completion" in rows[0] else SCHEMA
     out = [dict(r, extra_info=dict(r["extra_info"], index=i)) for i, r in enumerate(rows)]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    pq.write_table(pa.Table.from_pylist(out, schema=schema), tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: pq.write_table(pa.Table.from_pylist(out, schema=schema), tmp))
 
 
 def source_of(row: dict) -> str:

@@ -69,29 +69,13 @@ def _train_and_save(trainer, out_dir: str) -> str:
 
 
 def make_reward(reward_kwargs: dict):
-    """The shared scorer as a TRL reward function that also logs the pass rate (mean `acc`)."""
-    from loongrl.rewards.router import get_judge, score_batch
+    """The shared scorer's TRL adapter for a stage's `reward_kwargs` (it also logs the pass rate)."""
+    from loongrl.rewards.router import make_trl_reward
 
-    kw = dict(reward_kwargs)
-    judge = get_judge(kw.pop("judge_config", None))
-    unknown = set(kw) - {"require_think", "word_boundary"}
+    unknown = set(reward_kwargs) - {"require_think", "word_boundary", "judge_config"}
     if unknown:
         raise ValueError(f"unknown reward_kwargs {sorted(unknown)}; known: require_think, word_boundary, judge_config")
-
-    def loongrl_reward(prompts, completions, data_source, reward_model, extra_info=None, ability=None,
-                       log_metric=None, **_):
-        n = len(completions)
-        rows = [{"data_source": data_source[i], "ability": ability[i] if ability else None,
-                 "response": c if isinstance(c, str) else c[-1]["content"],
-                 "ground_truth": reward_model[i]["ground_truth"],
-                 "question": (extra_info[i] or {}).get("question") if extra_info else None}
-                for i, c in enumerate(completions)]
-        results = score_batch(rows, judge=judge, **kw)
-        if log_metric is not None:
-            log_metric("pass_rate", sum(r["acc"] for r in results) / max(1, n))
-        return [r["score"] for r in results]
-
-    return loongrl_reward
+    return make_trl_reward(**reward_kwargs)
 
 
 def _optim_kwargs(optim) -> dict:
