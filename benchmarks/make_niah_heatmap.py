@@ -4,7 +4,7 @@ import re, sys
 sys.path.insert(0, "src")  # run from the repo root: .venv/bin/python benchmarks/make_niah_heatmap.py
 from loongrl.data.tokens import default_tokenizer, get_counter
 from loongrl.eval import niah, report
-from loongrl.eval.backends import SamplingConfig
+from loongrl.generation.backends import SamplingConfig
 from loongrl.eval.run import run_eval
 
 class Scripted:

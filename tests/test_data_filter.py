@@ -78,8 +78,8 @@ def test_resume_makes_no_repeated_calls(tmp_path):
 
 
 def test_filter_with_a_tiny_local_model(tmp_path):
-    from loongrl.eval.backends import TransformersBackend
-    from loongrl.train.tiny import build_tiny_model
+    from loongrl.generation.backends import TransformersBackend
+    from loongrl.demo.tiny import build_tiny_model
 
     model = build_tiny_model(str(tmp_path / "tiny"), DATA.pool.texts[:1500], vocab_size=512)
     out = str(tmp_path / "ids.txt")
@@ -102,7 +102,7 @@ def _scripted_model(body: dict) -> str:
 
 
 def test_filter_over_http_resumes_without_repeated_requests(server, tmp_path):
-    from loongrl.eval.backends import BackendError, make_backend
+    from loongrl.generation.backends import BackendError, make_backend
 
     server.reset()
     server.respond = _scripted_model

@@ -15,7 +15,7 @@ from openai_server import start_server
 
 from loongrl.cli import main
 from loongrl.eval import longbench as lb
-from loongrl.eval.backends import BackendError, OpenAIBackend, SamplingConfig
+from loongrl.generation.backends import BackendError, OpenAIBackend, SamplingConfig
 from loongrl.eval.run import run_eval
 from loongrl.rewards.judge import JudgeConfig, LLMJudge
 from loongrl.rewards.scorers import token_f1

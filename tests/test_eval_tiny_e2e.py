@@ -13,8 +13,8 @@ from longbench_rows import rows, write
 from openai_server import start_server
 
 from loongrl.cli import main
-from loongrl.eval.backends import SamplingConfig, TransformersBackend
-from loongrl.train.tiny import build_tiny_model
+from loongrl.generation.backends import SamplingConfig, TransformersBackend
+from loongrl.demo.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loongrl.eval.backends import SamplingConfig, TransformersBackend
-from loongrl.train.tiny import build_tiny_model
+from loongrl.generation.backends import SamplingConfig, TransformersBackend
+from loongrl.demo.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from loongrl.train.demo import make_demo_data
+from loongrl.demo.task import make_demo_data
 from loongrl.train.orchestrate import run_recipe
 from loongrl.train.recipe import parse_recipe
 

@@ -19,7 +19,7 @@ from typing import Iterator
 from loongrl.data.io import make_row
 from loongrl.data.prompts import resolve_system_prompt
 from loongrl.data.tokens import get_counter
-from loongrl.eval.ruler import RulerData, fit, gen_niah
+from loongrl.tasks.ruler import RulerData, fit, gen_niah
 
 KINDS = ("multikey", "multivalue")
 

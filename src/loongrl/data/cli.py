@@ -79,7 +79,7 @@ def _run_filter(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from loongrl.data.filter import FilterConfig, difficulty_filter
-    from loongrl.eval.backends import BackendError, make_backend
+    from loongrl.generation.backends import BackendError, make_backend
 
     cfg = FilterConfig(**{f.name: getattr(args, f.name) for f in fields(FilterConfig)})
     options = {"concurrency": args.concurrency, "batch_size": args.batch_size}

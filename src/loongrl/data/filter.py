@@ -21,7 +21,7 @@ from typing import Callable
 
 from loongrl.data.io import write_json_atomic, write_text_atomic
 from loongrl.data.sources import Record, load_source
-from loongrl.eval.backends import SamplingConfig
+from loongrl.generation.backends import SamplingConfig
 from loongrl.rewards.extract import first_answer_is
 from loongrl.rewards.scorers import prediction_in_gold
 

@@ -32,6 +32,8 @@ SCHEMA = pa.schema([
     ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", _STR_LIST)])),
     ("extra_info", EXTRA_INFO),
 ])
+SFT_SCHEMA = SCHEMA.append(pa.field("completion", SCHEMA.field("prompt").type))
+"""SFT rows: the RL schema plus a `completion` chat column (the gold assistant turn)."""
 
 
 # Defaults for the extra_info fields a part does not use.
@@ -151,3 +153,12 @@ def write_text_atomic(path: str, text: str) -> str:
 
 def write_json_atomic(path: str, obj) -> str:
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_rows(path: str, rows: list[dict]) -> str:
+    """Write rows atomically (tmp + rename), renumbering `extra_info.index` 0..n-1 so that verl's
+    sample index and our per-item statistics agree. Rows with a `completion` column get the SFT schema."""
+    schema = SFT_SCHEMA if rows and "completion" in rows[0] else SCHEMA
+    out = [dict(r, extra_info=dict(r["extra_info"], index=i)) for i, r in enumerate(rows)]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return atomic_write(path, lambda tmp: pq.write_table(pa.Table.from_pylist(out, schema=schema), tmp))

@@ -38,7 +38,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _backend(args):
-    from loongrl.eval.backends import make_backend
+    from loongrl.generation.backends import make_backend
 
     return make_backend(args.backend, concurrency=args.concurrency, timeout_s=args.timeout,
                         max_retries=args.max_retries, api_key_env=args.api_key_env, batch_size=args.batch_size)
@@ -102,7 +102,7 @@ def _run_longbench(args) -> int:
 
 def _run_ruler(args) -> int:
     from loongrl.eval import ruler
-    from loongrl.eval.backends import SamplingConfig
+    from loongrl.generation.backends import SamplingConfig
     from loongrl.eval.report import line_plot
     from loongrl.eval.run import run_eval
 
@@ -144,7 +144,7 @@ def _run_ruler(args) -> int:
 
 def _run_niah(args) -> int:
     from loongrl.eval import niah
-    from loongrl.eval.backends import SamplingConfig
+    from loongrl.generation.backends import SamplingConfig
     from loongrl.eval.report import heatmap
     from loongrl.eval.run import run_eval
 
@@ -167,7 +167,7 @@ def _run_niah(args) -> int:
 
 def _guard(fn):
     def run(args) -> int:
-        from loongrl.eval.backends import BackendError
+        from loongrl.generation.backends import BackendError
         from loongrl.eval.run import ResumeError
 
         try:

@@ -24,9 +24,10 @@ from dataclasses import dataclass, replace
 
 from loongrl.data.prompts import LOONGRL_SYSTEM
 from loongrl.data.sources import InputError, _iter_json_rows
-from loongrl.eval.backends import SamplingConfig
+from loongrl.generation.backends import SamplingConfig
 from loongrl.eval.run import EvalItem
 from loongrl.rewards import extract, scorers
+from loongrl.tasks import shared_data_dir
 from loongrl.rewards.judge import hybrid_score
 
 DATASETS = ("hotpotqa", "2wikimqa", "musique", "narrativeqa", "qasper")
@@ -36,11 +37,6 @@ QWENLONG_TEMPLATE = ("Please read the following text and answer the question bel
 # NarrativeQA length split (LoongRL Table 3): context tokens by the model's tokenizer, K = 1024.
 NARRATIVEQA_BUCKETS = ((0, 16 * 1024, "0-16K"), (16 * 1024, 32 * 1024, "16-32K"), (32 * 1024, 64 * 1024, "32-64K"),
                        (64 * 1024, float("inf"), ">=64K"))
-
-
-def shared_data_dir() -> str:
-    """``$LOONGRL_DATA``, else ``../shared/data`` (prompt configs, RULER data, essays)."""
-    return os.environ.get("LOONGRL_DATA") or os.path.join("..", "shared", "data")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
-from loongrl.eval.longbench import shared_data_dir
+from loongrl.tasks import shared_data_dir
 from loongrl.eval.run import EvalItem
 
 SYSTEM = "You are a helpful AI bot that answers questions for a user. Keep your response short and direct"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from loongrl.data.io import write_text_atomic
-from loongrl.eval.backends import SamplingConfig
+from loongrl.generation.backends import SamplingConfig
 
 
 @dataclass

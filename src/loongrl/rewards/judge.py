@@ -18,10 +18,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-try:
-    from .openai_http import NoRetry, RequestError, post_chat, redact, with_retries
-except ImportError:  # loaded by file path: no parent package
-    from loongrl.rewards.openai_http import NoRetry, RequestError, post_chat, redact, with_retries
+from loongrl.generation.http import NoRetry, RequestError, post_chat, redact, with_retries
 
 log = logging.getLogger(__name__)
 

@@ -184,6 +184,25 @@ def score_batch(
     return results
 
 
+def row_scorer(reward_kwargs: Mapping | None = None, judge: bool = True) -> Callable[..., list[dict]]:
+    """``score(rows, responses)`` over rows of the canonical parquet schema, with a recipe stage's
+    ``reward_kwargs`` (``require_think``, ``word_boundary``, ``judge_config``): the scorer that
+    sample-and-score (mining, retrospective sampling, evaluation) is given. Each result also has
+    ``exact``: the extracted answer equals a gold after normalisation. ``judge=False`` is rule-only."""
+    kw = dict(reward_kwargs or {})
+    llm_judge = get_judge(kw.get("judge_config")) if judge else None
+
+    def score(rows, responses) -> list[dict]:
+        results = score_batch([score_input(r, t) for r, t in zip(rows, responses)],
+                              require_think=kw.get("require_think", True),
+                              word_boundary=kw.get("word_boundary", False), judge=llm_judge)
+        for row, res in zip(rows, results):
+            res["exact"] = scorers.exact_match(res["pred"] or None, row["reward_model"]["ground_truth"])
+        return results
+
+    return score
+
+
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict:
     """verl custom reward: ``compute_score(data_source, solution_str, ground_truth, extra_info)``.
 

@@ -25,10 +25,12 @@ import shutil
 import time
 
 from loongrl.data.io import atomic_write, file_sha256, write_json_atomic, write_text_atomic
+from loongrl.generation.backends import SamplingConfig
+from loongrl.generation.sample import choose_backend, evaluate, score_items
+from loongrl.rewards.router import row_scorer
 
 from . import report, transitions
 from .recipe import Recipe, RecipeError, Stage, config_hash, to_dict
-from .sample import choose_backend, evaluate, score_items
 
 METRIC_COLUMNS = ("reward", "pass_rate", "response_length", "kl", "entropy", "loss", "zero_std_groups",
                   "learning_rate", "token_accuracy")
@@ -50,32 +52,13 @@ def _tokenizer(model_path: str):
 
 
 def prepare_demo(recipe: Recipe) -> None:
-    """Demo recipes only: write the demo task files (`demo_data`) and build the tiny model (`tiny_model`)
-    if they are missing."""
-    if recipe.demo_data is not None:
-        from .demo import make_demo_data
-
-        args = dict(recipe.demo_data)
-        out = args.pop("dir")
-        if not os.path.isfile(os.path.join(out, "eval_4x.parquet")):
-            make_demo_data(out, **args)
-    ensure_tiny_model(recipe)
-
-
-def ensure_tiny_model(recipe: Recipe) -> None:
-    """Build the recipe's tiny model (demo) if asked for and missing; its tokenizer is trained on the texts
-    of every stage's data and the eval sets."""
-    if recipe.tiny_model is None or os.path.isfile(os.path.join(recipe.model, "config.json")):
+    """Demo recipes only (`demo_data`, `tiny_model`): the demo's task files and tiny model, if missing."""
+    if recipe.demo_data is None and recipe.tiny_model is None:
         return
-    from .tiny import build_tiny_model
+    from loongrl.demo import prepare
 
-    texts = []
     paths = [c.path for s in recipe.stages for c in s.spec.data.components] + [e.path for e in recipe.eval]
-    for path in dict.fromkeys(p for p in paths if os.path.isfile(p)):  # a missing file fails in its stage
-        for row in transitions.read_rows(path):
-            texts += [m["content"] for m in row["prompt"]]
-            texts += [m["content"] for m in row.get("completion") or []]
-    build_tiny_model(recipe.model, texts, seed=recipe.seed, **recipe.tiny_model)
+    prepare(recipe.demo_data, recipe.tiny_model, recipe.model, paths, recipe.seed)
 
 
 class StageMetrics:
@@ -139,7 +122,7 @@ def run_evals(recipe: Recipe, model_path: str, rewards: dict) -> dict:
     out = {}
     for ev in recipe.eval:
         rows = transitions.read_rows(ev.path)[: ev.max_items]
-        out[ev.name] = evaluate(rows, backend, ev.max_new_tokens, rewards, seed=recipe.seed, desc=f"eval {ev.name}")
+        out[ev.name] = evaluate(rows, backend, ev.max_new_tokens, row_scorer(rewards, judge=False), seed=recipe.seed, desc=f"eval {ev.name}")
         print(f"  eval {ev.name}: acc={out[ev.name]['acc']:.3f} exact={out[ev.name]['exact']:.3f} (n={len(rows)})")
     return out
 
@@ -157,8 +140,6 @@ def prepare_data(recipe: Recipe, index: int, stage: Stage, model_path: str, prev
         rows, stats["mixture"] = transitions.build_mixture(spec.data, seed, count, budget)
     t = stage.rl.transition if stage.rl is not None else None
     if t is not None:
-        from loongrl.eval.backends import SamplingConfig
-
         cfg = t.hard_mining or t.retrospective
         sp = cfg.sampling
         sampling = SamplingConfig(n=sp.k, temperature=sp.temperature, top_p=sp.top_p,
@@ -167,7 +148,7 @@ def prepare_data(recipe: Recipe, index: int, stage: Stage, model_path: str, prev
         candidates = rows if mine_own else transitions.read_rows(prev["data"]["path"])
         backend = choose_backend(model_path, sp.backend, sp.batch_size)
         t0 = time.time()
-        items = score_items(candidates, backend, sampling, stage.rl.reward_kwargs, desc=f"{stage.name} sampling")
+        items = score_items(candidates, backend, sampling, row_scorer(stage.rl.reward_kwargs), desc=f"{stage.name} sampling")
         if t.hard_mining is not None:
             kept, tstats = transitions.hard_mine(candidates, items, t.hard_mining.solved_threshold)
             rows = kept if mine_own else kept + rows

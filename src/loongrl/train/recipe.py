@@ -341,10 +341,10 @@ class Recipe:
         eval: Held-out sets evaluated before training and after every stage (may be empty).
         cluster: verl launch settings (ignored by the TRL backend).
         tiny_model: Build a tiny local model at `model` first if it does not exist (demo only):
-            a mapping of `loongrl.train.tiny.build_tiny_model` arguments; its tokenizer is trained on the
+            a mapping of `loongrl.demo.tiny.build_tiny_model` arguments; its tokenizer is trained on the
             texts of all stages' data and the eval sets.
         demo_data: Generate the demo-cpu task files first if missing (demo only): `dir` (relative to the
-            recipe) plus `loongrl.train.demo.make_demo_data` arguments.
+            recipe) plus `loongrl.demo.task.make_demo_data` arguments.
     """
 
     name: str

@@ -1,7 +1,7 @@
 """Data operations between stages: mixtures, the length filter, hard mining, retrospective sampling.
 
 All of them are pure functions over rows of the project's parquet schema plus per-item statistics
-from `loongrl.train.sample`; nothing here loads a model. Every filter returns its counts by reason,
+from `loongrl.generation.sample`; nothing here loads a model. Every filter returns its counts by reason,
 so nothing is dropped silently.
 """
 
@@ -13,29 +13,16 @@ import random
 from collections import Counter, defaultdict
 from typing import Callable
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from loongrl.data.io import SCHEMA, atomic_write, file_sha256, iter_rows
+from loongrl.data.io import file_sha256, iter_rows, write_rows  # noqa: F401  (re-exported for stage code)
 
 from .recipe import DataMixture, RecipeError
 
-SFT_SCHEMA = SCHEMA.append(pa.field("completion", SCHEMA.field("prompt").type))
 
 
 def read_rows(path: str) -> list[dict]:
     if not os.path.isfile(path):
         raise RecipeError(f"{path}: data file not found")
     return list(iter_rows(path))
-
-
-def write_rows(path: str, rows: list[dict]) -> str:
-    """Write rows atomically (tmp + rename), renumbering `extra_info.index` 0..n-1 so that verl's
-    sample index and our per-item statistics agree. Rows with a `completion` column get the SFT schema."""
-    schema = SFT_SCHEMA if rows and "completion" in rows[0] else SCHEMA
-    out = [dict(r, extra_info=dict(r["extra_info"], index=i)) for i, r in enumerate(rows)]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return atomic_write(path, lambda tmp: pq.write_table(pa.Table.from_pylist(out, schema=schema), tmp))
 
 
 def source_of(row: dict) -> str:

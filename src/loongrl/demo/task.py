@@ -20,7 +20,7 @@ import random
 from loongrl.data.keychain import chain_pairs, make_chains
 from loongrl.data.prompts import LOONGRL_SYSTEM
 
-from .transitions import write_rows
+from loongrl.data.io import write_rows
 
 ANSWERS = ("apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "ocean", "maple", "robot",
            "candle", "garden", "silver", "rocket", "forest", "violin", "castle", "pepper", "rabbit",

@@ -1,7 +1,7 @@
 """The one OpenAI-compatible HTTP client core: POST ``/chat/completions`` with retries and backoff.
 
 Stdlib only (urllib), so the verl reward module that imports the judge stays light. Used by the
-LLM judge (``judge.py``) and the evaluation backend (``loongrl.eval.backends.OpenAIBackend``).
+LLM judge (``judge.py``) and the evaluation backend (``loongrl.generation.backends.OpenAIBackend``).
 The API key is read from the environment at request time, sent as a Bearer header and never
 logged or returned: error texts pass through ``redact`` before they leave this module.
 """

@@ -105,7 +105,7 @@ class OpenAIBackend:
     One request per (prompt, sample) with ``n=1`` and ``seed = sampling.seed + sample index`` (many
     hosted APIs reject ``n > 1``; per-sample seeds keep vLLM reruns repeatable). Up to
     ``concurrency`` requests are in flight. Each request is retried on timeouts, connection errors,
-    429, 5xx and malformed bodies (shared client core ``loongrl.rewards.openai_http``, as the judge);
+    429, 5xx and malformed bodies (shared client core ``loongrl.generation.http``, as the judge);
     a request that still fails raises ``BackendError`` naming the prompt, so nothing is dropped
     silently: the harness stops and a rerun resumes from its output file. A trailing assistant
     message is sent as a prefill with vLLM/SGLang's ``continue_final_message`` extension. The API
@@ -123,7 +123,7 @@ class OpenAIBackend:
         self.extra_body = dict(extra_body or {})
 
     def _one(self, messages: Messages, sampling: SamplingConfig, sample: int) -> str:
-        from loongrl.rewards.openai_http import post_chat, with_retries
+        from loongrl.generation.http import post_chat, with_retries
 
         body = {"model": self.model, "messages": messages, "n": 1, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens, "seed": sampling.seed + sample,
@@ -136,7 +136,7 @@ class OpenAIBackend:
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig,
                  progress: Callable[[int], None] | None = None) -> list[list[str]]:
-        from loongrl.rewards.openai_http import RequestError
+        from loongrl.generation.http import RequestError
 
         jobs = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
         out: list[list[str]] = [[""] * sampling.n for _ in prompts]

@@ -1,0 +1,35 @@
+"""The CPU miniature that `make demo` trains: a toy KeyChain task (``task``), a tiny model built locally
+(``tiny``), and ``prepare``, the glue a demo recipe (``demo_data``, ``tiny_model``) runs before training.
+
+Nothing in the library depends on it except the orchestrator's call of ``prepare`` for demo recipes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+
+def prepare(demo_data: Mapping | None, tiny_model: Mapping | None, model_path: str, data_paths: Sequence[str],
+            seed: int) -> None:
+    """Write the demo task files (`demo_data`: `dir` plus `make_demo_data` arguments) and build the tiny
+    model at `model_path` (`tiny_model`: `build_tiny_model` arguments), each only if missing. The tiny
+    tokenizer is trained on the texts of every file in `data_paths` that exists."""
+    if demo_data is not None:
+        from loongrl.demo.task import make_demo_data
+
+        args = dict(demo_data)
+        out = args.pop("dir")
+        if not os.path.isfile(os.path.join(out, "eval_4x.parquet")):
+            make_demo_data(out, **args)
+    if tiny_model is None or os.path.isfile(os.path.join(model_path, "config.json")):
+        return
+    from loongrl.data.io import iter_rows
+    from loongrl.demo.tiny import build_tiny_model
+
+    texts = []
+    for path in dict.fromkeys(p for p in data_paths if os.path.isfile(p)):  # a missing file fails in its stage
+        for row in iter_rows(path):
+            texts += [m["content"] for m in row["prompt"]]
+            texts += [m["content"] for m in row.get("completion") or []]
+    build_tiny_model(model_path, texts, seed=seed, **tiny_model)
