@@ -107,9 +107,13 @@ def tokenizer_dirs(tmp_path_factory, smollm2):
 
 
 NAMES = ["qwen2.5", "smollm2", "demo", "wordpiece", "sentencepiece"]
-# Budgets per tokenizer. The demo's 512-token vocabulary (trained on the toy task) spends about four times
-# as many tokens on English prose, so a HotpotQA item's own ten passages alone are ~4K tokens with it.
-BUDGETS = {name: (2048, 4096) for name in NAMES} | {"demo": (8192, 16384)}
+# Budgets and KeyChain chains per 1K tokens. Qwen2.5 and SmolLM2 spend ~4.3 characters a token and take the
+# defaults (2K, 4K; 4 chains per 1K). The 4K-token WordPiece and Unigram vocabularies trained here spend 3.4
+# (a key-value pair ~48 tokens, 4 chains per 1K would leave no room for a HotpotQA item's own passages at 2K)
+# and the demo's 512-token vocabulary 1.3 (own passages ~4.6K tokens, a pair ~130): fewer chains, and 4x the
+# budgets for the demo's.
+SETTINGS = {"qwen2.5": ((2048, 4096), 4), "smollm2": ((2048, 4096), 4), "wordpiece": ((2048, 4096), 1),
+            "sentencepiece": ((2048, 4096), 1), "demo": ((8192, 16384), 1)}
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello"}],
     [{"role": "system", "content": prompts.LOONGRL_SYSTEM}, {"role": "user", "content": "Who wrote \"Hamlet\"?"}],
@@ -158,10 +162,11 @@ def test_fifty_of_fifty_rows_fit_exactly(tokenizer_dirs, tmp_path, name, size, k
     as close to it as passage granularity allows; `loongrl data validate` passes."""
     from transformers import AutoTokenizer
 
-    folder, budget = tokenizer_dirs[name], BUDGETS[name][size]
+    folder, (budgets, chains_per_1k) = tokenizer_dirs[name], SETTINGS[name]
+    budget = budgets[size]
     out = str(tmp_path / f"{name}_{kind}_{budget}.parquet")
     cfg = SynthConfig(source="hotpotqa", input=INPUTS["hotpotqa"], tokenizer=folder, max_prompt_tokens=budget,
-                      keychain=kind == "kc", num=50, seed=2)
+                      keychain=kind == "kc", num=50, seed=2, num_chains=chains_per_1k * budget // 1024)
     s = synthesize(cfg, out, progress=False)
     assert s.written == 50, s.line()
     assert not {r for r in s.skipped if "budget" in r} - {"own_passages_over_budget", "chains_over_budget"}
@@ -196,24 +201,23 @@ def test_synthesis_and_validation_import_neither_torch_nor_transformers(tokenize
     assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_rebuilt_tokenizer_class_is_counted_with_transformers(tokenizer_dirs, tmp_path):
-    """transformers 5 rebuilds `GPT2Tokenizer` from the vocabulary with a plain ByteLevel pre-tokenizer, so
-    SmolLM2's digit splitting is lost; the counter must count what transformers (and so verl) will see."""
+def test_rebuilt_tokenizer_class_is_counted_with_transformers(tmp_path):
+    """transformers 5 rebuilds a `GPT2Tokenizer` from the vocabulary with GPT-2's own pre-tokenizer, whatever
+    tokenizer.json says (an original SmolLM2 checkpoint loses its digit splitting that way). The counter must
+    count what transformers, and so verl, will see: here Qwen2.5's files under that class name."""
     import json
 
     from transformers import AutoTokenizer
 
     folder = str(tmp_path / "gpt2class")
-    shutil.copytree(tokenizer_dirs["smollm2"], folder,
-                    ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.gguf"))
+    shutil.copytree(QWEN, folder)
     cfg_path = os.path.join(folder, "tokenizer_config.json")
     cfg = json.load(open(cfg_path))
     cfg["tokenizer_class"] = "GPT2Tokenizer"
     json.dump(cfg, open(cfg_path, "w"))
     counter = TokenCounter(folder)
     assert counter.engine == "transformers" and "GPT2Tokenizer" in counter.engine_note
-    text = "In 1889 it was 330 m tall, 12345 visitors."
     hf = AutoTokenizer.from_pretrained(folder)
+    text = "Passage 1:\nThe Eiffel Tower (French: tour Eiffel) opened in 1889!!!\n\nPassage 2:\n\n\nx"
     assert counter.count(text) == len(hf(text, add_special_tokens=False)["input_ids"])
-    assert counter.count(text) < TokenCounter(tokenizer_dirs["smollm2"]).count(text)  # digits no longer split
-
+    assert counter.count(text) != TokenCounter(QWEN).count(text)  # the file's own pipeline counts differently
