@@ -80,13 +80,15 @@ def make_demo_data(out_dir: str, seed: int = 0, num_sft: int = 400, num_rl: int 
     `system_prompt` adds LoongRL's system prompt (off by default: on a tiny model it is most of the
     sequence, and without it "4x length" is about 4x the prompt tokens).
     """
-    rng = random.Random(seed)
     files = {}
+    # One generator per file, so that resizing one part (e.g. more RL items) leaves the others unchanged.
+    rng = random.Random(f"{seed}-sft")
     sft = [make_item(rng, num_chains, hops, key_format, system_prompt=system_prompt) for _ in range(num_sft)]
     files["sft"] = write_rows(os.path.join(out_dir, "sft.parquet"), with_gold_completion(sft))
     for name, n, chains, split in (("rl", num_rl, num_chains * rl_factor, "train"),
                                    ("eval_1x", num_eval, num_chains, "test"),
                                    ("eval_4x", num_eval, num_chains * long_factor, "test")):
+        rng = random.Random(f"{seed}-{name}")
         files[name] = write_rows(os.path.join(out_dir, f"{name}.parquet"),
                                  [make_item(rng, chains, hops, key_format, split, system_prompt) for _ in range(n)])
     return files
