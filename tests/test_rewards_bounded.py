@@ -169,3 +169,20 @@ def test_verl_reward_loop_survives_a_pathological_answer():
     scores, elapsed = out.strip().rsplit(" ", 1)
     assert scores == "[0.0, 1.0, 1.0]"
     assert float(elapsed) < 2.0 + 20  # the budget, plus starting three workers on a shared 2-core machine
+
+
+def test_a_worker_killed_while_idle_is_replaced_without_losing_the_call():
+    import signal
+
+    pool = WorkerPool("math:factorial", max_workers=1)
+    try:
+        assert pool.call(3, timeout_s=30) == 6
+        [pid] = pool.pids()
+        os.kill(pid, signal.SIGKILL)                          # e.g. the OOM killer, between two calls
+        deadline = time.monotonic() + 10
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.call(4, timeout_s=30) == 24               # delivered to a fresh worker instead
+        assert pool.pids() != [pid]
+    finally:
+        pool.close()

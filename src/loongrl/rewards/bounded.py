@@ -46,12 +46,16 @@ class WorkerStartError(WorkerError):
     """A worker could not start (its module failed to import, or start-up timed out)."""
 
 
+class _Gone(WorkerError):
+    """The worker died while idle (the request was never delivered)."""
+
+
 class _Worker:
     def __init__(self, target: str, warmup: list | None):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, target, json.dumps(warmup)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, close_fds=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", _BOOT, target, json.dumps(warmup)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
         self.ready = False
         self._buf = b""
         self._poll = select.poll()  # poll, not select: fds above 1024 are common in Ray workers
@@ -86,7 +90,10 @@ class _Worker:
         self.ready = True
 
     def call(self, args: list, timeout_s: float) -> object:
-        os.write(self.proc.stdin.fileno(), json.dumps([args, timeout_s]).encode() + b"\n")
+        try:
+            os.write(self.proc.stdin.fileno(), json.dumps([args, timeout_s]).encode() + b"\n")
+        except OSError as err:  # BrokenPipeError: killed from outside while idle
+            raise _Gone(f"scoring worker gone: {err}") from None
         reply = self._line(time.monotonic() + timeout_s)
         if reply is None:
             raise ScoringTimeout(f"no answer within {timeout_s:g} s")
@@ -181,7 +188,13 @@ class WorkerPool:
         worker = self._acquire()
         try:
             worker.start(self.startup_timeout_s)
-            result = worker.call(list(args), timeout_s)
+            try:
+                result = worker.call(list(args), timeout_s)
+            except _Gone:  # not this input's doing: once more on a fresh worker
+                self._replace(worker)
+                worker = self._acquire()
+                worker.start(self.startup_timeout_s)
+                result = worker.call(list(args), timeout_s)
         except ScoringTimeout:
             with self._lock:
                 self.timeouts += 1

@@ -18,7 +18,6 @@ THINK_END = "</think>"
 R1_SPECIAL_TOKENS = ("<｜Assistant｜>", "<｜end▁of▁sentence｜>")
 
 _ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
-_EMPTY_BOX = re.compile(r"\\boxed\s*\{\s*\}")
 # QwenLong-L1 docmath.py parse_model_answer: symbols in this order, each optional, then the number.
 _DOCMATH_NUMBER = re.compile(r"the answer is (=?≈?`?%?\$?°?£?€?¥?-?[0-9.,]+)", re.IGNORECASE)
 _CORRECT_CHOICE_PAREN = re.compile(r"The correct answer is \(([A-D])\)")
@@ -174,7 +173,7 @@ def final_answer(response: str, require_think: bool = True) -> str | None:
     region = after_think(response, require=require_think)
     if region is None:
         return None
-    text = _EMPTY_BOX.sub("", region.replace("*", ""))
+    text = region.replace("*", "").replace("\\boxed{}", "")
     boxed = last_boxed(text)
     return boxed if boxed else after_answer_is(text)
 

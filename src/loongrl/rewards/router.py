@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import NamedTuple
 
 try:
@@ -57,8 +58,8 @@ class Task(NamedTuple):
     """(response, golds, options) -> (extracted answer or None, rule score in [0, 1])."""
     judgeable: bool
     """Free-form answers where an LLM judge can add recall (the judge sees the task's golds)."""
-    golds: Callable[[list[str], Options], list[str]] = lambda golds, options: golds
-    """Gold normalisation (QwenLong-L1 parses its golds with the answer parser)."""
+    golds: Callable[[list[str], Options], list[str]] | None = None
+    """Gold normalisation, if any (QwenLong-L1 parses its golds with the answer parser)."""
 
 
 def _think(response: str, o: Options, reference_requires_it: bool) -> str | None:
@@ -125,9 +126,22 @@ def _math_dapo(response: str, golds: list[str], o: Options):
     return answer, scorers.math_verify_match(answer, golds, o.math_timeout_s)
 
 
-def _docqa_golds(golds: list[str], o: Options) -> list[str]:
-    # QwenLong-L1 stores golds as "...the answer is X" and parses them like the response
-    return [g if (a := extract.after_answer_is(g, case_sensitive=o.faithful)) is None else a for g in golds]
+# QwenLong-L1 stores golds as "...the answer is X" and parses them like the response; a gold without
+# the phrase is used whole. Cached: golds repeat across a group's samples.
+@lru_cache(maxsize=1 << 16)
+def _docqa_gold(gold: str, case_sensitive: bool) -> str:
+    answer = extract.after_answer_is(gold, case_sensitive=case_sensitive)
+    return gold if answer is None else answer
+
+
+@lru_cache(maxsize=1 << 16)
+def _docmath_gold(gold: str) -> str:
+    return extract.docmath_number(gold) or gold
+
+
+@lru_cache(maxsize=1 << 16)
+def _choice_gold(gold: str) -> str:
+    return extract.correct_choice(gold) or gold
 
 
 def _qwenlong_docqa(response: str, golds: list[str], o: Options):
@@ -154,11 +168,10 @@ TASKS = {t.name: t for t in (
     Task("ruler_niah", _ruler_niah, judgeable=False),
     Task("math_choice", _math_choice, judgeable=False),
     Task("math_dapo", _math_dapo, judgeable=False),
-    Task("qwenlong_docqa", _qwenlong_docqa, judgeable=True, golds=_docqa_golds),
-    Task("qwenlong_docmath", _qwenlong_docmath, judgeable=True,
-         golds=lambda golds, o: [extract.docmath_number(g) or g for g in golds]),
-    Task("qwenlong_choice", _qwenlong_choice, judgeable=False,
-         golds=lambda golds, o: [extract.correct_choice(g) or g for g in golds]),
+    Task("qwenlong_docqa", _qwenlong_docqa, judgeable=True,
+         golds=lambda golds, o: [_docqa_gold(g, o.faithful) for g in golds]),
+    Task("qwenlong_docmath", _qwenlong_docmath, judgeable=True, golds=lambda golds, o: list(map(_docmath_gold, golds))),
+    Task("qwenlong_choice", _qwenlong_choice, judgeable=False, golds=lambda golds, o: list(map(_choice_gold, golds))),
 )}
 
 # Exact prefixes; none is a prefix of another, so the order does not matter. The project's own
@@ -184,6 +197,9 @@ DATA_SOURCE_PREFIXES = (
 ABILITIES = {"longcontext_qa": "longqa", "ruler_niah": "ruler_niah", "math_qa_choices": "math_choice"}
 
 
+_ROUTES: dict[tuple, Task] = {}  # a run has a handful of data_sources: route each once
+
+
 def resolve_task(data_source: str, ability: str | None = None) -> Task:
     """The task for a row: the ``DATA_SOURCE_PREFIXES`` entry its data_source starts with, else its
     ``ability``; ``ValueError`` naming the known prefixes if neither matches.
@@ -192,22 +208,37 @@ def resolve_task(data_source: str, ability: str | None = None) -> Task:
         >>> resolve_task("keychain_hotpotqa").name, resolve_task("longbench_musique").name
         ('longqa', 'longbench')
     """
+    key = (data_source, ability)
+    task = _ROUTES.get(key)
+    if task is not None:
+        return task
     for prefix, name in DATA_SOURCE_PREFIXES:
         if data_source.startswith(prefix):
-            return TASKS[name]
-    if ability in ABILITIES:
-        return TASKS[ABILITIES[ability]]
+            task = TASKS[name]
+            break
+    else:
+        task = TASKS[ABILITIES[ability]] if ability in ABILITIES else None
+    if task is not None:
+        if len(_ROUTES) < 10000:
+            _ROUTES[key] = task
+        return task
     raise ValueError(
         f"no reward scorer for data_source={data_source!r} ability={ability!r}; known data_source prefixes: "
         f"{', '.join(p for p, _ in DATA_SOURCE_PREFIXES)}; abilities: {', '.join(sorted(ABILITIES))}")
 
 
+_DEFAULTS = Options()
+
+
 def options(**reward_kwargs) -> Options:
     """``Options`` from reward kwargs; unknown names are a ``ValueError`` listing the known ones."""
-    unknown = set(reward_kwargs) - set(Options._fields)
-    if unknown:
-        raise ValueError(f"unknown reward_kwargs {sorted(unknown)}; known: {', '.join(REWARD_KWARGS)}")
-    return Options(**reward_kwargs)
+    if not reward_kwargs:
+        return _DEFAULTS
+    try:
+        return Options(**reward_kwargs)
+    except TypeError:
+        unknown = sorted(set(reward_kwargs) - set(Options._fields))
+        raise ValueError(f"unknown reward_kwargs {unknown}; known: {', '.join(REWARD_KWARGS)}") from None
 
 
 _JUDGES: dict[str, LLMJudge] = {}
@@ -252,9 +283,12 @@ def score_batch(rows: list[Mapping], *, judge: LLMJudge | None = None, **reward_
     results, pending = [], []
     for row in rows:
         task = resolve_task(row["data_source"], row.get("ability"))
-        golds = task.golds(scorers.as_gold_list(row["ground_truth"]), o)
+        golds = scorers.as_gold_list(row["ground_truth"])
+        if task.golds is not None:
+            golds = task.golds(golds, o)
         response = row["response"]
-        pred, rule = task.score("" if response is None else str(response), golds, o)
+        pred, rule = task.score(response if isinstance(response, str) else "" if response is None else str(response),
+                                golds, o)
         results.append({"score": rule, "acc": 0.0, "rule": rule, "pred": pred or "", "task": task.name,
                         "judge": "off" if judge is None else "skipped"})
         if judge is not None and task.judgeable and pred and golds and rule < 1.0:
@@ -301,8 +335,8 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
     info = extra_info if isinstance(extra_info, Mapping) else {}
     row = {"data_source": data_source, "response": solution_str, "ground_truth": ground_truth,
            "ability": kwargs.get("ability") or info.get("ability"), "question": info.get("question")}
-    return score_batch([row], judge=get_judge(kwargs.get("judge_config")),
-                       **{k: kwargs[k] for k in Options._fields if k in kwargs})[0]
+    opts = {k: kwargs[k] for k in Options._fields if k in kwargs} if kwargs else {}
+    return score_batch([row], judge=get_judge(kwargs.get("judge_config")), **opts)[0]
 
 
 def _completion_text(completion) -> str:

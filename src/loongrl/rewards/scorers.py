@@ -20,7 +20,7 @@ from functools import lru_cache
 
 log = logging.getLogger(__name__)
 
-_PUNCT = frozenset(string.punctuation)
+_ASCII_PUNCT = re.compile("[" + re.escape(string.punctuation) + "]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 # LoongRL's normalize_text (longcontext_qa.py, ruler_multi.py): exactly these become spaces.
 _LOONGRL_PUNCT = re.compile("[" + re.escape("!\"#$%&'()*+,-./:;<=>?@[]^{|}—“”…《》！（）：？￥") + "]")
@@ -40,11 +40,15 @@ def as_gold_list(golds) -> list[str]:
         >>> as_gold_list("Paris"), as_gold_list(1990), as_gold_list(None), as_gold_list(["a", None, 2])
         (['Paris'], ['1990'], [], ['a', '2'])
     """
+    if isinstance(golds, str):
+        return [golds]
+    if type(golds) is list and all(type(g) is str for g in golds):
+        return golds
     if golds is None:
         return []
-    if isinstance(golds, (str, bytes)) or not isinstance(golds, Iterable):
+    if isinstance(golds, bytes) or not isinstance(golds, Iterable):
         golds = [golds]
-    return [g.decode() if isinstance(g, bytes) else str(g) for g in golds if g is not None]
+    return [g if isinstance(g, str) else g.decode() if isinstance(g, bytes) else str(g) for g in golds if g is not None]
 
 
 def normalize_answer(s: str) -> str:
@@ -55,8 +59,7 @@ def normalize_answer(s: str) -> str:
         >>> normalize_answer("The-End of  an Era!")
         'theend of era'
     """
-    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", s).split())
+    return " ".join(_ARTICLES.sub(" ", _ASCII_PUNCT.sub("", s.lower())).split())
 
 
 def normalize_loongrl_text(s: str) -> str:
@@ -67,8 +70,15 @@ def normalize_loongrl_text(s: str) -> str:
         >>> normalize_loongrl_text("New-York: 8230912, 1094587.")
         'new york 8230912 1094587'
     """
-    s = _LOONGRL_IMPORT.sub(" ", _LOONGRL_PUNCT.sub(" ", s.lower()))
+    s = _LOONGRL_PUNCT.sub(" ", s.lower())
+    if "import" in s:
+        s = _LOONGRL_IMPORT.sub(" ", s)
     return " ".join(s.split())
+
+
+# Golds repeat across a group's samples (and epochs): normalise each once.
+_gold_squad = lru_cache(maxsize=1 << 16)(normalize_answer)
+_gold_loongrl = lru_cache(maxsize=1 << 16)(normalize_loongrl_text)
 
 
 def _contains(haystack: str, needle: str, word_boundary: bool) -> bool:
@@ -97,7 +107,7 @@ def two_way_match(prediction: str | None, golds, word_boundary: bool = False, em
     if empty_guard and not pred:
         return 0.0
     for gold in as_gold_list(golds):
-        g = normalize_answer(gold)
+        g = _gold_squad(gold)
         if (g or not empty_guard) and (_contains(pred, g, word_boundary) or _contains(g, pred, word_boundary)):
             return 1.0
     return 0.0
@@ -120,9 +130,14 @@ def covered_match(prediction: str | None, golds, require_all: bool = False, word
     if prediction is None:
         return 0.0
     pred = normalize_loongrl_text(prediction)
-    found = [_contains(pred, g, word_boundary) for g in map(normalize_loongrl_text, as_gold_list(golds))
-             if g or not empty_guard]
-    return float(bool(found) and (all(found) if require_all else any(found)))
+    found = None
+    for gold in as_gold_list(golds):
+        g = _gold_loongrl(gold)
+        if g or not empty_guard:
+            found = _contains(pred, g, word_boundary)
+            if found is not require_all:  # a miss decides all-of, a hit decides any-of
+                return float(found)
+    return float(bool(found))
 
 
 def prediction_in_gold(prediction: str | None, golds) -> float:
@@ -330,6 +345,9 @@ def docmath_value(text: str | None, unparsable=None) -> int | float | bool | Non
     return unparsable if value is None else value
 
 
+_gold_docmath = lru_cache(maxsize=1 << 16)(docmath_value)
+
+
 def _within_eps(pred: float, gold: float) -> bool:
     eps = abs(gold) * 0.0015
     return gold - eps <= pred <= gold + eps
@@ -374,14 +392,17 @@ def docmath_match(prediction: str | None, golds, round_digits: int = 3, unparsab
     Example:
         >>> docmath_match("45", ["0.45"]), docmath_match("1234.6", "1234.5"), docmath_match("-5", "5")
         (1.0, 1.0, 1.0)
-        >>> docmath_match("0.04505", "45"), docmath_match("n/a", "0"), docmath_match("n/a", "0", unparsable_is_zero=True)
-        (1.0, 0.0, 1.0)
+        >>> docmath_match("0.04505", "45"), docmath_match("n/a", "0")
+        (1.0, 0.0)
+        >>> docmath_match("n/a", "0", unparsable_is_zero=True)
+        1.0
     """
-    pred = docmath_value(prediction, unparsable=0 if unparsable_is_zero else None)
+    unparsable = 0 if unparsable_is_zero else None
+    pred = docmath_value(prediction, unparsable)
     if pred is None:
         return 0.0
     for text in as_gold_list(golds):
-        gold = docmath_value(text, unparsable=0 if unparsable_is_zero else None)
+        gold = _gold_docmath(text, unparsable)
         if gold is not None and _docmath_equal(pred, gold, round_digits):
             return 1.0
     return 0.0
@@ -419,14 +440,19 @@ def math_verify_unbounded(prediction: str, golds: list[str], timeout_s: int = 2)
                      for gold in (_parse_math(g, timeout_s) for g in golds)))
 
 
+def new_math_pool(**kwargs):
+    """A ``WorkerPool`` of math-verify workers, each warmed up (imports, first parse) before use."""
+    from loongrl.rewards.bounded import WorkerPool
+
+    return WorkerPool("loongrl.rewards.scorers:math_verify_unbounded", warmup=["1/2", ["0.5"]], **kwargs)
+
+
 def math_pool():
-    """The process-wide worker pool for math-verify (started on first use; closed at exit)."""
+    """The process-wide math-verify pool (workers start on first use; all stop at exit)."""
     global _MATH_POOL
     with _MATH_POOL_LOCK:
         if _MATH_POOL is None:
-            from loongrl.rewards.bounded import WorkerPool
-
-            _MATH_POOL = WorkerPool("loongrl.rewards.scorers:math_verify_unbounded", warmup=["1/2", ["0.5"]])
+            _MATH_POOL = new_math_pool()
         return _MATH_POOL
 
 
@@ -434,8 +460,9 @@ def math_verify_match(prediction: str | None, golds, timeout_s: float = MATH_TIM
     """Mathematical equivalence through Hugging Face ``math-verify``, bounded: the check runs in a
     worker process that is killed after ``timeout_s`` seconds (score 0), so it returns in time from
     any thread whatever the input (e.g. ``7^{7^{7^7}}``). A worker's start-up (importing and warming
-    math-verify, ~1 s; on first use per concurrent caller and after a kill) is not part of the budget. A failure inside math-verify also scores 0; both are
-    logged. Departure: verl's ``math_dapo`` compares Minerva-normalised strings (``minerva_match``).
+    math-verify, ~1 s; on first use per concurrent caller and after a kill) is not part of the budget.
+    A failure inside math-verify also scores 0; both are logged. Departure: verl's ``math_dapo``
+    compares Minerva-normalised strings (``minerva_match``).
 
     Example:
         >>> math_verify_match("\\\\frac{1}{2}", ["0.5"]), math_verify_match("2", "3")
