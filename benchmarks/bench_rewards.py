@@ -240,7 +240,7 @@ def main(argv=None) -> int:
         rows = [(f"<think>{t}</think>\n{right if i % 2 == 0 else wrong}", gold) for i, t in enumerate(thoughts)]
         before, after = ab_rates(lambda r, g: previous.compute_score(source, r, g)["score"],
                                  lambda r, g: compute_score(source, r, g)["score"],
-                                 lambda _: rows * 20, args.repeats)
+                                 lambda _: rows * 100, args.repeats)
         print(f"| `{source}` | {before:,.0f} | {after:,.0f} | {after / before:.2f} |")
     prev_math = lambda r, g: float(previous.compute_score("math_dapo", r, g)["score"])  # noqa: E731
     now_math = lambda r, g: compute_score("math_dapo", r, g)["score"]  # noqa: E731

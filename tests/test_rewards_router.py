@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loongrl.rewards import compute_score, resolve_task, trl_reward
-from loongrl.rewards import router
+from loongrl.rewards import router, scorers
 
 ROUTER_PATH = Path(router.__file__)
 KEYCHAIN_RESPONSE = ("<think>Follow the chain: 7a0f9ecc -> 021553ad gives the question.</think>\n"
@@ -287,3 +287,18 @@ def test_unknown_reward_kwargs_are_rejected():
 
     with pytest.raises(ValueError, match="unknown reward_kwargs \\['wordboundary'\\]; known: require_think"):
         row_scorer({"wordboundary": True})
+
+
+def test_faithful_math_dapo_agrees_with_verl_itself():
+    """The faithful path against the installed reference (verl 0.9.1's math_dapo), not a copy of it."""
+    math_dapo = pytest.importorskip("verl.utils.reward_score.math_dapo", reason="make setup installs verl==0.9.1")
+    answers = ["\\frac12", "\\frac{1}{2}", "0.5", "1,000 dollars", "x = 4", "\\text{(B)}", "$5$", "10 \\text{ cm}",
+               "\\boxed{7}", "a 3", "2\\sqrt2", "\\$4.50", "{,}1", "5^\\circ", "  12  "]
+    for a in answers:
+        assert scorers.minerva_normalize(a) == math_dapo.normalize_final_answer(a), a
+    responses = ["</think>The final answer: 13", "answer: 13", "Answer: \\frac12", "so \\boxed{13}", "x" * 400 + "\\boxed{13}",
+                 "Answer: 13\n" + "y" * 320, "no answer at all", "ANSWER:13", "\\boxed{ 13}"]
+    for response in responses:
+        for gold in ("13", "\\frac{1}{2}"):
+            verl_acc = float(math_dapo.compute_score(response, gold)["acc"])
+            assert compute_score("math_dapo", response, gold, faithful=True)["score"] == verl_acc, (response, gold)
