@@ -40,7 +40,7 @@ def test_timeout_kills_and_replaces_the_worker():
         start = time.perf_counter()
         with pytest.raises(ScoringTimeout):
             pool.call(RUNAWAY, timeout_s=0.5)
-        assert 0.5 <= time.perf_counter() - start < 1.5      # the budget, plus a kill
+        assert 0.5 <= time.perf_counter() - start < 3.0      # the budget, plus a kill (on a busy machine)
         assert _gone(first) and pool.timeouts == 1
         [second] = pool.pids()                                # replaced at once, pool size unchanged
         assert second != first
@@ -122,7 +122,7 @@ def test_an_orphaned_runaway_worker_stops_itself():
     """)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr[-2000:]
     [pid] = map(int, proc.stdout.split())
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # ~3 CPU-seconds, on a machine other jobs share
     while not _gone(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _gone(pid)

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from loongrl.tasks import shared_data_dir
+from loongrl.eval.ruler import DEFAULT_WINDOW
 from loongrl.eval.run import EvalItem
 
-DEFAULT_WINDOW = 131072
 SYSTEM = "You are a helpful AI bot that answers questions for a user. Keep your response short and direct"
 USER = "{context}\n\n{question} Don't give information outside the document or repeat your findings"
 CITIES = ("Chicago", "Yangon", "Antananarivo", "Colombo", "Almaty", "Sydney", "Mexico City", "Seattle", "Lagos",
