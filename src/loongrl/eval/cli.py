@@ -123,13 +123,13 @@ def _run_ruler(args) -> int:
     records = []
     for name in names:
         task = registry[name]
-        items = [ruler.generate(task, length, i, data, counter, args.seed, args.reasoning)
-                 for length in args.lengths for i in range(args.num_samples)]
+        items = [ruler.generate(task, length, i, data, counter, args.seed, args.reasoning, args.window,
+                                args.max_new_tokens) for length in args.lengths for i in range(args.num_samples)]
         new_tokens = items[0].meta["max_new_tokens"]
         sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=new_tokens), args)
         settings = {"bench": "ruler", "task": name, "lengths": args.lengths, "num_samples": args.num_samples,
                     "reasoning": args.reasoning, "require_think": not args.no_require_think, "seed": args.seed,
-                    "squad": args.squad, "data_dir": args.data_dir, "tokenizer": counter.name}
+                    "window": args.window, "squad": args.squad, "data_dir": args.data_dir, "tokenizer": counter.name}
         records += run_eval(items, backend, sampling, ruler.make_scorer({name: task.kind}, args.reasoning,
                                                                         not args.no_require_think),
                             os.path.join(args.out, f"samples_{name}.jsonl"), settings,
@@ -150,12 +150,14 @@ def _run_niah(args) -> int:
 
     counter = _counter(args)
     lengths, depths = niah.grid(args.min_len, args.max_len, args.num_lengths, args.num_depths)
-    items = niah.build_grid(counter, lengths, depths, args.needle, args.seed, args.data_dir)
+    new_tokens = args.max_new_tokens or (8192 if args.reasoning else 64)
+    items = niah.build_grid(counter, lengths, depths, args.needle, args.seed, args.data_dir,
+                            max_new_tokens=new_tokens, window=args.window)
     backend = _backend(args)
-    sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=8192 if args.reasoning else 64), args)
+    sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=new_tokens), args)
     settings = {"bench": "niah", "lengths": lengths, "depths": depths, "needle": args.needle,
                 "reasoning": args.reasoning, "require_think": not args.no_require_think, "seed": args.seed,
-                "data_dir": args.data_dir, "tokenizer": counter.name}
+                "window": args.window, "data_dir": args.data_dir, "tokenizer": counter.name}
     records = run_eval(items, backend, sampling, niah.make_scorer(args.reasoning, not args.no_require_think),
                        os.path.join(args.out, "samples.jsonl"), settings, chunk_size=args.chunk_size or 8,
                        progress=not args.quiet, desc="niah")
@@ -213,6 +215,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="reasoning models: no answer prefix, 8192 new tokens, answer after </think>")
     ru.add_argument("--no-require-think", action="store_true",
                     help="reasoning: score the whole output when there is no </think> (default: score 0)")
+    ru.add_argument("--window", type=int, default=131072,
+                    help="model context window: prompt + new tokens never exceed it (default 131072)")
     ru.set_defaults(func=_guard(_run_ruler))
 
     ni = esub.add_parser("niah", help="needle in a haystack grid and heatmap")
@@ -224,4 +228,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ni.add_argument("--needle", default="magic-number", choices=["magic-number", "kamradt"])
     ni.add_argument("--reasoning", action="store_true", help="8192 new tokens, answer after </think>")
     ni.add_argument("--no-require-think", action="store_true")
+    ni.add_argument("--window", type=int, default=131072,
+                    help="model context window: prompt + new tokens never exceed it (default 131072)")
     ni.set_defaults(func=_guard(_run_niah))

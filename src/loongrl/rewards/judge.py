@@ -211,7 +211,12 @@ class LLMJudge:
 
 def hybrid_score(rule: float, judge_result: JudgeResult | None) -> tuple[float, str]:
     """QwenLong-L1 hybrid: max(rule, judge). With no judge verdict the rule score stands
-    and the status says why (never a silent 0 for a failed judge)."""
+    and the status says why (never a silent 0 for a failed judge).
+
+    Example:
+        >>> hybrid_score(0.0, JudgeResult(1.0, "yes")), hybrid_score(1.0, JudgeResult(None, "error: timeout"))
+        ((1.0, 'yes'), (1.0, 'error: timeout'))
+    """
     if judge_result is None:
         return rule, "skipped"
     if judge_result.verdict is None:
