@@ -151,8 +151,10 @@ def _build_packaged(spec: PackagedModel, out: str, log) -> dict:
 
 def gguf_metadata(path: str) -> dict:
     """The GGUF's tokenizer settings that transformers' conversion gets wrong."""
-    from gguf import GGUFReader
-
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise FetchError("converting a GGUF file needs the gguf package: pip install 'gguf>=0.10'") from None
     fields = GGUFReader(path).fields
     keys = {"pre": "tokenizer.ggml.pre", "bos": "tokenizer.ggml.bos_token_id", "eos": "tokenizer.ggml.eos_token_id",
             "pad": "tokenizer.ggml.padding_token_id", "unk": "tokenizer.ggml.unknown_token_id"}
