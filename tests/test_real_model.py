@@ -61,6 +61,17 @@ def test_niah_in_process_and_served_agree_and_find_the_needle(smollm2, smollm2_s
     assert os.path.getsize(tmp_path / "served" / "niah.png") > 10_000
 
 
+def test_longbench_in_process_and_served_agree(smollm2, smollm2_server, tmp_path):
+    from longbench_rows import rows, write
+
+    folder = str(tmp_path / "lb")
+    write(folder, "musique", rows("musique", "musique", 2))
+    local, served = _both("longbench", smollm2, smollm2_server, tmp_path, "--data", folder, "--datasets", "musique",
+                          "--max-input-tokens", "600")
+    assert all(r["meta"]["truncated"] for r in local["records"]) and len(served["records"]) == 2
+    assert _responses(served) == _responses(local) and served["summary"] == local["summary"]
+
+
 def test_ruler_prefill_runs_against_transformers_serve(smollm2, smollm2_server, tmp_path, capsys):
     tasks = ["--tasks", "niah_single_1", "vt", "--lengths", "1024", "--num-samples", "1"]
     local, served = _both("ruler", smollm2, smollm2_server, tmp_path, *tasks)
