@@ -77,43 +77,9 @@ def smollm2():
 
 @pytest.fixture(scope="session")
 def smollm2_server(smollm2, tmp_path_factory):
-    """`transformers serve` on 127.0.0.1 serving the real SmolLM2 for the whole session (one thread:
-    the test machine's 2 cores are shared with the test process). Yields the ``openai:`` backend spec."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    """`transformers serve` on 127.0.0.1 serving the real SmolLM2 for the whole session (one torch
+    thread: the machine's 2 cores are shared with the test process). Yields the ``openai:`` backend spec."""
+    from loongrl.generation.serve import transformers_serve
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
-    cmd = [os.path.join(os.path.dirname(sys.executable), "transformers"), "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--device", "cpu", smollm2]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"transformers serve not up after 180 s: {log_path.read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield f"openai:{base}/v1#{smollm2}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with transformers_serve(smollm2, str(tmp_path_factory.mktemp("serve") / "serve.log")) as base_url:
+        yield f"openai:{base_url}#{smollm2}"

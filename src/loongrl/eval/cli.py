@@ -41,7 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="hf: prompts per generate call")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="hf: weights dtype (auto: as saved; bfloat16 prefills ~2.7x faster than float32 on CPU)")
-    p.add_argument("--chunk-size", type=int, default=None, help="items per write to samples.jsonl")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="items per write to samples.jsonl (default: max(8, --concurrency))")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -67,6 +68,11 @@ def _counter(args):
     from loongrl.data.tokens import default_tokenizer, get_counter
 
     return get_counter(_model_tokenizer(args) or default_tokenizer())
+
+
+def _chunk(args) -> int:
+    """Items per write to samples.jsonl: at least --concurrency, so that many requests can be in flight."""
+    return args.chunk_size or max(8, args.concurrency)
 
 
 def _sampling(base, args):
@@ -108,7 +114,7 @@ def _run_longbench(args) -> int:
         settings = {"bench": "longbench", "dataset": dataset, "preset": asdict(preset), "data": args.data,
                     "tokenizer": counter.name, "judge": args.judge_model if judge else None}
         records += run_eval(items, backend, sampling, scorer, os.path.join(args.out, f"samples_{dataset}.jsonl"),
-                            settings, chunk_size=args.chunk_size or 8, progress=not args.quiet, desc=dataset)
+                            settings, chunk_size=_chunk(args), progress=not args.quiet, desc=dataset)
     summary, rows = lb.summarize(records)
     summary["preset"] = preset.name
     if "narrativeqa_buckets" in summary:
@@ -151,7 +157,7 @@ def _run_ruler(args) -> int:
         records += run_eval(items, backend, sampling, ruler.make_scorer({name: task.kind}, args.reasoning,
                                                                         not args.no_require_think),
                             os.path.join(args.out, f"samples_{name}.jsonl"), settings,
-                            chunk_size=args.chunk_size or 8, progress=not args.quiet, desc=name)
+                            chunk_size=_chunk(args), progress=not args.quiet, desc=name)
     summary, rows = ruler.summarize(records)
     summary["skipped_tasks"] = skipped
     lengths = summary["lengths"]
@@ -175,7 +181,7 @@ def _run_niah(args) -> int:
                 "reasoning": args.reasoning, "require_think": not args.no_require_think, "seed": args.seed,
                 "data_dir": args.data_dir, "tokenizer": counter.name}
     records = run_eval(items, backend, sampling, niah.make_scorer(args.reasoning, not args.no_require_think),
-                       os.path.join(args.out, "samples.jsonl"), settings, chunk_size=args.chunk_size or 8,
+                       os.path.join(args.out, "samples.jsonl"), settings, chunk_size=_chunk(args),
                        progress=not args.quiet, desc="niah")
     summary, rows, matrix, lengths, depths = niah.summarize(records)
     return _finish(args, "niah", records, summary, ["depth"] + [str(n) for n in lengths], rows,
@@ -184,36 +190,24 @@ def _run_niah(args) -> int:
 
 
 def _run_rows(args) -> int:
-    from loongrl.data.io import file_sha256
     from loongrl.eval import rows as rows_eval
     from loongrl.eval.report import breakdown_plot
-    from loongrl.eval.run import run_eval
     from loongrl.generation.backends import SamplingConfig
 
-    stems = [os.path.splitext(os.path.basename(f))[0] for f in args.files]
-    if len(set(stems)) != len(stems):
-        raise ValueError(f"row files need distinct names (their samples files are samples_<name>.jsonl): {stems}")
     reward = {"require_think": not args.no_require_think, "word_boundary": args.word_boundary}
     if args.judge_url:
         reward["judge_config"] = {"base_url": args.judge_url, "model": args.judge_model, "api_key_env": args.judge_key_env,
                                   "cache_path": os.path.join(args.out, "judge_cache.sqlite")}
-    backend = _backend(args)
     sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=1024), args)
-    records = []
-    for path, stem in zip(args.files, stems):
-        items, by_id = rows_eval.load_items(path, args.limit)
-        settings = {"bench": "rows", "file": os.path.abspath(path), "sha256": file_sha256(path), "limit": args.limit,
-                    "reward": {k: v for k, v in reward.items() if k != "judge_config"},
-                    "judge": args.judge_model if args.judge_url else None}
-        records += run_eval(items, backend, sampling, rows_eval.make_scorer(by_id, reward),
-                            os.path.join(args.out, f"samples_{stem}.jsonl"), settings,
-                            chunk_size=args.chunk_size or 8, progress=not args.quiet, desc=stem)
+    records = rows_eval.evaluate(args.files, _backend(args), sampling, args.out, reward, args.limit,
+                                 chunk_size=_chunk(args), progress=not args.quiet)
     summary, table = rows_eval.summarize(records)
     summary["files"] = args.files
     panels = {rows_eval.BREAKDOWNS[k]: groups for k, groups in summary["breakdowns"].items()}
+    names = ", ".join(os.path.basename(f) for f in args.files)
     return _finish(args, "rows", records, summary, ["group", "items", *rows_eval.METRICS], table,
                    lambda path: breakdown_plot(path, panels, ["acc", "f1"],
-                                               f"{args.backend.split('#')[-1]} on {', '.join(stems)}"))
+                                               f"{os.path.basename(args.backend.split('#')[-1])} on {names}"))
 
 
 def _guard(fn):
