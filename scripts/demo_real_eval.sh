@@ -13,11 +13,17 @@ mkdir -p "$OUT"
 
 MODEL=$($BIN/loongrl model fetch smollm2-135m-instruct | tail -n 1)
 PORT=$($BIN/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-# The client only waits on HTTP: both cores go to the server.
-OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $BIN/transformers serve --host 127.0.0.1 --port "$PORT" --device cpu "$MODEL" \
+# One torch thread by default: on a busy machine more threads than free cores make inference ~10x slower.
+# On an idle machine, DEMO_SERVE_THREADS=2 gives the server both cores (the client only waits on HTTP).
+OMP_NUM_THREADS=${DEMO_SERVE_THREADS:-1} HF_HUB_OFFLINE=1 $BIN/transformers serve --host 127.0.0.1 --port "$PORT" --device cpu "$MODEL" \
   > "$OUT/serve.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
+stop_server() {  # SIGTERM waits for a request in flight: give it 10 s, then SIGKILL
+  kill "$SERVER" 2>/dev/null || return 0
+  for _ in $(seq 1 20); do kill -0 "$SERVER" 2>/dev/null || return 0; sleep 0.5; done
+  kill -9 "$SERVER" 2>/dev/null || true
+}
+trap stop_server EXIT
 $BIN/python - "$PORT" "$SERVER" <<'PY'
 import os, sys, time, urllib.request
 port, pid = sys.argv[1], int(sys.argv[2])

@@ -2,8 +2,9 @@
 
 Requests go through the project's one HTTP client (``loongrl.generation.http``: httpx, imported
 on first use, so the verl reward module stays light), with a whole-request deadline. The API key
-is read from the environment at request time and is never logged, cached or returned. Failures never raise into a training step: they come back as a
-``JudgeResult`` with ``verdict=None`` and an ``"error: ..."`` status.
+is read from the environment at request time and is never logged, cached or returned. Failures
+never raise into a training step: they come back as a ``JudgeResult`` with ``verdict=None`` and an
+``"error: ..."`` status (with the server's detail for HTTP errors).
 """
 
 from __future__ import annotations
