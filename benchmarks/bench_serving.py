@@ -6,8 +6,9 @@
    torch thread (the machine has 2 cores). Outputs are compared across paths.
 2. Overhead: the harness (`run_eval` + `OpenAIBackend` + the HTTP client) against the scripted server of
    the tests, which waits --delay seconds per request, at concurrency 1-64. Ideal wall time =
-   ceil(requests / c) x delay; overhead per request = (wall - ideal) / (requests / c), i.e. the latency the
-   harness adds to each request in flight.
+   ceil(requests / c) x delay; added latency per request = (wall - ideal) / (requests / c), i.e. what each
+   request in flight waits beyond the server's delay (harness, server and machine together); harness CPU
+   per request = the harness process's CPU time / requests (the harness alone; the server has its own process).
 
 Usage: .venv/bin/python benchmarks/bench_serving.py [--items 6] [--length 2048] [--repeats 3]
 """
@@ -68,38 +69,55 @@ def throughput(model: str, items, new_tokens: int, repeats: int) -> None:
         print(f"| {name} | {s:.1f} | {len(items) / s:.3f} | {tokens / s:,.0f} | {base / s:.2f}x | {same}/{len(items)} |")
 
 
+SCRIPTED = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from openai_server import start_server
+server = start_server()
+server.fixed_delay_s = float(sys.argv[2])
+server.respond = lambda body: "The number is 1234567."
+print(server.base_url, flush=True)
+time.sleep(1e9)
+"""
+
+
 def overhead(delay: float, repeats: int) -> None:
-    from openai_server import start_server
+    import subprocess
 
     from loongrl.eval.niah import make_scorer
     from loongrl.eval.run import EvalItem, run_eval
     from loongrl.generation.backends import SamplingConfig, make_backend
 
-    server = start_server()
-    server.fixed_delay_s = delay
-    server.respond = lambda body: "The number is 1234567."
+    # The scripted server runs in its own process, so that it does not share the harness's interpreter.
+    server = subprocess.Popen([sys.executable, "-c", SCRIPTED, os.path.join(ROOT, "tests"), str(delay)],
+                              stdout=subprocess.PIPE, text=True)
+    base_url = server.stdout.readline().strip()
+    warm = make_backend(f"openai:{base_url}#scripted", concurrency=8)
+    warm.generate([[{"role": "user", "content": "warm-up"}]] * 8, SamplingConfig(max_new_tokens=16))  # imports, loop
     try:
-        print(f"\nscripted server, {delay * 1000:.0f} ms per request; median of {repeats}")
-        print("| concurrency | requests | wall (s) | ideal (s) | requests/s | ideal requests/s | overhead per request (ms) |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print(f"\nscripted server (own process), {delay * 1000:.0f} ms per request; median of {repeats}")
+        print("| concurrency | requests | wall (s) | ideal (s) | requests/s | ideal requests/s | added latency per "
+              "request (ms) | harness CPU per request (ms) |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in (1, 2, 4, 8, 16, 32, 64):
             n = max(64, 8 * c)
             items = [EvalItem(f"x/{i}", "niah", [{"role": "user", "content": f"prompt {i}"}], ["1234567"])
                      for i in range(n)]
-            backend = make_backend(f"openai:{server.base_url}#scripted", concurrency=c, timeout_s=30)
-            walls = []
+            backend = make_backend(f"openai:{base_url}#scripted", concurrency=c, timeout_s=30)
+            walls, cpus = [], []
             for r in range(repeats):
                 with tempfile.TemporaryDirectory() as tmp:
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), time.process_time()
                     run_eval(items, backend, SamplingConfig(max_new_tokens=16), make_scorer(),
                              os.path.join(tmp, "samples.jsonl"), {"r": r}, chunk_size=max(8, c), progress=False)
                     walls.append(time.perf_counter() - start)
+                    cpus.append(time.process_time() - cpu)
             wall, ideal = statistics.median(walls), math.ceil(n / c) * delay
             print(f"| {c} | {n} | {wall:.2f} | {ideal:.2f} | {n / wall:.1f} | {n / ideal:.1f} | "
-                  f"{(wall - ideal) / (n / c) * 1000:.1f} |", flush=True)
+                  f"{(wall - ideal) / (n / c) * 1000:.1f} | {statistics.median(cpus) / n * 1000:.2f} |", flush=True)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.kill()
+        server.wait()
 
 
 def main() -> None:

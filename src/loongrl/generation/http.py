@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -104,9 +105,11 @@ class _Transport:
         import httpx
 
         if self.client is None:
-            # No per-operation timeouts: the deadline below covers the whole request.
-            self.client = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=512,
-                                                                              max_keepalive_connections=128))
+            # No per-operation timeouts: the deadline below covers the whole request. TCP_NODELAY: httpx
+            # writes headers and body separately, and Nagle + delayed ACK would stall each small request.
+            transport = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                                                 limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+            self.client = httpx.AsyncClient(timeout=None, transport=transport)
         async with asyncio.timeout(timeout_s):
             response = await self.client.post(url, json=body, headers=headers)
         return response.status_code, response.headers, response.content
