@@ -70,6 +70,11 @@ def _counter(args):
     return get_counter(_model_tokenizer(args) or default_tokenizer())
 
 
+def _model_label(args) -> str:
+    """A short model name for plot titles: the last part of the model path or name."""
+    return os.path.basename(args.backend.split("#")[-1].rstrip("/")) or args.backend
+
+
 def _chunk(args) -> int:
     """Items per write to samples.jsonl: at least --concurrency, so that many requests can be in flight."""
     return args.chunk_size or max(8, args.concurrency)
@@ -186,7 +191,7 @@ def _run_niah(args) -> int:
     summary, rows, matrix, lengths, depths = niah.summarize(records)
     return _finish(args, "niah", records, summary, ["depth"] + [str(n) for n in lengths], rows,
                    lambda path: heatmap(path, matrix, [f"{n / 1000:g}K" for n in lengths], [f"{d:g}" for d in depths],
-                                        f"Needle in a haystack ({args.backend.split('#')[-1]})"))
+                                        f"Needle in a haystack ({_model_label(args)})"))
 
 
 def _run_rows(args) -> int:
@@ -207,7 +212,7 @@ def _run_rows(args) -> int:
     names = ", ".join(os.path.basename(f) for f in args.files)
     return _finish(args, "rows", records, summary, ["group", "items", *rows_eval.METRICS], table,
                    lambda path: breakdown_plot(path, panels, ["acc", "f1"],
-                                               f"{os.path.basename(args.backend.split('#')[-1])} on {names}"))
+                                               f"{_model_label(args)} on {names}"))
 
 
 def _guard(fn):
