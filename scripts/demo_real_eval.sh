@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 SHARED=${LOONGRL_SHARED:-../shared}
 OUT=${DEMO_OUT:-demo_out}/eval_smollm2
+rm -rf "$OUT"  # a fresh run: the server gets a new port, and runs are keyed by their endpoint
 mkdir -p "$OUT"
 
 MODEL=$($BIN/loongrl model fetch smollm2-135m-instruct | tail -n 1)
