@@ -40,7 +40,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "extension until the server rejects it (default)")
     p.add_argument("--batch-size", type=int, default=4, help="hf: prompts per generate call")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="hf: weights dtype (auto: as saved; bfloat16 prefills ~2.7x faster than float32 on CPU)")
+                   help="hf: weights dtype (auto: as saved; bfloat16 was 1.7x faster than float32 on this CPU, BENCHMARKS.md)")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="items per write to samples.jsonl (default: max(8, --concurrency))")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -62,8 +62,8 @@ class TransformersBackend:
 
     Prompts are rendered with the model's chat template (generation prompt added), left-padded and
     batched; `batch_size` counts prompts, each expanded to `n` sequences. `dtype`: `auto` (the dtype
-    the weights were saved in), `float32`, `bfloat16` (on this project's CPU about 2.5x faster prefill than
-    float32) or `float16`.
+    the weights were saved in), `float32`, `bfloat16` (on this project's CPU 1.7x faster than float32
+    end to end, BENCHMARKS.md) or `float16`.
     """
 
     def __init__(self, model_path: str, batch_size: int = 8, device: str = "cpu", dtype: str = "auto"):
