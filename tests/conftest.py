@@ -67,6 +67,18 @@ def read_rows(path: str) -> list[dict]:
     return list(iter_rows(path))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's real-model inference: on 2 shared cores (another process, or the
+    `transformers serve` child) more threads than free cores made inference ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M-Instruct (bf16 HF folder) from `loongrl model fetch` (cached outside the repo)."""

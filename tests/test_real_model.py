@@ -19,15 +19,7 @@ from loongrl.cli import main
 NEW_TOKENS = "20"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One thread in process, as the server has: two cores are shared by the test process and the server."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _eval(kind: str, backend: str, out: str, *args: str) -> dict:
@@ -65,10 +57,10 @@ def test_longbench_in_process_and_served_agree(smollm2, smollm2_server, tmp_path
     from longbench_rows import rows, write
 
     folder = str(tmp_path / "lb")
-    write(folder, "musique", rows("musique", "musique", 2))
+    write(folder, "musique", rows("musique", "musique", 1))
     local, served = _both("longbench", smollm2, smollm2_server, tmp_path, "--data", folder, "--datasets", "musique",
                           "--max-input-tokens", "600")
-    assert all(r["meta"]["truncated"] for r in local["records"]) and len(served["records"]) == 2
+    assert all(r["meta"]["truncated"] for r in local["records"]) and len(served["records"]) == 1
     assert _responses(served) == _responses(local) and served["summary"] == local["summary"]
 
 
@@ -155,15 +147,15 @@ def test_hard_mining_sampling_pass_in_process(smollm2, smollm2_keychain):
     from loongrl.rewards.router import row_scorer
     from loongrl.train.transitions import hard_mine
 
-    rows = read_rows(smollm2_keychain)[:2]
-    backend = TransformersBackend(smollm2, batch_size=2)
+    rows = read_rows(smollm2_keychain)[:1]
+    backend = TransformersBackend(smollm2, batch_size=1)
     sampling = SamplingConfig(n=2, temperature=1.0, top_p=0.95, max_new_tokens=12, seed=3)
     items = score_items(rows, backend, sampling, row_scorer({"require_think": False}))
-    assert [i["n"] for i in items] == [2, 2] and all(i["mean_chars"] > 0 for i in items)
+    assert [i["n"] for i in items] == [2] and items[0]["mean_chars"] > 0
     # SmolLM2 never boxes an answer to a KeyChain question (real-model.md): nothing is solved, all is kept
     kept, stats = hard_mine(rows, items, 1.0)
-    assert [i["mean_acc"] for i in items] == [0.0, 0.0]
-    assert kept == rows and stats["by_source"] == {"keychain_hotpotqa": {"kept_unsolved": 2}}
+    assert items[0]["mean_acc"] == 0.0
+    assert kept == rows and stats["by_source"] == {"keychain_hotpotqa": {"kept_unsolved": 1}}
 
 
 def test_judge_meets_a_real_models_malformed_verdicts(smollm2, smollm2_server):
