@@ -4,7 +4,6 @@ bad input, resume. (The real model in process and through transformers serve: te
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from conftest import read_rows
