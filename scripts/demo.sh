@@ -37,7 +37,7 @@ for budget in 2048 4096; do
 done
 
 # demo-cpu training (issues 4, 12): tiny Qwen2 model, SFT -> GRPO Stage I -> hard mining -> GRPO Stage II,
-# held-out accuracy at 1x and 4x length after every stage, once per seed in $DEMO_SEEDS; then the mean and
+# held-out accuracy at 1x, 4x and 8x length after every stage, once per seed in $DEMO_SEEDS; then the mean and
 # spread per stage: the table below (also $OUT/train/seeds.md) and the plot $OUT/train/seeds.png. One torch
 # thread (fixed, so results do not depend on the core count; on a shared 2-core machine two threads were 6x
 # slower under load) and deterministic algorithms: the same machine and seed give the same numbers. A rerun
@@ -57,3 +57,6 @@ for seed in ${DEMO_SEEDS:-0 1 2}; do
   runs+=("$TRAIN/seed$seed/run")
 done
 $BIN/python -m loongrl.demo.seeds "${runs[@]}" --out "$TRAIN"
+
+# Real model, real server (issue 9): SmolLM2-135M-Instruct through `transformers serve`.
+bash scripts/demo_real_eval.sh

@@ -84,6 +84,51 @@ def test_load_rows_checks_fields(tmp_path, hotpot):
         lb.load_rows("musique", str(tmp_path))
 
 
+def _zip(path, members: dict[str, list[dict]]) -> str:
+    """A LongBench-layout data.zip: data/{dataset}.jsonl members (as `unzip data.zip` yields data/)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data))
+    return str(path)
+
+
+def test_load_rows_from_data_zip(tmp_path, hotpot):
+    # item 8: the official data is data.zip; read in place, row checks as for the jsonl files
+    musique = rows("musique", "musique", 3)
+    path = _zip(tmp_path / "data.zip", {"data/hotpotqa.jsonl": hotpot[1], "data/musique.jsonl": musique})
+    assert lb.load_rows("hotpotqa", path) == hotpot[1]
+    assert lb.load_rows("musique", path, limit=2) == musique[:2]
+    with pytest.raises(FileNotFoundError, match="has no qasper.jsonl"):
+        lb.load_rows("qasper", path)
+    bad = dict(hotpot[1][0])
+    bad["answers"] = []
+    broken = _zip(tmp_path / "bad.zip", {"data/hotpotqa.jsonl": [hotpot[1][1], bad]})
+    with pytest.raises(ValueError, match=r"bad.zip:data/hotpotqa.jsonl: row 2: field 'answers'"):
+        lb.load_rows("hotpotqa", broken)
+
+
+def test_load_rows_from_the_hub_reads_data_zip(tmp_path, hotpot):
+    # item 8: hf:THUDM/LongBench downloads data.zip with huggingface_hub (no loading script). Offline
+    # here: the real hf_hub_download resolves it from a local cache laid out as the hub client writes it.
+    import subprocess
+    import sys
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--THUDM--LongBench"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    _zip(repo / "snapshots" / commit / "data.zip", {"data/hotpotqa.jsonl": hotpot[1]})
+    code = ("import json; from loongrl.eval.longbench import load_rows; "
+            "print(json.dumps([r['_id'] for r in load_rows('hotpotqa', 'hf:THUDM/LongBench')]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == [r["_id"] for r in hotpot[1]]
+
+
 def test_middle_truncation_keeps_both_ends(tokenizer, hotpot):
     text = hotpot[1][0]["context"]
     total = len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -163,7 +208,7 @@ def test_loongrl_preset_boxed_answer_is_and_judge(srv, hotpot, tokenizer, tmp_pa
     # unclosed-think box still counts (no </think>: whole text) -> 1.0; item 2: judge YES + boxed -> 1.0
     assert [r["score"] for r in records] == [0.5, 1.0, 1.0]
     s = records[2]["samples"]
-    assert (s[0]["boxed"], s[0]["judge"], s[0]["score"]) == ("Kennedy", "yes", 1.0)
+    assert (s[0]["pred"], s[0]["rule"], s[0]["judge"], s[0]["score"]) == ("Kennedy", 0.0, "yes", 1.0)
     assert records[0]["samples"][1]["judge"] == "no"
     assert sorted(r["answer"] for r in judge_srv.requests) == ["Kennedy", "Nixon"]
     assert {r["body"]["temperature"] for r in srv.requests} == {0.6}

@@ -62,6 +62,34 @@ def test_every_task_fills_its_budget_exactly(data, counter, reasoning):
     assert niah1.messages[1]["content"].endswith(" mentioned in the provided text is")
 
 
+def test_reasoning_requests_fit_the_model_window(data, counter):
+    # item 9: at length == window, reasoning mode's 8,192 new tokens come out of the prompt budget
+    task = ruler.tasks(data)["niah_single_1"]
+    item = ruler.generate(task, 16384, 0, data, counter, reasoning=True, window=16384)
+    exact = ruler.chat_tokens(counter.tokenizer, item.messages)
+    assert item.meta["max_new_tokens"] == 8192 and item.meta["prompt_budget"] == 16384 - 8192
+    assert 0.95 * 8192 <= exact == item.meta["prompt_tokens"] <= 8192       # prompt + 8,192 <= 16,384
+    # the 128K case: min(131072 - 128, 131072 - 8192)
+    assert ruler.prompt_budget(131072, 128, 8192, 131072) == 122880
+    assert ruler.prompt_budget(131072, 128, 128, 131072) == 131072 - 128    # non-reasoning: RULER's own budget
+    with pytest.raises(ValueError, match="length 32768 exceeds the model window 16384"):
+        ruler.generate(task, 32768, 0, data, counter, reasoning=True, window=16384)
+    with pytest.raises(ValueError, match="no room for a prompt"):
+        ruler.prompt_budget(8192, 128, 8192, 8192)
+
+
+def test_niah_cells_fit_the_model_window(counter):
+    lengths, depths = [1000, 2500], [0.0, 50.0]
+    items = niah.build_grid(counter, lengths, depths, max_new_tokens=1000, window=3000)
+    for item in items:
+        exact = counter.count_chat(item.messages)
+        assert exact == item.meta["prompt_tokens"]
+        assert exact + 1000 <= 3000 and exact <= item.meta["length"]
+    # the 2500 cell is capped at 3000 - 1000 = 2000 tokens and keeps its label
+    assert [i.meta["length"] for i in items] == [1000, 1000, 2500, 2500]
+    assert all(1990 <= i.meta["prompt_tokens"] <= 2000 for i in items[2:])
+
+
 def test_fwe_answers_are_the_three_most_frequent_words(data, counter):
     item = ruler.generate(ruler.tasks(data)["fwe"], 2048, 0, data, counter)
     words = re.findall(r"\b[a-z]{6}\b", item.messages[0]["content"].split("coded words. ", 1)[1].split("\nQuestion")[0])
@@ -111,8 +139,7 @@ def test_niah_grid_prompts_and_depths(counter):
     assert (lengths, depths) == ([1000, 2000, 3000], [0.0, 50.0, 100.0])
     items = niah.build_grid(counter, lengths, depths)
     for item in items:
-        assert abs(counter.count_chat(item.messages) - item.meta["length"]) <= 2
-        assert abs(item.meta["prompt_tokens"] - counter.count_chat(item.messages)) <= 1
+        assert item.meta["length"] - 2 <= counter.count_chat(item.messages) == item.meta["prompt_tokens"] <= item.meta["length"]
         user = item.messages[1]["content"]
         at = user.index("The special magic")
         assert user[at - 2] == "." or at == 1 or item.meta["depth"] == 100  # sentence boundary, start or end
@@ -133,8 +160,13 @@ def test_niah_cli_heatmap_from_scripted_answers(server, tmp_path):
     server.respond = respond
     out = str(tmp_path / "niah")
     assert main(["eval", "niah", "--backend", f"openai:{server.base_url}#m", "--min-len", "1000", "--max-len", "2000",
-                 "--num-lengths", "2", "--num-depths", "3", "--tokenizer", QWEN, "--out", out, "--quiet"]) == 0
-    summary = json.load(open(os.path.join(out, "niah.json")))["summary"]
+                 "--num-lengths", "2", "--num-depths", "3", "--tokenizer", QWEN, "--out", out, "--quiet",
+                 "--window", "2064"]) == 0
+    report = json.load(open(os.path.join(out, "niah.json")))
+    summary = report["summary"]
+    # --window 2064 with 64 new tokens: every prompt (exact count) stays within 2000 tokens
+    assert {r["meta"]["window"] for r in report["records"]} == {2064}
+    assert max(r["meta"]["prompt_tokens"] for r in report["records"]) <= 2000
     assert summary["matrix"] == [[100.0, 100.0], [0.0, 0.0], [0.0, 0.0]]
     assert "| 0% | 100.00 | 100.00 |" in open(os.path.join(out, "niah.md")).read()
     with open(os.path.join(out, "niah.png"), "rb") as f:

@@ -12,6 +12,7 @@ from loongrl.rewards import extract
     (r"\boxed{ {x} + {y} } tail", "{x} + {y}"),
     (r"$\boxed 42$ done", "42"),                                          # \boxed with a space, up to $
     (r"answer \boxed 7", "7"),                                            # no closing $: to the end
+    (r"$\boxed 5$ then \boxed{7}", "7"),                                  # the last box wins in either form
     (r"\fbox{yes}", "yes"),                                               # \fbox fallback
     (r"\fbox{x} \boxed{y}", "y"),                                         # \boxed preferred over \fbox
     (r"\boxed{unbalanced", None),
@@ -22,6 +23,17 @@ def test_last_boxed(text, expected):
     assert extract.last_boxed(text) == expected
 
 
+@pytest.mark.parametrize("text, expected", [
+    (r"$\boxed 5$ then \boxed{7}", "5"),          # item 10: a "\boxed " anywhere beats a later \boxed{}
+    (r"\boxed{a} and \boxed{ b }", " b "),        # content not stripped
+    (r"\fbox{yes}", None),                        # remove_boxed asserts "\boxed{": an \fbox scores 0
+    (r"\boxed{unbalanced", None),
+    (r"so \boxed{Paris}", "Paris"),
+])
+def test_last_boxed_loongrl_rules(text, expected):
+    assert extract.last_boxed(text, loongrl_rules=True) == expected
+
+
 def test_after_think_required_and_optional():
     assert extract.after_think("reasoning</think>  final ") == "final"
     assert extract.after_think("a</think>b</think> c") == "c"              # last </think>
@@ -29,40 +41,57 @@ def test_after_think_required_and_optional():
     assert extract.after_think(" no think tag ", require=False) == "no think tag"
 
 
-def test_loongrl_answer_uses_last_think_and_strips_stars():
-    response = r"<think>maybe \boxed{Rome}</think> The answer is **\boxed{Paris}**."
-    assert extract.loongrl_answer(response) == "Paris"
+def test_final_answer_is_one_answer_per_response():
+    # item 6: the instruction's empty box echoed after the answer must not win
+    assert extract.final_answer(r"<think>x</think> The answer is \boxed{Paris} (enclosed in \boxed{} as required).") \
+        == "Paris"
+    assert extract.final_answer(r"<think>maybe \boxed{Rome}</think> The answer is **\boxed{Paris}**.") == "Paris"
+    assert extract.final_answer(r"</think>\boxed{**Chief of Protocol**}") == "Chief of Protocol"   # * removed
+    assert extract.final_answer("<think>x</think> So the answer is Barack Obama.") == "Barack Obama"  # no box
+    assert extract.final_answer(r"</think> Put it in \boxed{ }. The answer is Oslo.") == "Oslo"
+    assert extract.final_answer(r"the answer is x \boxed{y}", require_think=False) == "y"           # box first
     # a box inside the thinking only does not count once </think> is required
-    assert extract.loongrl_answer(r"<think>\boxed{Rome}</think> I am not sure.") is None
-    assert extract.loongrl_answer(r"\boxed{Rome}") is None
-    assert extract.loongrl_answer(r"\boxed{Rome}", require_think=False) == "Rome"
-    # markdown bold inside the box is removed before matching
-    assert extract.loongrl_answer(r"</think>\boxed{**Chief of Protocol**}") == "Chief of Protocol"
+    assert extract.final_answer(r"<think>\boxed{Rome}</think> I am not sure.") is None
+    assert extract.final_answer(r"\boxed{Rome}") is None
+    assert extract.final_answer(r"\boxed{Rome}", require_think=False) == "Rome"
 
 
-def test_after_answer_is_case_insensitive_last_match():
+def test_after_answer_is_case_and_last_match():
     assert extract.after_answer_is("I think the answer is A. No wait, The answer is Paris.") == "Paris"
     assert extract.after_answer_is("The Answer Is  42 .<｜end▁of▁sentence｜>") == "42"
     assert extract.after_answer_is("nothing") is None
+    # QwenLong-L1 docqa.py matches lowercase only
+    assert extract.after_answer_is("The answer is Paris.", case_sensitive=True) is None
+    assert extract.after_answer_is("Therefore, the answer is Paris.", case_sensitive=True) == "Paris"
 
 
-def test_boxed_or_answer_is_for_hard_mining():
-    assert extract.boxed_or_answer_is(r"the answer is x \boxed{y}") == "y"
-    assert extract.boxed_or_answer_is("so the answer is Barack Obama.") == "Barack Obama"
-    assert extract.boxed_or_answer_is(r"Put it in \boxed{}. The answer is Oslo.") == "Oslo"
+def test_docmath_number_first_match_reference_regex():
+    assert extract.docmath_number("So the answer is $1,234.5.") == "$1234.5"      # symbol kept, normalised later
+    assert extract.docmath_number("The answer is -0.25") == "-0.25"
+    # item 4: the FIRST "the answer is" counts (docmath.py uses re.search)
+    assert extract.docmath_number("the answer is 12. Rechecking, the answer is 15.") == "12"
+    assert extract.docmath_number("the answer is about ten") is None
+    assert extract.docmath_number("the answer is: 5") is None                     # exactly one space, no colon
+    assert extract.docmath_number("the answer is **7**") == "7"                   # * removed first
 
 
-def test_qwenlong_forms():
-    assert extract.qwenlong_answer("<think>..</think>Therefore, the answer is **Leonardo da Vinci**.") == "Leonardo da Vinci"
-    assert extract.qwenlong_answer("the answer is x") is None             # </think> required
-    assert extract.docmath_number("</think>So the answer is $1,234.5.") == "1234.5"
-    assert extract.docmath_number("</think>The answer is -0.25") == "-0.25"
-    assert extract.docmath_number("</think>the answer is about ten") is None
-    assert extract.correct_choice("The correct answer is (B)") == "B"
+def test_correct_choice_strips_stars_and_takes_first():
+    # item 3
+    assert extract.correct_choice("The correct answer is **(B)**") == "B"
+    assert extract.correct_choice("The correct answer is (B). Wait, The correct answer is (C).") == "B"
     assert extract.correct_choice("The correct answer is C") == "C"
-    assert extract.correct_choice("the correct answer is (B)") is None     # case-sensitive, as QwenLong-L1
+    assert extract.correct_choice("the correct answer is (B)") is None             # case-sensitive, as QwenLong-L1
 
 
-def test_minerva_answer_last_line_in_tail():
-    assert extract.minerva_answer("work\nAnswer: 3\nmore\nAnswer: \\frac{1}{2}\n") == "\\frac{1}{2}"
-    assert extract.minerva_answer("Answer: 5" + "x" * 400) is None          # only the last 300 chars count
+def test_minerva_answer_case_insensitive_last_line_in_tail():
+    # item 2: verl's pattern is (?i)Answer\s*:\s*([^\n]+)
+    assert extract.minerva_answer("answer: 13") == "13"
+    assert extract.minerva_answer("The final answer: 13") == "13"
+    assert extract.minerva_answer("work\nAnswer: 3\nmore\nANSWER: \\frac{1}{2}\n") == "\\frac{1}{2}"
+    assert extract.minerva_answer("Answer: 5" + "x" * 400) is None                 # only the last 300 chars count
+
+
+def test_verl_last_boxed_brace_form_only():
+    assert extract.verl_last_boxed(r"a \boxed{1} b \boxed{ 2 }") == " 2 "
+    assert extract.verl_last_boxed(r"\boxed 2") is None
+    assert extract.verl_last_boxed(r"\boxed{2") is None

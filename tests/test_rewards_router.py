@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loongrl.rewards import compute_score, resolve_task, trl_reward
-from loongrl.rewards import router
+from loongrl.rewards import router, scorers
 
 ROUTER_PATH = Path(router.__file__)
 KEYCHAIN_RESPONSE = ("<think>Follow the chain: 7a0f9ecc -> 021553ad gives the question.</think>\n"
@@ -17,24 +17,40 @@ KEYCHAIN_RESPONSE = ("<think>Follow the chain: 7a0f9ecc -> 021553ad gives the qu
 
 @pytest.mark.parametrize("data_source, ability, task", [
     ("keychain_hotpotqa", "longcontext_qa", "longqa"),
-    ("longqa_musique", "longcontext_qa", "longqa"),              # prefix beats QwenLong's "musique" substring
+    ("longqa_musique", "longcontext_qa", "longqa"),
     ("custom_longcontextqa_hotpotqa", None, "longqa"),
     ("custom_longcontext_needle_qa_2wiki", None, "longqa"),
     ("custom_rulerniah_multivalue", None, "ruler_niah"),
+    ("book_ruler_multikey", None, "ruler_niah"),
     ("custom_mathqa_choice_train", None, "math_choice"),
+    ("mathqa_choice", None, "math_choice"),
     ("math_dapo", None, "math_dapo"),
+    ("longbench_musique", None, "longbench"),                     # item 7: no longer QwenLong's docqa
+    ("longbench_hotpotqa", None, "longbench"),                    # item 7: no longer an error
     ("docmath_simpshort", None, "qwenlong_docmath"),
     ("long_toc_choices_0", None, "qwenlong_choice"),
-    ("book_ruler", "ruler_niah", "ruler_niah"),                   # ability as fallback
+    ("multihoprag_0_20000", None, "qwenlong_docqa"),
+    ("musique_0_20000", None, "qwenlong_docqa"),
+    ("book_ruler", "ruler_niah", "ruler_niah"),                   # no prefix matches: ability as fallback
     ("mathqa", "math_qa_choices", "math_choice"),
 ])
 def test_resolve_task(data_source, ability, task):
     assert resolve_task(data_source, ability).name == task
 
 
-def test_unknown_data_source_is_a_clear_error():
-    with pytest.raises(ValueError, match="data_source='gsm8k' ability='math'"):
-        compute_score("gsm8k", "x", "1", {"ability": "math"})
+def test_prefix_table_is_exact():
+    prefixes = [p for p, _ in router.DATA_SOURCE_PREFIXES]
+    # no prefix starts another, so the table's order cannot change a route
+    assert not [(a, b) for a in prefixes for b in prefixes if a != b and b.startswith(a)]
+    assert {name for _, name in router.DATA_SOURCE_PREFIXES} == set(router.TASKS)
+
+
+@pytest.mark.parametrize("data_source", ["gsm8k", "my_musique_set", "hf_docmath", "LONGQA_x"])
+def test_unknown_data_source_is_a_clear_error(data_source):
+    # item 7: substrings no longer route; the message names the source and every known prefix
+    with pytest.raises(ValueError, match=rf"data_source='{data_source}' ability='math'; known data_source "
+                                         r"prefixes: keychain_, longqa_, .*, musique; abilities: "):
+        compute_score(data_source, "x", "1", {"ability": "math"})
 
 
 def test_loongrl_longqa_reward():
@@ -136,3 +152,153 @@ def test_score_input_keeps_a_string_ground_truth_whole():
            "extra_info": {"question": "Capital of France?"}}
     wrong, right = (score_input(row, f"<think>...</think> \\boxed{{{a}}}") for a in ("Senator", "Paris"))
     assert [r["score"] for r in score_batch([wrong, right])] == [0.0, 1.0]
+
+
+# ---- issue 11: reference parity, hand-checked against the reference code paths --------------------
+
+def test_math_dapo_answer_line_is_case_insensitive_as_verl():
+    # item 2: verl's pattern is (?i)Answer\s*:\s*([^\n]+)
+    for response in ("<think>x</think>\nanswer: 13", "<think>x</think>\nThe final answer: 13"):
+        assert compute_score("math_dapo", response, "13")["score"] == 1.0
+        assert compute_score("math_dapo", response, "13", faithful=True)["score"] == 1.0
+
+
+def test_long_toc_choices_strips_stars_and_takes_the_first_match():
+    # item 3: long.py removes "*" and uses re.search (first match)
+    assert compute_score("long_toc_choices_0", "</think>The correct answer is **(B)**", "B")["score"] == 1.0
+    both = "</think>The correct answer is (B). Hmm, The correct answer is (C)."
+    assert compute_score("long_toc_choices_0", both, "B")["score"] == 1.0
+    assert compute_score("long_toc_choices_0", both, "C")["score"] == 0.0
+    # the gold goes through the same parser (QwenLong-L1 stores it as "The correct answer is (X)")
+    assert compute_score("long_toc_choices_0", both, "The correct answer is (B)")["score"] == 1.0
+
+
+def test_docmath_numbers_as_the_reference():
+    # item 4: first "the answer is"; scale factors 100, 1,000 and 100,000 (not 1,000,000)
+    twice = "</think>So the answer is 12. Rechecking, the answer is 15."
+    assert compute_score("docmath_x", twice, "12")["score"] == 1.0
+    assert compute_score("docmath_x", twice, "15")["score"] == 0.0
+    assert compute_score("docmath_x", "</think>the answer is 1.5", "150100")["score"] == 1.0    # x100,000
+    assert compute_score("docmath_x", "</think>the answer is 1.5", "1501000")["score"] == 0.0   # x1,000,000
+    assert compute_score("docmath_x", "</think>The answer is $1,234.5", "Therefore, the answer is 1234.5.")["score"] == 1.0
+
+
+@pytest.mark.parametrize("prefix", [p for p, _ in router.DATA_SOURCE_PREFIXES])
+@pytest.mark.parametrize("ground_truth", [1990, 19.5, True, None, [None], []])
+def test_scalar_and_none_inputs_never_crash(prefix, ground_truth):
+    # item 5: a None response has no answer (0); a None gold has nothing to match (0)
+    assert compute_score(prefix + "x", None, ground_truth)["score"] == 0.0
+    result = compute_score(prefix + "x", "<think>x</think> 1990", ground_truth)
+    assert result["score"] in (0.0, 1.0) and result["acc"] == result["score"]
+
+
+def test_scalar_golds_are_strings():
+    # item 5: ground_truth=1990 used to raise TypeError
+    assert compute_score("docmath_x", "</think>the answer is 1990", 1990)["score"] == 1.0
+    assert compute_score("keychain_x", "</think>\\boxed{1990}", 1990)["score"] == 1.0
+    assert compute_score("custom_mathqa_choice_x", "</think>\\boxed{(B)}", ["B"])["score"] == 1.0
+    assert compute_score("math_dapo", "</think>Answer: 1990", 1990)["score"] == 1.0
+    assert compute_score("keychain_x", "</think>\\boxed{1990}", None)["score"] == 0.0
+
+
+ITEM_6 = r"<think>x</think> The answer is \boxed{Paris} (enclosed in \boxed{} as required)."
+
+
+def test_one_answer_for_training_mining_and_evaluation():
+    # item 6: the training reward, the hard-mining scorer and the LongBench scorer read "Paris"
+    from loongrl.eval import longbench
+    from loongrl.eval.run import EvalItem
+    from loongrl.rewards.router import row_scorer
+
+    train = compute_score("keychain_hotpotqa", ITEM_6, ["Paris"])
+    row = {"data_source": "keychain_hotpotqa", "reward_model": {"ground_truth": ["Paris"]}, "extra_info": {}}
+    [mined] = row_scorer({"require_think": True})([row], [ITEM_6])
+    item = EvalItem("hotpotqa/1", "hotpotqa", [], ["Paris"], "q")
+    [[evaluated]] = longbench.make_scorer(longbench.get_preset("loongrl"))([item], [[ITEM_6]])
+    assert (train["pred"], train["score"]) == ("Paris", 1.0)
+    assert (mined["pred"], mined["score"], mined["exact"]) == ("Paris", 1.0, 1.0)
+    assert (evaluated["pred"], evaluated["score"]) == ("Paris", 1.0)
+
+
+def test_golds_in_qwenlong_answer_is_form():
+    # item 7: the gold is parsed like the response, so "the answer is answer" no longer matches it
+    gold = "Therefore, the answer is Paris."
+    assert compute_score("musique_0_20000", "</think>So the answer is answer.", gold)["score"] == 0.0
+    assert compute_score("musique_0_20000", "</think>So the answer is Paris.", gold)["score"] == 1.0
+    assert compute_score("longbench_musique", "</think>\\boxed{Paris}", ["Paris"])["score"] == 1.0
+
+
+# (data_source, response, gold, ours, faithful): every departure in docs/rewards.md, with the value
+# the reference code gives (faithful=True) and ours, both worked out by hand from the reference.
+DEPARTURES = [
+    # empty-prediction guard: "the" normalises to "", which the reference finds in every gold
+    ("keychain_x", r"</think>\boxed{the}", ["Paris"], 0.0, 1.0),
+    # golds that normalise to "" are skipped; the reference finds "" in every prediction
+    ("keychain_x", r"</think>\boxed{Paris}", ["the"], 0.0, 1.0),
+    # one answer per response: the reference training reward reads the last box only
+    ("keychain_x", "</think>So the answer is Paris.", ["Paris"], 1.0, 0.0),
+    ("keychain_x", ITEM_6, ["Paris"], 1.0, 0.0),
+    # a "\boxed " anywhere wins in the reference; the last box wins here
+    ("keychain_x", r"</think>$\boxed 5$ so \boxed{7}", ["5"], 0.0, 1.0),
+    ("keychain_x", r"</think>$\boxed 5$ so \boxed{7}", ["7"], 1.0, 0.0),
+    # \fbox: the reference's remove_boxed assertion fails (reward 0)
+    ("keychain_x", r"</think>\fbox{Paris}", ["Paris"], 1.0, 0.0),
+    # KeyChain: two-way in both (the paper); the reference dispatcher's one-way scorer would say 0
+    ("custom_longcontext_needle_qa_x", r"</think>\boxed{Protocol}", ["Chief of Protocol"], 1.0, 1.0),
+    # RULER: all values (ours) vs any value (LoongRL's default mode)
+    ("book_ruler_multivalue", r"</think>\boxed{8230912}", ["8230912", "1094587"], 0.0, 1.0),
+    # RULER: LoongRL's normaliser in both ("-" is a space), not RULER's raw substring
+    ("book_ruler_multikey", r"</think>\boxed{wandering age}", ["wandering-age"], 1.0, 1.0),
+    # require_think: LoongRL requires </think> on its two-way QA path only
+    ("book_ruler_multikey", r"\boxed{8230912}", ["8230912"], 0.0, 1.0),
+    ("mathqa_choice", r"\boxed{(B)}", "B", 0.0, 1.0),
+    ("math_dapo", "Answer: 4", "4", 0.0, 1.0),
+    ("keychain_x", r"\boxed{Paris}", ["Paris"], 0.0, 0.0),
+    # MathQA: a bare letter counts here; LoongRL's regex needs "(X)"
+    ("mathqa_choice", r"</think>\boxed{B}", "B", 1.0, 0.0),
+    # math_dapo: math-verify equivalence vs verl's Minerva string equality
+    ("math_dapo", "</think>Answer: 0.5", "\\frac{1}{2}", 1.0, 0.0),
+    # QwenLong docqa: "The answer is" at sentence start counts here; the reference matches lowercase only
+    ("multihoprag_x", "</think>The answer is Paris.", "Therefore, the answer is Paris.", 1.0, 0.0),
+    # DocMath: an answer that does not parse never matches; the reference reads it as 0
+    ("docmath_x", "</think>the answer is 1.2.3", "So the answer is 0", 0.0, 1.0),
+    # LongBench (eval): one answer; LoongRL's analysis counts the box OR the "the answer is" text
+    ("longbench_hotpotqa", r"</think>\boxed{Rome}. The answer is Paris.", ["Paris"], 0.0, 1.0),
+]
+
+
+@pytest.mark.parametrize("data_source, response, gold, ours, faithful", DEPARTURES)
+def test_documented_departures_and_the_faithful_switch(data_source, response, gold, ours, faithful):
+    assert compute_score(data_source, response, gold)["score"] == ours
+    assert compute_score(data_source, response, gold, faithful=True)["score"] == faithful
+
+
+def test_departures_table_lists_every_case():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "rewards.md").read_text()
+    table = doc.split("## Departures from the references", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| Scorer")]
+    assert len(rows) >= 14
+    for row in rows:
+        assert row.count("|") >= 5 and "`" in row  # scorer, departure, reason, example (code), faithful value
+
+
+def test_unknown_reward_kwargs_are_rejected():
+    from loongrl.rewards.router import row_scorer
+
+    with pytest.raises(ValueError, match="unknown reward_kwargs \\['wordboundary'\\]; known: require_think"):
+        row_scorer({"wordboundary": True})
+
+
+def test_faithful_math_dapo_agrees_with_verl_itself():
+    """The faithful path against the installed reference (verl 0.9.1's math_dapo), not a copy of it."""
+    math_dapo = pytest.importorskip("verl.utils.reward_score.math_dapo", reason="make setup installs verl==0.9.1")
+    answers = ["\\frac12", "\\frac{1}{2}", "0.5", "1,000 dollars", "x = 4", "\\text{(B)}", "$5$", "10 \\text{ cm}",
+               "\\boxed{7}", "a 3", "2\\sqrt2", "\\$4.50", "{,}1", "5^\\circ", "  12  "]
+    for a in answers:
+        assert scorers.minerva_normalize(a) == math_dapo.normalize_final_answer(a), a
+    responses = ["</think>The final answer: 13", "answer: 13", "Answer: \\frac12", "so \\boxed{13}", "x" * 400 + "\\boxed{13}",
+                 "Answer: 13\n" + "y" * 320, "no answer at all", "ANSWER:13", "\\boxed{ 13}"]
+    for response in responses:
+        for gold in ("13", "\\frac{1}{2}"):
+            verl_acc = float(math_dapo.compute_score(response, gold)["acc"])
+            assert compute_score("math_dapo", response, gold, faithful=True)["score"] == verl_acc, (response, gold)

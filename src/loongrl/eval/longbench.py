@@ -4,22 +4,29 @@
   greedy, LongBench's max new tokens (``dataset2maxlen.json``), the raw output scored with
   LongBench's ``qa_f1_score`` (``loongrl.rewards.scorers.token_f1``), max over the gold answers.
 - ``loongrl``: the LoongRL system prompt, QwenLong-L1's user template (LoongRL's own user template
-  is unknown), temperature 0.6, top-p 0.95, 8 samples, 10,000 new tokens; a sample is correct if the
-  boxed answer OR the text after the last "the answer is" two-way matches a gold (LoongRL's
-  ``boxed_exact_match``/``direct_exact_match``), OR the optional LLM judge says so; the item score is
-  the mean over samples (average pass@1).
+  is unknown), temperature 0.6, top-p 0.95, 8 samples, 10,000 new tokens; each sample is scored by
+  the shared reward (``data_source`` ``longbench_{dataset}``, ``require_think`` off): the one answer
+  of ``extract.final_answer`` (the last box, else the text after the last "the answer is")
+  two-way matched against the golds, OR the optional LLM judge; the item score is the mean over
+  samples (average pass@1). LoongRL's analysis code counts a sample if the box OR the "the answer
+  is" text matches (``boxed_exact_match``/``direct_exact_match``): ``make_scorer(..., faithful=True)``.
 
 Both middle-truncate the user prompt to ``max_input_tokens`` with the model's tokenizer before the
 chat template (LongBench pred.py): keep the first and last ``max_input_tokens // 2`` tokens.
-Rows come from the official jsonl files (a folder holding ``{dataset}.jsonl``, or one file) or from
-the hub (``hf:THUDM/LongBench``, ``hf:zai-org/LongBench``; needs network).
+Rows come from the official data: a folder holding ``{dataset}.jsonl``, one such file, the repo's
+``data.zip`` (members ``data/{dataset}.jsonl``), or the hub (``hf:THUDM/LongBench`` or
+``hf:zai-org/LongBench``: ``data.zip`` downloaded with ``huggingface_hub``, needs network once; the
+repo's loading script is not used, ``datasets`` >= 4 refuses scripts).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
+from itertools import islice
 from dataclasses import dataclass, replace
 
 from loongrl.data.prompts import LOONGRL_SYSTEM
@@ -27,8 +34,8 @@ from loongrl.data.sources import InputError, _iter_json_rows
 from loongrl.generation.backends import SamplingConfig
 from loongrl.eval.run import EvalItem
 from loongrl.rewards import extract, scorers
+from loongrl.rewards.router import score_batch
 from loongrl.tasks import shared_data_dir
-from loongrl.rewards.judge import hybrid_score
 
 DATASETS = ("hotpotqa", "2wikimqa", "musique", "narrativeqa", "qasper")
 REQUIRED_FIELDS = {"input": str, "context": str, "answers": list, "_id": str}
@@ -82,21 +89,50 @@ def load_configs(data_dir: str | None = None) -> tuple[dict, dict]:
     return prompts, maxlen
 
 
+def hub_zip(repo_id: str, revision: str | None = None) -> str:
+    """Local path of the LongBench repo's ``data.zip`` (downloaded once into the Hugging Face cache)."""
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo_id, "data.zip", repo_type="dataset", revision=revision)
+
+
+def _zip_rows(path: str, dataset: str) -> tuple[str, Iterator[tuple[int, object]]]:
+    """(label, rows) of ``{dataset}.jsonl`` inside a LongBench ``data.zip`` (``data/`` preferred)."""
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == f"{dataset}.jsonl"]
+        if not names:
+            raise FileNotFoundError(f"{path} has no {dataset}.jsonl (expected data/{dataset}.jsonl)")
+        member = min(names, key=lambda n: (n != f"data/{dataset}.jsonl", len(n)))
+        text = archive.read(member).decode("utf-8")
+    label = f"{path}:{member}"
+
+    def rows():
+        for n, line in enumerate(io.StringIO(text), start=1):
+            if line.strip():
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield n, InputError(label, n, "<line>", f"invalid JSON ({e.msg})", "invalid_json")
+    return label, rows()
+
+
 def load_rows(dataset: str, data: str, limit: int | None = None) -> list[dict]:
-    """Rows of one LongBench dataset from a folder with ``{dataset}.jsonl``, a jsonl file, or
-    ``hf:OWNER/NAME`` (test split). Each row is checked for input/context/answers/_id."""
+    """Rows of one LongBench dataset from a folder with ``{dataset}.jsonl``, a jsonl file, the
+    repo's ``data.zip``, or ``hf:OWNER/NAME[@REVISION]`` (that repo's ``data.zip``). Each row is
+    checked for input/context/answers/_id.
+    """
     if dataset not in DATASETS:
         raise ValueError(f"unknown LongBench dataset {dataset!r} (choose from {', '.join(DATASETS)})")
     if data.startswith("hf:"):
-        from datasets import load_dataset
-
-        path = data
-        rows = enumerate(load_dataset(data[3:], dataset, split="test", trust_remote_code=True))
+        repo, _, revision = data[3:].partition("@")
+        data = hub_zip(repo, revision or None)
+    if os.path.isfile(data) and zipfile.is_zipfile(data):
+        path, rows = _zip_rows(data, dataset)
     else:
         path = os.path.join(data, f"{dataset}.jsonl") if os.path.isdir(data) else data
         if not os.path.exists(path):
             raise FileNotFoundError(f"LongBench file not found: {path} (pass the folder of the official "
-                                    "jsonl files, one file, or hf:THUDM/LongBench)")
+                                    "jsonl files, one file, data.zip, or hf:THUDM/LongBench)")
         rows = _iter_json_rows(path)
     out = []
     for n, row in rows:
@@ -162,8 +198,9 @@ def sampling_for(dataset: str, preset: Preset, data_dir: str | None = None) -> S
     return replace(preset.sampling, max_new_tokens=maxlen[dataset])
 
 
-def make_scorer(preset: Preset, judge=None):
-    """The scorer for the preset (all metrics from ``loongrl.rewards``)."""
+def make_scorer(preset: Preset, judge=None, faithful: bool = False):
+    """The scorer for the preset: LongBench's F1, or the shared reward (``loongrl.rewards.router``)
+    for ``longbench_{dataset}`` rows; ``faithful`` is LoongRL's boxed-OR-"the answer is" rule."""
 
     def f1(items, responses):
         out = []
@@ -173,25 +210,11 @@ def make_scorer(preset: Preset, judge=None):
         return out
 
     def loongrl(items, responses):
-        out, pending = [], []
-        for i, (item, texts) in enumerate(zip(items, responses)):
-            samples = []
-            for j, text in enumerate(texts):
-                region = extract.after_think(text, require=False).replace("*", "").replace("\\boxed{}", "")
-                boxed, direct = extract.last_boxed(region), extract.after_answer_is(region)
-                b, d = scorers.two_way_match(boxed, item.golds), scorers.two_way_match(direct, item.golds)
-                pred = boxed if boxed is not None else direct
-                samples.append({"pred": pred, "boxed": boxed, "answer_is": direct, "boxed_match": b,
-                                "direct_match": d, "judge": "off" if judge is None else "skipped",
-                                "score": max(b, d)})
-                if judge is not None and pred and max(b, d) < 1.0:
-                    pending.append((i, j, (item.question, pred, item.golds)))
-            out.append(samples)
-        if pending:
-            for (i, j, _), verdict in zip(pending, judge.judge_many([p[2] for p in pending])):
-                # max(rule, judge); a judge error keeps the rule score and says so
-                out[i][j]["score"], out[i][j]["judge"] = hybrid_score(out[i][j]["score"], verdict)
-        return out
+        rows = [{"data_source": f"longbench_{item.task}", "response": text, "ground_truth": item.golds,
+                 "question": item.question} for item, texts in zip(items, responses) for text in texts]
+        results = iter(score_batch(rows, judge=judge, require_think=False, faithful=faithful))
+        return [[{k: r[k] for k in ("pred", "rule", "judge", "score")} for r in islice(results, len(texts))]
+                for texts in responses]
 
     return f1 if preset.scoring == "f1" else loongrl
 

@@ -10,6 +10,11 @@ Defaults follow LoongRL's figure (MInference harness, inferred): needle "\\nThe 
 ``linspace(1K, 128K, 15)``, depths ``linspace(0, 100, 10)``, correct if the number is in the
 answer. ``--needle kamradt`` uses the original San Francisco needle. The prompt is Kamradt's
 (system + user). Scores per cell are 100 x the mean over samples.
+
+A cell's ``length`` is its prompt's token count (chat template included, counted exactly), capped
+so that prompt + ``max_new_tokens`` fits the model's ``window``: with 8,192 new tokens (reasoning)
+and a 128K window, the 128,000-token cell gets a 122,880-token prompt (``meta.prompt_tokens``) and
+keeps its label.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from loongrl.tasks import shared_data_dir
+from loongrl.eval.ruler import DEFAULT_WINDOW
 from loongrl.eval.run import EvalItem
 
 SYSTEM = "You are a helpful AI bot that answers questions for a user. Keep your response short and direct"
@@ -99,26 +105,45 @@ def _char_at(token: int, ends: list[int], total_chars: int) -> int:
     return min(total_chars, reps * ends[-1] + (ends[rest - 1] if rest else 0))
 
 
+def prompt_tokens(counter, messages: list[dict]) -> int:
+    """Exact tokens of the rendered prompt: the template overhead measured once plus the user text
+    (additive tokenizers, tokens.py), else one full count."""
+    user = messages[1]["content"]
+    if counter.additive:  # the probe starts and ends like the real text, as chat_overhead needs
+        return counter.chat_overhead(SYSTEM, user[:100] + user[-100:]) + counter.count(user)
+    return counter.count_chat(messages)
+
+
 def build_grid(counter, lengths, depths, needle: str = "magic-number", seed: int = 0,
-               data_dir: str | None = None, haystack: Haystack | None = None) -> list[EvalItem]:
-    """One item per (length, depth): the prompt whose chat rendering has ~``length`` tokens."""
+               data_dir: str | None = None, haystack: Haystack | None = None, max_new_tokens: int = 64,
+               window: int = DEFAULT_WINDOW) -> list[EvalItem]:
+    """One item per (length, depth): a prompt of at most ``min(length, window - max_new_tokens)``
+    tokens (exact count), filled with haystack up to that."""
     spec = NEEDLES[needle]
     hay = haystack or Haystack(counter, data_dir)
     items = []
     for length in lengths:
+        budget = min(length, window - max_new_tokens)
         for depth in depths:
             rng = random.Random(f"{seed}/{length}/{depth}")
             fields = {"city": rng.choice(CITIES), "number": str(rng.randint(1_000_000, 9_999_999))}
             text, question = spec.needle.format(**fields), spec.question.format(**fields)
             probe = [{"role": "system", "content": SYSTEM},
                      {"role": "user", "content": USER.format(context="", question=question) + text}]
-            fixed = counter.count_chat(probe)
-            n_ctx = max(0, length - fixed)
-            context = Haystack.insert(hay.cut(n_ctx), text, depth, n_ctx, hay.ends)
-            messages = [{"role": "system", "content": SYSTEM},
-                        {"role": "user", "content": USER.format(context=context, question=question)}]
-            meta = {"length": length, "depth": depth, "context_tokens": n_ctx,
-                    "prompt_tokens": fixed + counter.count(context) - counter.count(text)}
+            n_ctx = budget - counter.count_chat(probe)
+            if n_ctx < 0:
+                raise ValueError(f"NIAH length {length}: no room for the haystack in a {budget}-token prompt "
+                                 f"(window {window}, {max_new_tokens} new tokens)")
+            while True:  # boundary merges can add a token or two: cut until the exact count fits
+                context = Haystack.insert(hay.cut(n_ctx), text, depth, n_ctx, hay.ends)
+                messages = [{"role": "system", "content": SYSTEM},
+                            {"role": "user", "content": USER.format(context=context, question=question)}]
+                tokens = prompt_tokens(counter, messages)
+                if tokens <= budget or n_ctx == 0:
+                    break
+                n_ctx = max(0, n_ctx - (tokens - budget))
+            meta = {"length": length, "depth": depth, "context_tokens": n_ctx, "prompt_tokens": tokens,
+                    "max_new_tokens": max_new_tokens, "window": window}
             items.append(EvalItem(f"niah/{length}/{depth}", "niah", messages, [spec.answer.format(**fields)],
                                   question, meta))
     return items

@@ -8,6 +8,12 @@ for qa (both from ``loongrl.rewards.scorers``).
 Non-reasoning mode appends RULER's answer prefix as an assistant prefill and scores the raw
 continuation. Reasoning mode (LoongRL A.8) drops the prefix, allows 8,192 new tokens and scores
 the text after ``</think>``.
+
+Window: a request is prompt + ``max_new_tokens``, and it must fit the model's context window
+(``window``, default 128K = 131,072). The prompt budget is RULER's (``length`` minus the task's
+``tokens_to_generate``) or ``window - max_new_tokens``, whichever is smaller: at 128K in reasoning
+mode the prompt shrinks by 8,192 - tokens_to_generate instead of the server rejecting the request.
+A ``length`` above the window is an error.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from loongrl.tasks.ruler import GENERATORS, UNIT_SIZES, RulerData, RulerTask, Sa
 
 LENGTHS = (4096, 8192, 16384, 32768, 65536, 131072)
 REASONING_MAX_NEW_TOKENS = 8192
+DEFAULT_WINDOW = 131072
 METRICS = {"niah": scorers.string_match_all, "variable_tracking": scorers.string_match_all,
            "common_words_extraction": scorers.string_match_all, "freq_words_extraction": scorers.string_match_all,
            "qa": scorers.string_match_part}
@@ -41,12 +48,29 @@ def chat_tokens(tokenizer, messages: list[dict]) -> int:
     return len(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
 
 
+def prompt_budget(length: int, tokens_to_generate: int, max_new_tokens: int, window: int) -> int:
+    """Prompt tokens allowed: RULER's ``length - tokens_to_generate``, capped so that prompt +
+    ``max_new_tokens`` fits ``window``.
+
+    Example:
+        >>> prompt_budget(131072, 128, 8192, 131072), prompt_budget(4096, 128, 8192, 131072)
+        (122880, 3968)
+    """
+    if length > window:
+        raise ValueError(f"RULER length {length} exceeds the model window {window} (pass the model's --window)")
+    budget = min(length - tokens_to_generate, window - max_new_tokens)
+    if budget <= 0:
+        raise ValueError(f"no room for a prompt: window {window} - {max_new_tokens} new tokens")
+    return budget
+
+
 def generate(task: RulerTask, length: int, index: int, data: RulerData, counter, seed: int = 0,
-             reasoning: bool = False) -> EvalItem:
-    """Sample ``index`` of ``task`` at ``length`` tokens (same seed, same sample)."""
+             reasoning: bool = False, window: int = DEFAULT_WINDOW, max_new_tokens: int | None = None) -> EvalItem:
+    """Sample ``index`` of ``task`` at ``length`` tokens (same seed, same sample); prompt +
+    ``max_new_tokens`` (default: 8,192 in reasoning mode, else the task's) never exceeds ``window``."""
     spec = data.templates["tasks"][task.kind]
-    to_generate = REASONING_MAX_NEW_TOKENS if reasoning else spec["tokens_to_generate"]
-    budget = length - (spec["tokens_to_generate"])  # RULER's input budget, in both modes
+    to_generate = max_new_tokens or (REASONING_MAX_NEW_TOKENS if reasoning else spec["tokens_to_generate"])
+    budget = prompt_budget(length, spec["tokens_to_generate"], to_generate, window)
     gen = GENERATORS[task.kind]
 
     def build(size: int) -> Sample:
@@ -71,7 +95,7 @@ def generate(task: RulerTask, length: int, index: int, data: RulerData, counter,
             probes += more
         tokens = chat_tokens(counter.tokenizer, _messages(sample, reasoning))
     meta = {"length": length, "prompt_tokens": tokens, "probes": probes, "max_new_tokens": to_generate,
-            "reasoning": reasoning, **sample.meta}
+            "window": window, "prompt_budget": budget, "reasoning": reasoning, **sample.meta}
     return EvalItem(f"{task.name}/{length}/{index}", task.name, _messages(sample, reasoning), sample.answers, "", meta)
 
 

@@ -148,8 +148,8 @@ def run_score(args: argparse.Namespace) -> int:
         judge = LLMJudge(JudgeConfig(base_url=args.judge_url, model=args.judge_model,
                                      api_key_env=args.judge_api_key_env, cache_path=args.judge_cache,
                                      max_concurrency=args.judge_concurrency))
-    results = score_batch(rows, require_think=not args.no_require_think,
-                          word_boundary=args.word_boundary, judge=judge)
+    results = score_batch(rows, require_think=not args.no_require_think, word_boundary=args.word_boundary,
+                          faithful=args.faithful, judge=judge)
     ks = sorted({int(k) for k in args.k.split(",")})
     summary = {"predictions": args.predictions, "rows_scored": len(rows), "rows_skipped": dict(skipped),
                **summarise(rows, results, ks),
@@ -175,6 +175,8 @@ def register(subparsers) -> None:
     parser.add_argument("--no-require-think", action="store_true",
                         help="score responses without </think> (default: they score 0, as in training)")
     parser.add_argument("--word-boundary", action="store_true", help="token-aligned sub-EM ('no' !~ 'norway')")
+    parser.add_argument("--faithful", action="store_true",
+                        help="score as the reference implementations do, departures included (docs/rewards.md)")
     parser.add_argument("--judge-url", help="OpenAI-compatible base URL (…/v1); enables the hybrid judge")
     parser.add_argument("--judge-model", default=JudgeConfig.model, help="judge model name")
     parser.add_argument("--judge-api-key-env", default=JudgeConfig.api_key_env,

@@ -228,7 +228,7 @@ class RLStage:
         ppo_epochs: Passes over each rollout batch.
         steps: RL steps; null trains for `epochs`.
         epochs: Passes over the data when `steps` is null.
-        reward_kwargs: Options of the shared scorer (`require_think`, `word_boundary`, `judge_config`).
+        reward_kwargs: Options of the shared scorer (`loongrl.rewards.router.REWARD_KWARGS`, docs/rewards.md).
         save_every: verl checkpoint frequency in steps (TRL saves at the end of a stage).
     """
 
@@ -486,6 +486,10 @@ def _validate(recipe: Recipe) -> None:
         _check(r.batch_size % mini == 0, f"{sub}.mini_batch_size",
                f"batch_size {r.batch_size} is not a multiple of mini_batch_size {mini}")
         _check(r.steps is None or r.steps > 0, f"{sub}.steps", "must be > 0")
+        from loongrl.rewards.router import REWARD_KWARGS
+
+        unknown = sorted(set(r.reward_kwargs) - set(REWARD_KWARGS))
+        _check(not unknown, f"{sub}.reward_kwargs", f"unknown {unknown}; known: {', '.join(REWARD_KWARGS)}")
         _check(r.data.max_prompt_tokens is None or r.data.max_prompt_tokens <= r.max_prompt_tokens,
                f"{sub}.data.max_prompt_tokens", "exceeds the stage's max_prompt_tokens")
         if r.overlong_buffer is not None:

@@ -72,11 +72,11 @@ def _train_and_save(trainer, out_dir: str) -> str:
 
 def make_reward(reward_kwargs: dict):
     """The shared scorer's TRL adapter for a stage's `reward_kwargs` (it also logs the pass rate)."""
-    from loongrl.rewards.router import make_trl_reward
+    from loongrl.rewards.router import REWARD_KWARGS, make_trl_reward
 
-    unknown = set(reward_kwargs) - {"require_think", "word_boundary", "judge_config"}
+    unknown = set(reward_kwargs) - set(REWARD_KWARGS)
     if unknown:
-        raise ValueError(f"unknown reward_kwargs {sorted(unknown)}; known: require_think, word_boundary, judge_config")
+        raise ValueError(f"unknown reward_kwargs {sorted(unknown)}; known: {', '.join(REWARD_KWARGS)}")
     return make_trl_reward(**reward_kwargs)
 
 
