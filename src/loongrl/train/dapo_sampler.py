@@ -20,7 +20,7 @@ from collections import Counter
 
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
-NO_VARIANCE = "DAPO dynamic sampling found too few prompt groups with reward variance"
+from .verl_backend import DAPO_NO_VARIANCE as NO_VARIANCE
 
 
 class CappedDAPOReplayBuffer(ReplayBuffer):

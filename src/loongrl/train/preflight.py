@@ -47,13 +47,14 @@ import time
 import urllib.request
 
 from .recipe import Recipe, Stage
-from .verl_backend import run_stages
+from .verl_backend import DAPO_NO_VARIANCE, run_stages
 
 PROMPT_TOKENS = 512  # the longest stage's prompts are cut to this many tokens; others in proportion
+MIN_PROMPT_TOKENS = 128  # ... but never below this: the system prompt, instructions and question stay
 RESPONSE_TOKENS = 32
 BATCH = 4  # prompts per step (each with the recipe's group size)
 STEPS = 2
-MAX_GEN_BATCHES = 4  # DAPO regeneration cap for the preflight (at most the recipe's)
+MAX_GEN_BATCHES = 12  # DAPO regeneration cap for the preflight (at most the recipe's)
 ROWS = 16
 TIMEOUT = 900
 TINY = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
@@ -124,7 +125,8 @@ def build_tiny_model(recipe: Recipe, out: str, notes: list[str]) -> str:
                   tie_word_embeddings=True, use_sliding_window=False, torch_dtype="float32",
                   eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
-    config = type(config).from_dict({**config.to_dict(), **fields})
+    base = {k: v for k, v in config.to_dict().items() if k != "layer_types"}  # per-layer: rebuilt for 2 layers
+    config = type(config).from_dict({**base, **fields})
     torch.manual_seed(recipe.seed)
     model = AutoModelForCausalLM.from_config(config)
     shutil.rmtree(out, ignore_errors=True)
@@ -162,9 +164,11 @@ def cut_messages(tokenizer, messages: list[dict], target: int, generation_prompt
     return messages
 
 
-def _stand_in_rows(path: str, recipe: Recipe, rows: int, sft: bool) -> list[dict]:
-    """Rows for a data file that does not exist yet, synthesized from the shipped sample sources with the
-    project's own synthesizer (source and kind read off the file name; HotpotQA plain QA by default)."""
+def _stand_in_rows(path: str, recipe: Recipe, rows: int, tokens: int, sft: bool) -> list[dict]:
+    """Rows for a data file that does not exist yet, synthesized at `tokens` from the shipped sample sources
+    with the project's own synthesizer (source and kind read off the file name; HotpotQA plain QA by default)."""
+    import tempfile
+
     from loongrl.data import SynthConfig, synthesize
     from loongrl.data.io import iter_rows
 
@@ -173,18 +177,12 @@ def _stand_in_rows(path: str, recipe: Recipe, rows: int, sft: bool) -> list[dict
         raise PreflightError(f"{path}: data file not found, and no shared sample data to stand in for it")
     name = os.path.basename(path).lower()
     source = next((s for s in SAMPLE_SOURCES if s in name), "hotpotqa")
-    tmp = path.replace(os.sep, "_").strip("_") + ".standin.parquet"
-    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"loongrl-preflight-{os.getpid()}-{tmp}")
     cfg = SynthConfig(source=source, input=os.path.join(shared, "data", SAMPLE_SOURCES[source]),
-                      tokenizer=os.path.join(shared, SHARED_TOKENIZER), max_prompt_tokens=2048,
+                      tokenizer=os.path.join(shared, SHARED_TOKENIZER), max_prompt_tokens=tokens,
                       keychain="keychain" in name, num=rows, seed=recipe.seed)
-    try:
-        synthesize(cfg, out, progress=False)
-        result = list(iter_rows(out))
-    finally:
-        for f in (out, out + ".summary.json"):
-            if os.path.exists(f):
-                os.remove(f)
+    with tempfile.TemporaryDirectory() as tmp:
+        synthesize(cfg, os.path.join(tmp, "rows.parquet"), progress=False)
+        result = list(iter_rows(os.path.join(tmp, "rows.parquet")))
     if sft:  # a gold turn in both answer formats (boxed, and "the answer is")
         for r in result:
             r["completion"] = [{"role": "assistant", "content": "<think>\n</think>\n\nThe answer is \\boxed{"
@@ -192,32 +190,43 @@ def _stand_in_rows(path: str, recipe: Recipe, rows: int, sft: bool) -> list[dict
     return result
 
 
+def _windows(recipe: Recipe) -> dict:
+    """{data file: the smallest prompt-length bound of the stages that read it} (original tokens)."""
+    out = {}
+    for s in recipe.stages:
+        hi = s.spec.data.max_prompt_tokens or (s.rl.max_prompt_tokens if s.rl is not None else s.sft.max_length)
+        for c in s.spec.data.components:
+            out[c.path] = min(hi, out.get(c.path, hi))
+    return out
+
+
 def cut_data(recipe: Recipe, out_dir: str, tokenizer, rows: int, factor: float, notes: list[str]) -> dict:
-    """{original path: preflight path}: `rows` rows of every data file, prompts cut to `factor` of their length."""
+    """{original path: preflight path}: `rows` rows of every data file, prompts cut to `factor` of their
+    length (never below `MIN_PROMPT_TOKENS`, so the instructions and the question survive)."""
     from loongrl.data.io import iter_rows, write_rows
 
     sft_paths = {c.path for s in recipe.stages if s.sft is not None for c in s.sft.data.components}
-    paths = list(dict.fromkeys(c.path for s in recipe.stages for c in s.spec.data.components))
     out, rng = {}, random.Random(recipe.seed)
     os.makedirs(out_dir, exist_ok=True)
-    for j, path in enumerate(paths):
+    for j, (path, bound) in enumerate(_windows(recipe).items()):
         sft = path in sft_paths
         if os.path.isfile(path):
             source = list(iter_rows(path))
             source = rng.sample(source, min(rows, len(source)))
         else:
-            source = _stand_in_rows(path, recipe, rows, sft)
-            notes.append(f"data: {path} does not exist: {len(source)} stand-in rows synthesized from the shipped "
-                         "samples (the real run needs the file)")
+            source = _stand_in_rows(path, recipe, rows, bound, sft)
+            notes.append(f"data: {path} does not exist: {len(source)} stand-in rows synthesized at {bound} tokens "
+                         "from the shipped samples (the real run needs the file)")
         cut = []
         for row in source:
             n = _template_len(tokenizer, list(row["prompt"]), True)
-            row = dict(row, prompt=cut_messages(tokenizer, list(row["prompt"]), max(64, math.ceil(n * factor))))
+            target = max(MIN_PROMPT_TOKENS, math.ceil(n * factor))
+            row = dict(row, prompt=cut_messages(tokenizer, list(row["prompt"]), target))
             if sft and row.get("completion"):
                 whole = list(row["prompt"]) + list(row["completion"])
-                m = _template_len(tokenizer, whole, False)
                 k = len(row["prompt"])
-                whole = cut_messages(tokenizer, whole, max(96, math.ceil(m * factor)), generation_prompt=False)
+                room = _template_len(tokenizer, whole, False) - _template_len(tokenizer, whole[:k], True)
+                whole = cut_messages(tokenizer, whole, target + room, generation_prompt=False)
                 row["prompt"], row["completion"] = whole[:k], whole[k:]
             cut.append(row)
         out[path] = write_rows(os.path.join(out_dir, f"{j:02d}_{os.path.basename(path)}"), cut)
@@ -295,6 +304,7 @@ class MemorySampler:
 
         self.me, self.interval = psutil.Process(), interval
         self.peak_mb, self.peak_n = 0.0, 0
+        self.seen: set[tuple[int, float]] = set()  # (pid, start time) of every descendant
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -307,6 +317,8 @@ class MemorySampler:
                 try:
                     total += p.memory_info().rss
                     n += 1
+                    if p.pid != self.me.pid:
+                        self.seen.add((p.pid, p.create_time()))
                 except psutil.Error:
                     pass
             self.peak_mb, self.peak_n = max(self.peak_mb, total / 2**20), max(self.peak_n, n)
@@ -382,8 +394,10 @@ class RayCluster:
         return self
 
     def __exit__(self, *exc):
+        import psutil
         import ray
 
+        self.processes = {(p.pid, p.create_time()) for p in psutil.Process().children(recursive=True)}
         ray.shutdown()
 
 
@@ -454,6 +468,7 @@ class PreflightRunner:
         self.recipe, self.cluster, self.timeout, self.reports = recipe, cluster, timeout, reports
         self.env = dict(os.environ, VERL_PLATFORM="loongrl_cpu", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
         self.started = {}
+        self.processes: set[tuple[int, float]] = set()
 
     def _report(self, sdir: str) -> StageReport:
         name = os.path.basename(sdir).split("_", 1)[1]
@@ -483,17 +498,20 @@ class PreflightRunner:
                        VERL_FILE_LOGGER_PATH=os.path.join(sdir, "verl_metrics.jsonl"))
         report.model = next(o.split("=", 1)[1] for o in cmds["overrides"]
                             if _key(o) in ("actor_rollout_ref.model.path", "model.path"))
+        with open(os.path.join(sdir, "preflight_overrides.json"), "w") as f:
+            json.dump({"cpu_overrides": cpu, "command": cmd}, f, indent=1)
         with MemorySampler() as mem:
             try:
                 rc = run_watched(cmd, report.log, env, self.timeout)
             finally:
-                report.peak_rss_mb, report.peak_processes = mem.peak_mb, mem.peak_n
+                report.peak_rss_mb, report.peak_processes = round(mem.peak_mb, 1), mem.peak_n
+                self.processes |= mem.seen
+        capped = False
         if rc != 0:
             error = first_error(report.log)
-            if "DAPO dynamic sampling found too few prompt groups" in error and _all_filtered_zero(error):
-                self._no_variance(cmds, sdir, report)
-                return
-            raise PreflightError(error)
+            capped = DAPO_NO_VARIANCE in error and _all_filtered_zero(error)
+            if not capped:
+                raise PreflightError(error)
         dump = os.path.join(sdir, "verl_config.json")
         if not os.path.isfile(dump):
             raise PreflightError(f"verl wrote no config dump ({dump}): is the loongrl_cpu plugin installed?")
@@ -502,6 +520,8 @@ class PreflightRunner:
         if problems:
             raise PreflightError("verl did not run with what we emitted: " + "; ".join(problems))
         report.reward_mean = _reward_mean(os.path.join(sdir, "verl_metrics.jsonl"))
+        if capped:
+            self._no_variance(cmds, sdir, report)
 
     def _no_variance(self, cmds: dict, sdir: str, report: StageReport) -> None:
         """A DAPO stage whose model solved nothing stops at the regeneration cap: verl generated, scored and
@@ -566,7 +586,9 @@ def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int 
     else:
         notes.append(f"model: {model} (given with --preflight-model) instead of a random one")
     budgets = [s.rl.max_prompt_tokens if s.rl is not None else s.sft.max_length for s in recipe.stages]
-    factor = min(1.0, PROMPT_TOKENS / max(budgets))
+    windows = [w for w in _windows(recipe).values()] or budgets
+    # the longest stage at PROMPT_TOKENS, unless the shortest window would then fall below the cut's floor
+    factor = min(1.0, max(PROMPT_TOKENS / max(budgets), 1.5 * MIN_PROMPT_TOKENS / min(windows)))
     if factor < 1:
         notes.append(f"data: prompts cut to {factor:.4f} of their length ({max(budgets)} -> {PROMPT_TOKENS} tokens "
                      f"for the longest stage), at most {rows} rows per data file, responses <= {RESPONSE_TOKENS} "
@@ -590,7 +612,8 @@ def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int 
             _print_stage(failed)
     result = list(reports.values())
     summary = {"recipe": recipe.name, "out": out_dir, "seconds": round(time.time() - t0, 1), "notes": notes,
-               "stages": [dataclasses.asdict(r) for r in result]}
+               "stages": [dataclasses.asdict(r) for r in result],
+               "processes": sorted(runner.processes | cluster.processes)}
     with open(os.path.join(out_dir, "preflight.json"), "w") as f:
         json.dump(summary, f, indent=1)
     ok = all(r.status.startswith("passed") for r in result)

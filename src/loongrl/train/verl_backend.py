@@ -33,6 +33,7 @@ from .recipe import Recipe, RLStage, SFTStage, Stage
 
 ROUTER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewards", "router.py")
 DAPO_SAMPLER = "pkg://loongrl.train.dapo_sampler"
+DAPO_NO_VARIANCE = "DAPO dynamic sampling found too few prompt groups with reward variance"  # its error
 VAL_ROWS = 8  # validation is off (test_freq=-1), but verl still loads and length-filters val_files
 # Non-secret settings the stages need on every node; an API key is checked on the nodes, never forwarded.
 FORWARDED_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -281,6 +282,22 @@ def stage_commands(recipe: Recipe, stage: Stage, model_path: str, sdir: str) -> 
     return cmds
 
 
+def _describe_limits(recipe: Recipe, stage: Stage) -> list[str]:
+    """What the dry run states besides the data: the limits verl enforces at run time."""
+    c = recipe.cluster
+    keep = f"keep the last {c.max_checkpoints} checkpoints" if c.max_checkpoints else "keep every checkpoint"
+    if stage.sft is not None:
+        b = sft_token_budget(recipe, stage)
+        return [f"SFT token budget: {b} tokens/GPU x SP {c.ulysses_sp} = {b * c.ulysses_sp} >= max_length "
+                f"{stage.sft.max_length}; {keep}"]
+    r = stage.rl
+    out = [f"{keep} (every {r.save_every} steps)"]
+    if r.algorithm == "dapo":
+        out.append(f"DAPO: groups without reward variance on acc are replaced, {r.inflight_gen_batches} batches "
+                   f"in flight; a step fails after {r.max_gen_batches} batches of {r.batch_size} prompts")
+    return out
+
+
 def _describe_data(stage: Stage) -> str:
     spec = stage.spec
     parts = [f"{os.path.basename(c.path)}" + (f"[:{c.max_items}]" if c.max_items else "") +
@@ -308,6 +325,7 @@ def plan(recipe: Recipe, out_dir: str) -> list[dict]:
         sdir = os.path.abspath(os.path.join(out_dir, f"{i:02d}_{stage.name}"))
         cmds = stage_commands(recipe, stage, model, sdir)
         cmds["data"] = _describe_data(stage)
+        cmds["limits"] = _describe_limits(recipe, stage)
         steps.append(cmds)
         model = os.path.join(sdir, "checkpoint")
     return steps
@@ -324,6 +342,8 @@ def run(recipe: Recipe, out_dir: str, dry_run: bool = False, resume: bool = True
         for i, s in enumerate(steps):
             print(f"# stage {i}: {s['stage']} ({s['kind']}, verl config {s['config']})")
             print(f"# {s['data']}")
+            for line in s["limits"]:
+                print(f"# {line}")
             if "check" in s:
                 print("# first, on every node of the Ray cluster: paths visible, loongrl/verl importable")
                 print(" ".join(map(shlex.quote, s["check"])))
