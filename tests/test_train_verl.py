@@ -246,6 +246,17 @@ def test_hf_rollout_generates_with_logprobs_and_loads_trainer_weights(tmp_path):
     want = logp.gather(-1, torch.tensor(out.token_ids)[:, None])[:, 0]
     assert 1 <= len(out.token_ids) <= 8 and out.stop_reason == "completed"
     assert torch.allclose(torch.tensor(out.log_probs), want, atol=1e-4)  # greedy ids, their model log-probs
+    # concurrent requests are generated as one left-padded batch, with the same result as one by one
+    other = [prompt + 5] * 5
+
+    async def both():
+        return await asyncio.gather(server.generate([prompt, prompt + 1, prompt + 2], {"temperature": 0}, "a"),
+                                    server.generate(other, {"temperature": 0, "max_tokens": 3}, "b"))
+
+    batched = asyncio.run(both())
+    alone = asyncio.run(server.generate(other, {"temperature": 0, "max_tokens": 3}, "c"))
+    assert batched[0].token_ids == out.token_ids and batched[1].token_ids == alone.token_ids
+    assert len(alone.token_ids) <= 3
     # the trainer's weights are loaded whole; a name the model does not have is an error, not a skip
     state = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
     assert asyncio.run(server.load_weights(state, global_steps=3)) == len(state)

@@ -8,6 +8,8 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .preflight import ROWS, TIMEOUT
+
     p = sub.add_parser("train", help="run a multi-stage SFT/GRPO/DAPO recipe (recipes/*.yaml)",
                        description=__doc__)
     p.add_argument("recipe", help="recipe YAML (e.g. recipes/demo-cpu.yaml)")
@@ -19,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="verl: run every stage through verl's real trainer on this CPU for 2 steps (tiny model, "
                         "short data, CPU plugin + hf rollout) before renting GPUs; exit 1 if a stage fails")
     p.add_argument("--preflight-model", help="preflight: start from this small HF model instead of a random one")
-    p.add_argument("--preflight-rows", type=int, default=16, help="preflight: rows taken from each data file")
-    p.add_argument("--stage-timeout", type=float, default=900, help="preflight: watchdog per stage, seconds")
+    p.add_argument("--preflight-rows", type=int, default=ROWS, help="preflight: rows taken from each data file")
+    p.add_argument("--stage-timeout", type=float, default=TIMEOUT, help="preflight: watchdog per stage, seconds")
     p.add_argument("--no-resume", action="store_true", help="redo every stage even if completed earlier")
     p.set_defaults(func=main)
 

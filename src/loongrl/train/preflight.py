@@ -7,7 +7,7 @@ transitions (hard mining, retrospective sampling) between stages, for 2 steps. O
 is replaced, and the run says so:
 
 - the model: a tiny randomly initialised model of the recipe model's architecture family (its config.json
-  when the model is local or cached, else Qwen2; 2 layers, 2 heads of 64), with the recipe model's
+  when the model is local or cached, else Qwen2; 2 layers, one head of 64), with the recipe model's
   tokenizer (else the Qwen2.5 tokenizer shipped in ../shared); or `--preflight-model`, a small model of
   your choice;
 - the data: `rows` rows of each data file, prompts cut in the middle (instructions and question kept) in
@@ -49,16 +49,18 @@ import urllib.request
 from .recipe import Recipe, Stage
 from .verl_backend import DAPO_NO_VARIANCE, run_stages
 
-PROMPT_TOKENS = 512  # the longest stage's prompts are cut to this many tokens; others in proportion
+PROMPT_TOKENS = 256  # the longest stage's prompts are cut to this many tokens; others in proportion
 MIN_PROMPT_TOKENS = 128  # ... but never below this: the system prompt, instructions and question stay
 RESPONSE_TOKENS = 32
 BATCH = 4  # prompts per step (each with the recipe's group size)
 STEPS = 2
-MAX_GEN_BATCHES = 12  # DAPO regeneration cap for the preflight (at most the recipe's)
-ROWS = 16
+# DAPO regeneration cap in the preflight (at most the recipe's): a random model never fills a batch, so a
+# few batches show the filter at work; a given model gets room to find groups with reward variance.
+MAX_GEN_BATCHES = {"random": 3, "given": 12}
+ROWS = 8
 TIMEOUT = 900
-TINY = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=64)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
+            num_key_value_heads=1, head_dim=64)  # head_dim 64: what vLLM's CPU kernels and flash attention take
 SHARED_TOKENIZER = os.path.join("data", "tokenizers", "qwen2.5")
 SAMPLE_SOURCES = {"hotpotqa": "hotpotqa/hotpotqa_distractor_subset.json.gz",
                   "musique": "musique/musique_ans_subset.jsonl.gz", "2wikimqa": "2wikimqa/2wikimqa_subset.json"}
@@ -190,6 +192,17 @@ def _stand_in_rows(path: str, recipe: Recipe, rows: int, tokens: int, sft: bool)
     return result
 
 
+def _sample(rows, k: int, rng: random.Random) -> list[dict]:
+    """k rows drawn uniformly from a stream (reservoir sampling: a data file is never held whole)."""
+    out = []
+    for i, row in enumerate(rows):
+        if i < k:
+            out.append(row)
+        elif (j := rng.randrange(i + 1)) < k:
+            out[j] = row
+    return out
+
+
 def _windows(recipe: Recipe) -> dict:
     """{data file: the smallest prompt-length bound of the stages that read it} (original tokens)."""
     out = {}
@@ -211,16 +224,16 @@ def cut_data(recipe: Recipe, out_dir: str, tokenizer, rows: int, factor: float, 
     for j, (path, bound) in enumerate(_windows(recipe).items()):
         sft = path in sft_paths
         if os.path.isfile(path):
-            source = list(iter_rows(path))
-            source = rng.sample(source, min(rows, len(source)))
+            source = _sample(iter_rows(path), rows, rng)
         else:
-            source = _stand_in_rows(path, recipe, rows, bound, sft)
-            notes.append(f"data: {path} does not exist: {len(source)} stand-in rows synthesized at {bound} tokens "
+            tokens = int(0.9 * bound)  # inside the window, with room for an SFT row's gold turn
+            source = _stand_in_rows(path, recipe, rows, tokens, sft)
+            notes.append(f"data: {path} does not exist: {len(source)} stand-in rows synthesized at {tokens} tokens "
                          "from the shipped samples (the real run needs the file)")
         cut = []
         for row in source:
             n = _template_len(tokenizer, list(row["prompt"]), True)
-            target = max(MIN_PROMPT_TOKENS, math.ceil(n * factor))
+            target = max(MIN_PROMPT_TOKENS, math.floor(n * factor))  # windows scale up (ceil): rows stay inside
             row = dict(row, prompt=cut_messages(tokenizer, list(row["prompt"]), target))
             if sft and row.get("completion"):
                 whole = list(row["prompt"]) + list(row["completion"])
@@ -243,7 +256,8 @@ def judge_reachable(config: dict) -> bool:
         return False
 
 
-def preflight_recipe(recipe: Recipe, model: str, data: dict, factor: float, notes: list[str]) -> Recipe:
+def preflight_recipe(recipe: Recipe, model: str, data: dict, factor: float, notes: list[str],
+                     max_gen_batches: int = MAX_GEN_BATCHES["random"]) -> Recipe:
     """The recipe as the preflight runs it: same algorithm settings, overrides and transitions; short data,
     2 steps, one CPU worker with the `hf` rollout."""
     pf = copy.deepcopy(recipe)
@@ -257,7 +271,7 @@ def preflight_recipe(recipe: Recipe, model: str, data: dict, factor: float, note
                      f"{c.ulysses_sp} and rollout TP {c.tensor_parallel} run as 1 (parallelism is not exercised)")
     scaled = lambda n: None if n is None else (0 if n == 0 else max(1, math.ceil(n * factor)))  # noqa: E731
     judges = set()
-    for stage in pf.stages:
+    for original, stage in zip(recipe.stages, pf.stages):
         spec = stage.spec
         for comp in spec.data.components:
             comp.path = data[comp.path]
@@ -269,15 +283,15 @@ def preflight_recipe(recipe: Recipe, model: str, data: dict, factor: float, note
             spec.max_length = scaled(spec.max_length)
             continue
         r = stage.rl
-        if r.mini_batch_size is not None:
-            r.mini_batch_size = max(1, BATCH * r.mini_batch_size // recipe.stages[pf.stages.index(stage)].rl.batch_size)
+        if r.mini_batch_size is not None:  # the same number of optimiser updates per step
+            r.mini_batch_size = max(1, BATCH * r.mini_batch_size // original.rl.batch_size)
         r.max_prompt_tokens = scaled(r.max_prompt_tokens)
         response = min(r.max_response_tokens, RESPONSE_TOKENS)
         if r.overlong_buffer is not None:
             r.overlong_buffer.length = min(response - 1, max(1, round(r.overlong_buffer.length * response
                                                                       / r.max_response_tokens)))
         r.max_response_tokens = response
-        r.max_gen_batches = min(r.max_gen_batches, MAX_GEN_BATCHES)
+        r.max_gen_batches = min(r.max_gen_batches, max_gen_batches)
         judge = r.reward_kwargs.get("judge_config")
         if judge and not judge_reachable(judge):
             judges.add(judge.get("base_url"))
@@ -581,8 +595,11 @@ def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int 
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     notes: list[str] = []
+    given = model is not None
     if model is None:
         model = build_tiny_model(recipe, os.path.join(out_dir, "model"), notes)
+    elif not os.path.isfile(os.path.join(model, "config.json")):
+        raise PreflightError(f"--preflight-model {model}: not a Hugging Face model folder (no config.json)")
     else:
         notes.append(f"model: {model} (given with --preflight-model) instead of a random one")
     budgets = [s.rl.max_prompt_tokens if s.rl is not None else s.sft.max_length for s in recipe.stages]
@@ -594,7 +611,7 @@ def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int 
                      f"for the longest stage), at most {rows} rows per data file, responses <= {RESPONSE_TOKENS} "
                      f"tokens, {BATCH} prompts x {STEPS} steps per stage")
     data = cut_data(recipe, os.path.join(out_dir, "data"), AutoTokenizer.from_pretrained(model), rows, factor, notes)
-    pf = preflight_recipe(recipe, model, data, factor, notes)
+    pf = preflight_recipe(recipe, model, data, factor, notes, MAX_GEN_BATCHES["given" if given else "random"])
     for note in notes:
         print(f"[preflight] {note}")
     reports = {s.name: StageReport(s.name, s.kind) for s in recipe.stages}

@@ -11,7 +11,8 @@ vLLM, SGLang and TRT-LLM, none of which runs on this CPU, so this module provide
 - `HFServerAdapter`: `update_weights` sends the trainer's full tensors to the server, which loads them
   and fails on any name it does not know (a silent partial load would train one model and sample another).
 
-Generation is one request at a time, in a thread, so the actor keeps answering verl's control calls.
+Concurrent requests with the same sampling settings are generated as one left-padded batch, in a thread,
+so the actor keeps answering verl's control calls.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ import torch
 
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
+
+
+BATCH_WAIT_S = 0.05
+MAX_BATCH = 64
 
 
 def server_name(replica_rank: int, suffix: str = "") -> str:
@@ -54,7 +59,9 @@ class HFServer:
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
         self.global_steps = None
         self.weight_updates = 0
-        self.lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # one generate or weight load at a time
+        self.pending: list[tuple] = []  # (sampling key, prompt ids, max tokens, future)
+        self.batcher: asyncio.Task | None = None
 
     async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str,
                        image_data=None, video_data=None, audio_data=None, mm_processor_kwargs=None,
@@ -69,34 +76,61 @@ class HFServer:
         if limit is None:
             limit = min(c.response_length, c.prompt_length + c.response_length - len(prompt_ids))
         limit = max(1, min(limit, room))
-        async with self.lock:
-            ids, logprobs = await asyncio.to_thread(self._generate, prompt_ids, params, limit)
+        key = (float(params.get("temperature", 1.0) or 0.0), float(params.get("top_p", 1.0) or 1.0),
+               int(params.get("top_k", -1) or -1), float(params.get("repetition_penalty", 1.0) or 1.0),
+               bool(params.get("logprobs")))
+        done = asyncio.get_running_loop().create_future()
+        self.pending.append((key, prompt_ids, limit, done))
+        if self.batcher is None or self.batcher.done():
+            self.batcher = asyncio.create_task(self._drain())
+        ids, logprobs = await done
         return TokenOutput(token_ids=ids, log_probs=logprobs, stop_reason="completed",
                            extra_fields={"global_steps": self.global_steps})
 
+    async def _drain(self):
+        """Generate the waiting requests in batches of equal sampling settings (the agent loop sends a
+        step's rollouts concurrently; one by one, the 151K-token LM head dominates a CPU step)."""
+        while self.pending:
+            await asyncio.sleep(BATCH_WAIT_S)  # let the rest of a burst arrive
+            async with self.lock:
+                key = self.pending[0][0]
+                batch = [r for r in self.pending if r[0] == key][:MAX_BATCH]
+                self.pending = [r for r in self.pending if not any(r is b for b in batch)]
+                try:
+                    results = await asyncio.to_thread(self._generate, key, [b[1] for b in batch],
+                                                      [b[2] for b in batch])
+                except Exception as e:  # every waiting request gets the error
+                    for b in batch:
+                        b[3].set_exception(e)
+                    continue
+                for b, result in zip(batch, results):
+                    b[3].set_result(result)
+
     @torch.no_grad()
-    def _generate(self, prompt_ids: list[int], params: dict, limit: int):
-        temperature = float(params.get("temperature", 1.0) or 0.0)
-        top_k = int(params.get("top_k", -1) or -1)
-        kwargs = dict(max_new_tokens=limit, eos_token_id=self.eos, pad_token_id=self.pad,
-                      repetition_penalty=float(params.get("repetition_penalty", 1.0) or 1.0),
-                      return_dict_in_generate=True, output_logits=True)
+    def _generate(self, key: tuple, prompts: list[list[int]], limits: list[int]):
+        temperature, top_p, top_k, repetition_penalty, want_logprobs = key
+        kwargs = dict(max_new_tokens=max(limits), eos_token_id=self.eos, pad_token_id=self.pad,
+                      repetition_penalty=repetition_penalty, return_dict_in_generate=True, output_logits=True)
         if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=float(params.get("top_p", 1.0)),
-                          top_k=top_k if top_k > 0 else 0)
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else 0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        inputs = torch.tensor([prompt_ids])
-        out = self.model.generate(input_ids=inputs, attention_mask=torch.ones_like(inputs), **kwargs)
-        ids = out.sequences[0, len(prompt_ids):].tolist()
-        if self.pad not in self.eos:  # generate pads nothing for one sequence, but be exact
-            while ids and ids[-1] == self.pad:
-                ids.pop()
-        logprobs = None
-        if params.get("logprobs"):  # under the model itself (verl compares them with the trainer's)
-            logits = torch.stack(out.logits, dim=1)[0, : len(ids)].float()
-            logprobs = torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids)[:, None])[:, 0].tolist()
-        return ids, logprobs
+        width = max(len(p) for p in prompts)  # left padding
+        inputs = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        out = self.model.generate(input_ids=inputs, attention_mask=mask, **kwargs)
+        logits = torch.stack(out.logits, dim=1).float() if want_logprobs else None
+        results = []
+        for i, limit in enumerate(limits):
+            ids = out.sequences[i, width:].tolist()[:limit]
+            end = next((j for j, t in enumerate(ids) if t in self.eos), None)
+            ids = ids if end is None else ids[: end + 1]  # up to and with the first EOS, as vLLM returns
+            logprobs = None
+            if want_logprobs:  # under the model itself (verl compares them with the trainer's)
+                step = torch.log_softmax(logits[i, : len(ids)], -1)
+                logprobs = step.gather(-1, torch.tensor(ids)[:, None])[:, 0].tolist()
+            results.append((ids, logprobs))
+        return results
 
     async def load_weights(self, tensors: dict[str, torch.Tensor], global_steps: int | None) -> int:
         """Load the trainer's full weights; unknown names or missing non-tied weights are errors."""
@@ -131,8 +165,8 @@ class HFServer:
         return None
 
     async def wait_for_requests_to_drain(self):
-        async with self.lock:
-            return None
+        while self.pending or (self.batcher is not None and not self.batcher.done()):
+            await asyncio.sleep(BATCH_WAIT_S)
 
     async def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False) -> dict:
         return {"aborted_count": 0, "request_ids": []}
