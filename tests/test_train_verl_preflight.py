@@ -63,6 +63,11 @@ def preflight_run(tmp_path_factory):
     return proc, report, out, model
 
 
+def _reward_kwargs():
+    """The scorer options of demo-cpu's RL stages (as verl received them)."""
+    return _recipe("")["stages"][1]["rl"]["reward_kwargs"]
+
+
 def _stage_dir(out, i):
     return out / "run" / f"{i:02d}_{STAGES[i]}"
 
@@ -97,7 +102,7 @@ def test_rewards_reached_the_trainer(preflight_run):
         dumps = _dumps(sdir)
         assert len(dumps) == 2 * 4 * 8  # 2 steps x 4 prompts x group of 8
         for row in dumps:
-            ours = compute_score("keychain_demo", row["output"], row["gts"], require_think=True, word_boundary=True)
+            ours = compute_score("keychain_demo", row["output"], row["gts"], **_reward_kwargs())
             assert row["score"] == pytest.approx(ours["score"]), row
         metrics = _jsonl(sdir / "verl_metrics.jsonl")
         per_step = defaultdict(list)
@@ -119,7 +124,7 @@ def test_dapo_trained_only_on_groups_with_reward_variance_and_the_overlong_penal
     groups = defaultdict(list)
     penalised = 0
     for row in _dumps(sdir):
-        rule = compute_score("keychain_demo", row["output"], row["gts"], require_think=True, word_boundary=True)
+        rule = compute_score("keychain_demo", row["output"], row["gts"], **_reward_kwargs())
         groups[(row["step"], row["uid"].rsplit("_", 2)[0])].append(rule["acc"])
         # DAPO's overlong shaping: min(-(length - (16 - 8)) / 8, 0), so 0 down to -1 in steps of 1/8
         penalty = row["score"] - rule["score"]
