@@ -327,3 +327,27 @@ def test_first_error_line_skips_warnings(tmp_path):
                    "\x1b[36m(WorkerDict pid=7)\x1b[0m ValueError: Duplicate device type cpu in backend string\n"
                    "RuntimeError: later\n")
     assert preflight.first_error(str(log)) == "ValueError: Duplicate device type cpu in backend string"
+
+
+def test_preflight_recipe_keeps_the_algorithm_and_scales_the_rest(monkeypatch):
+    monkeypatch.setenv("JUDGE_URL", "http://127.0.0.1:9/v1")  # nothing listens on the discard port
+    recipe = load_recipe(os.path.join(REPO, "recipes", "qwenlong-l1-32b.yaml"))
+    paths = {c.path: c.path for s in recipe.stages for c in s.spec.data.components}
+    notes = []
+    pf = preflight.preflight_recipe(recipe, "/tiny", paths, 0.01, notes)
+    sft, p1, p2 = pf.stages
+    assert pf.model == "/tiny" and pf.cluster.rollout == "hf" and pf.cluster.gpus_per_node == 1
+    assert pf.cluster.ulysses_sp == 1 and pf.cluster.max_checkpoints == recipe.cluster.max_checkpoints
+    assert (sft.sft.steps, sft.sft.max_length, sft.sft.data.max_prompt_tokens) == (2, 300, 200)
+    for new, old in zip((p1.rl, p2.rl), (recipe.stages[1].rl, recipe.stages[2].rl)):
+        for knob in ("algorithm", "group_size", "kl_coef", "clip_low", "clip_high", "loss_agg", "entropy_coef",
+                     "temperature", "top_p", "inflight_gen_batches", "optim"):
+            assert getattr(new, knob) == getattr(old, knob), knob
+        assert (new.steps, new.batch_size, new.mini_batch_size) == (2, 4, 1)  # 4 optimiser updates per step, as 128/32
+        assert (new.max_prompt_tokens, new.max_response_tokens, new.overlong_buffer.length) == (600, 32, 3)
+        assert new.max_gen_batches == 3 and "judge_config" not in new.reward_kwargs
+    assert (p2.rl.data.min_prompt_tokens, p2.rl.data.max_prompt_tokens) == (200, 600)  # phase II stays longer
+    rs = p2.rl.transition.retrospective
+    assert (rs.sampling.k, rs.sampling.max_new_tokens, rs.hard_threshold, rs.carry_share) == (8, 32, 0.5, 0.25)
+    assert any("does not answer: rule-only reward" in n for n in notes)
+    assert recipe.stages[1].rl.reward_kwargs.get("judge_config")  # the recipe itself is untouched
