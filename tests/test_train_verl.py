@@ -351,3 +351,18 @@ def test_preflight_recipe_keeps_the_algorithm_and_scales_the_rest(monkeypatch):
     assert (rs.sampling.k, rs.sampling.max_new_tokens, rs.hard_threshold, rs.carry_share) == (8, 32, 0.5, 0.25)
     assert any("does not answer: rule-only reward" in n for n in notes)
     assert recipe.stages[1].rl.reward_kwargs.get("judge_config")  # the recipe itself is untouched
+
+
+def test_watchdog_kills_the_whole_process_group(tmp_path):
+    import psutil
+
+    log = tmp_path / "stage.log"
+    pidfile = tmp_path / "child.pid"
+    # a stage that hangs, with a child of its own (as verl's driver has Ray workers and torchrun ranks)
+    cmd = [sys.executable, "-c", f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); "
+                                 f"open({str(pidfile)!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(60)"]
+    with pytest.raises(preflight.PreflightError, match="timed out after 3 s"):
+        preflight.run_watched(cmd, str(log), dict(os.environ), timeout=3)
+    child = int(pidfile.read_text())
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    assert "started" in log.read_text()
