@@ -607,8 +607,9 @@ def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int 
     # the longest stage at PROMPT_TOKENS, unless the shortest window would then fall below the cut's floor
     factor = min(1.0, max(PROMPT_TOKENS / max(budgets), 1.5 * MIN_PROMPT_TOKENS / min(windows)))
     if factor < 1:
-        notes.append(f"data: prompts cut to {factor:.4f} of their length ({max(budgets)} -> {PROMPT_TOKENS} tokens "
-                     f"for the longest stage), at most {rows} rows per data file, responses <= {RESPONSE_TOKENS} "
+        notes.append(f"data: prompts cut to {factor:.4f} of their length ({max(budgets)} -> "
+                     f"{math.ceil(max(budgets) * factor)} tokens for the longest stage, at least "
+                     f"{MIN_PROMPT_TOKENS}), at most {rows} rows per data file, responses <= {RESPONSE_TOKENS} "
                      f"tokens, {BATCH} prompts x {STEPS} steps per stage")
     data = cut_data(recipe, os.path.join(out_dir, "data"), AutoTokenizer.from_pretrained(model), rows, factor, notes)
     pf = preflight_recipe(recipe, model, data, factor, notes, MAX_GEN_BATCHES["given" if given else "random"])
