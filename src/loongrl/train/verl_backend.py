@@ -244,10 +244,12 @@ def stage_commands(recipe: Recipe, stage: Stage, model_path: str, sdir: str) -> 
     ckpt_dir = os.path.join(sdir, "verl_ckpt")
     data = os.path.join(sdir, "data.parquet")
     paths = [data, ckpt_dir]
+    # verl's entry points are Hydra apps: without this they write outputs/DATE/TIME/ into the caller's cwd.
+    hydra_dir = f"hydra.run.dir={os.path.join(sdir, 'hydra')}"
     if stage.rl is not None:
         val = os.path.join(sdir, "val.parquet")
         overrides = rl_overrides(recipe, stage, model_path, data, ckpt_dir, val)
-        train = [sys.executable, "-m", "verl.trainer.main_ppo", *overrides]
+        train = [sys.executable, "-m", "verl.trainer.main_ppo", *overrides, hydra_dir]
         if c.ray_address:
             train = ["ray", "job", "submit", f"--address={c.ray_address}",
                      f"--runtime-env-json={json.dumps(runtime_env())}", "--", *train]
@@ -260,7 +262,7 @@ def stage_commands(recipe: Recipe, stage: Stage, model_path: str, sdir: str) -> 
         rdzv = [] if c.nnodes == 1 else ["--node_rank=${NODE_RANK}", "--master_addr=${MASTER_ADDR}",
                                          "--master_port=${MASTER_PORT:-29500}"]
         train = ["torchrun", f"--nnodes={c.nnodes}", f"--nproc_per_node={c.gpus_per_node}", *rdzv,
-                 "-m", "verl.trainer.sft_trainer", *overrides]
+                 "-m", "verl.trainer.sft_trainer", *overrides, hydra_dir]
         actor = os.path.join(ckpt_dir, "global_step_{step}")
         config = "sft_trainer_engine"
         paths += [data]
