@@ -93,6 +93,8 @@ def test_every_stage_passes_through_verls_trainer(preflight_run):
     for i, stage in enumerate(STAGES):
         metrics = _jsonl(_stage_dir(out, i) / "verl_metrics.jsonl")  # verl's own file logger
         assert [m["step"] for m in metrics] == [1, 2], stage
+        # verl's Hydra apps write their run folder into the stage folder, not outputs/ in the caller's cwd
+        assert (_stage_dir(out, i) / "hydra" / ".hydra" / "config.yaml").is_file(), stage
 
 
 def test_rewards_reached_the_trainer(preflight_run):
