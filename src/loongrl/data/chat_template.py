@@ -7,7 +7,7 @@ that does not escape HTML, the globals `raise_exception` and `strftime_now`, and
 `messages`, `tools`, `documents`, `add_generation_prompt` plus the tokenizer's named special tokens as
 strings (`bos_token`, `eos_token`, ..., and model-specific `*_token` entries of tokenizer_config.json).
 This module reads the same files in the same order of precedence and renders the same way;
-tests/test_data_chat_template.py checks it against `apply_chat_template` on every tokenizer we support.
+tests/test_data_tokenizers.py checks it against `apply_chat_template` on every tokenizer we support.
 """
 
 from __future__ import annotations
