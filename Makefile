@@ -4,10 +4,13 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 SHARED  ?= ../shared
 STAMP   := $(VENV)/.installed
+# Every pip install below is held to the versions pinned in constraints.txt, so `make demo` and `make test`
+# run on the same library versions everywhere. Change them on purpose: edit pyproject/Makefile, `make lock`.
+export PIP_CONSTRAINT := $(abspath constraints.txt)
 
-.PHONY: setup model demo test bench clean
+.PHONY: setup model demo test bench lock clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU build of torch from local disk; a bare `torch` would pull a multi-GB CUDA build.
@@ -32,8 +35,18 @@ demo: setup model
 test: setup model
 	$(BIN)/python -m pytest -q
 
+# The reference KeyChain pipeline to compare with: a clone of github.com/Wangmerlyn/KeyChain.
+KEYCHAIN_REF ?= ../KeyChain
 bench: setup
-	$(BIN)/python benchmarks/bench_keychain.py
+	$(BIN)/python benchmarks/bench_keychain.py --reference $(KEYCHAIN_REF)
+
+# Re-pin constraints.txt to what a set-up without it installs (then review and commit the diff).
+lock:
+	rm -rf $(VENV)-lock
+	touch constraints.txt
+	$(MAKE) --no-print-directory setup VENV=$(VENV)-lock PIP_CONSTRAINT=
+	$(VENV)-lock/bin/python -m pip freeze --exclude-editable > constraints.txt
+	rm -rf $(VENV)-lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_out

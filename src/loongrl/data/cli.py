@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from loongrl.data.fill import PLACEMENTS
 from loongrl.data.sources import SOURCES, InputError, read_id_list
-from loongrl.data.tokens import default_tokenizer
+from loongrl.data.tokens import ENGINES, default_tokenizer
 
 
 def _add_synth_args(p: argparse.ArgumentParser, keychain: bool) -> None:
@@ -66,7 +66,7 @@ def _run_validate(args: argparse.Namespace) -> int:
 
     with tqdm(unit="row", desc="validate", disable=args.quiet or None, file=sys.stderr) as bar:
         report = validate_file(args.file, args.tokenizer or default_tokenizer(), args.max_prompt_tokens,
-                               progress=bar.update)
+                               progress=bar.update, engine=args.engine)
     for e in report.errors[: args.max_errors]:
         print(e)
     if len(report.errors) > args.max_errors:
@@ -202,6 +202,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     val.add_argument("--tokenizer", default=None, help="HF tokenizer to count with (default: ../shared qwen2.5)")
     val.add_argument("--max-prompt-tokens", type=int, default=None, help="budget (default: each row's own)")
     val.add_argument("--max-errors", type=int, default=50, help="problems to print")
+    val.add_argument("--engine", choices=ENGINES, default="auto",
+                     help="count with tokenizers + jinja2 (auto: whenever that equals transformers) or transformers")
     val.add_argument("--quiet", action="store_true")
     val.set_defaults(func=_run_validate)
     dec = dsub.add_parser("decontaminate", help="flag training items whose question is in an evaluation set")

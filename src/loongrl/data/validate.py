@@ -1,7 +1,9 @@
 """Independent re-check of synthesised rows: chains, keys and the token budget.
 
 Nothing here trusts the synthesiser: chains are re-parsed from the prompt text, and the prompt is
-re-tokenised whole with the named Hugging Face tokenizer (the slow, reference way).
+rendered with the tokenizer's chat template and tokenised whole (the reference way), by default with
+`tokenizers` and jinja2 (tokens.py; proven identical to transformers in the tests), or with transformers
+itself (`engine="transformers"`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 
 from loongrl.data.io import iter_rows
 from loongrl.data.keychain import key_regex
-from loongrl.data.tokens import TokenCounter
+from loongrl.data.tokens import get_counter
 
 REQUIRED = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
@@ -94,9 +96,10 @@ def check_chains(user: str, info: dict) -> list[str]:
     return errors
 
 
-def validate_file(path: str, tokenizer: str, max_prompt_tokens: int | None = None, progress=None) -> Report:
+def validate_file(path: str, tokenizer: str, max_prompt_tokens: int | None = None, progress=None,
+                  engine: str = "auto") -> Report:
     """Check every row of a row file; see `check_chains` and the token rules in the CLI help."""
-    counter = TokenCounter(tokenizer)
+    counter = get_counter(tokenizer, engine)
     report = Report()
     keysets = None
     for i, row in enumerate(iter_rows(path)):
