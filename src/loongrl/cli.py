@@ -15,9 +15,17 @@ COMMANDS = {"model": "loongrl.generation.cli", "data": "loongrl.data.cli", "scor
             "train": "loongrl.train.cli", "eval": "loongrl.eval.cli"}
 
 
+class Parser(argparse.ArgumentParser):
+    """Shows each option's default in --help; subcommand parsers inherit the class (add_subparsers)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for `argv`: with all commands registered, or only the one `argv` names."""
-    parser = argparse.ArgumentParser(prog="loongrl", description=__doc__.splitlines()[0])
+    parser = Parser(prog="loongrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     command = next((a for a in argv if not a.startswith("-")), None) if argv else None
     for name, module in COMMANDS.items():
@@ -31,7 +39,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        # a path the user gave: one line, not a traceback (each command handles its own input errors)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

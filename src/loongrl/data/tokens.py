@@ -75,6 +75,9 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def load_tokenizer(name_or_path: str):
     """A transformers tokenizer from a local folder or a hub name (hub needs network)."""
+    if name_or_path.startswith((os.sep, ".", "~")) and not os.path.isdir(os.path.expanduser(name_or_path)):
+        raise FileNotFoundError(f"tokenizer {name_or_path}: no such folder (a local tokenizer folder, or a hub id "
+                                "such as Qwen/Qwen2.5-7B-Instruct)")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(name_or_path)

@@ -8,6 +8,8 @@ itself (`engine="transformers"`).
 
 from __future__ import annotations
 
+import os
+
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ class Report:
     rows: int = 0
     failed_rows: int = 0
     errors: list[str] = field(default_factory=list)
+    other_tokenizer: int = 0  # rows made with another tokenizer: budget checked, recorded count not
 
     @property
     def ok(self) -> bool:
@@ -96,6 +99,13 @@ def check_chains(user: str, info: dict) -> list[str]:
     return errors
 
 
+def recorded_tokenizer(path: str) -> str | None:
+    """The tokenizer the file's first row says it was made with, when it is a local folder here."""
+    row = next(iter_rows(path), None)
+    name = ((row or {}).get("extra_info") or {}).get("tokenizer")
+    return name if isinstance(name, str) and os.path.isdir(name) else None
+
+
 def validate_file(path: str, tokenizer: str, max_prompt_tokens: int | None = None, progress=None,
                   engine: str = "auto") -> Report:
     """Check every row of a row file; see `check_chains` and the token rules in the CLI help."""
@@ -123,8 +133,11 @@ def validate_file(path: str, tokenizer: str, max_prompt_tokens: int | None = Non
             budget = max_prompt_tokens or info.get("max_prompt_tokens")
             if budget and n > budget:
                 errs.append(f"prompt has {n} tokens, over the budget of {budget}")
-            if info.get("tokenizer_fingerprint") == counter.fingerprint and n != info.get("prompt_tokens"):
-                errs.append(f"recorded prompt_tokens {info.get('prompt_tokens')} != actual {n}")
+            if info.get("tokenizer_fingerprint") == counter.fingerprint:
+                if n != info.get("prompt_tokens"):
+                    errs.append(f"recorded prompt_tokens {info.get('prompt_tokens')} != actual {n}")
+            elif info.get("tokenizer_fingerprint"):
+                report.other_tokenizer += 1
         if errs:
             report.failed_rows += 1
             report.errors += [f"{path}: row {i}: {e}" for e in errs]
