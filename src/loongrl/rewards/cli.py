@@ -191,7 +191,7 @@ def register(subparsers) -> None:
                         help="score as the reference implementations do, departures included (docs/rewards.md)")
     parser.add_argument("--judge-url", help="OpenAI-compatible base URL (…/v1); enables the hybrid judge")
     parser.add_argument("--judge-model", default=JudgeConfig.model, help="judge model name")
-    parser.add_argument("--judge-api-key-env", default=JudgeConfig.api_key_env,
+    parser.add_argument("--judge-key-env", "--judge-api-key-env", dest="judge_api_key_env", default=JudgeConfig.api_key_env,
                         help="NAME of the env variable holding the judge API key")
     parser.add_argument("--judge-cache", help="SQLite verdict cache file (reruns pay nothing twice)")
     parser.add_argument("--judge-concurrency", type=int, default=JudgeConfig.max_concurrency,
