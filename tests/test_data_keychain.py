@@ -185,7 +185,10 @@ def test_interrupted_run_leaves_no_file_that_looks_complete(tmp_path):
     out.write_bytes(b"previous complete output")
     cmd = [sys.executable, "-m", "loongrl.cli", "data", "keychain", "--source", "musique", "--input",
            INPUTS["musique"], "--tokenizer", QWEN, "--max-prompt-tokens", "16384", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the child the default, as a terminal's Ctrl-C would find it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (tmp_path / "kc.parquet.tmp").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
