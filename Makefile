@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 SHARED  ?= ../shared
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup model demo test bench clean
+.PHONY: setup model demo test bench mutation clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,8 +33,19 @@ demo: setup model
 test: setup model
 	$(BIN)/python -m pytest -q
 
+# Mutation testing of the modules whose mistakes cost GPU-hours (docs/mutation.md); slow, not part of `test`.
+# A fresh run each time (mutmut keeps results per function, which would hide what new tests kill).
+mutation: setup
+	$(BIN)/python -m pip install -q -e '.[mutation]'
+	rm -rf mutants
+	# The tests run inside mutants/, so ../shared is named absolutely.
+	LOONGRL_SHARED=$(abspath $(SHARED)) LOONGRL_DATA=$(abspath $(SHARED))/data \
+	LOONGRL_TOKENIZER=$(abspath $(SHARED))/data/tokenizers/qwen2.5 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
+		nice -n 10 $(BIN)/mutmut run --max-children 2 > mutation.log 2>&1 || (tail -40 mutation.log; exit 1)
+	$(BIN)/python scripts/mutation_report.py
+
 bench: setup
 	$(BIN)/python benchmarks/bench_keychain.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info demo_out
+	rm -rf $(VENV) build *.egg-info demo_out mutants mutation.log

@@ -73,3 +73,30 @@ def smollm2():
     from loongrl.generation.models import fetch
 
     return fetch("smollm2-135m-instruct")
+
+
+
+def pytest_collection_modifyitems(items):
+    """Tests on the real model are slow (`-m "not slow"` leaves them out, as `make mutation` does)."""
+    for item in items:
+        if "smollm2" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+    if "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
+        _cheapest_files_first(items)
+
+
+def _cheapest_files_first(items) -> None:
+    """`make mutation` runs each mutant's tests with -x: the cheapest test files first, so a killed mutant
+    stops early. Costs are the test durations of mutmut's stats run (mutants/mutmut-stats.json)."""
+    import json
+    from collections import Counter
+
+    try:
+        with open("mutmut-stats.json", encoding="utf-8") as f:
+            durations = json.load(f)["duration_by_test"]
+    except (OSError, ValueError, KeyError):
+        return
+    cost = Counter()
+    for item in items:
+        cost[item.nodeid.split("::")[0]] += durations.get(item.nodeid, 1.0)
+    items.sort(key=lambda item: cost[item.nodeid.split("::")[0]])  # stable: a file's order is kept

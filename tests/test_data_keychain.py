@@ -85,6 +85,7 @@ def test_rows_share_one_schema_and_load_with_datasets(kc_files, qa_files):
     assert [r["extra_info"]["index"] for r in ds][:6] == list(range(6))
 
 
+@pytest.mark.slow
 def test_validate_accepts_real_rows(kc_files, qa_files):
     for path in list(kc_files.values()) + [qa_files["hotpotqa"]]:
         report = validate_file(path, QWEN)

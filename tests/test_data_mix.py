@@ -122,6 +122,7 @@ def test_bad_recipes_name_the_key(tmp_path):
         load_mix_recipe(str(bad))
 
 
+@pytest.mark.slow
 def test_mix_cli_reports_unreachable_sizes(mix_inputs, tmp_path):
     d, _ = mix_inputs
     recipe = tmp_path / "big.yaml"
@@ -134,6 +135,7 @@ def test_mix_cli_reports_unreachable_sizes(mix_inputs, tmp_path):
     assert not (tmp_path / "m.parquet").exists()
 
 
+@pytest.mark.slow
 def test_shipped_recipes(tmp_path):
     """The paper-scale template loads; the shipped-sample mixture builds exactly and validates."""
     import os

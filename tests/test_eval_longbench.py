@@ -109,6 +109,7 @@ def test_load_rows_from_data_zip(tmp_path, hotpot):
         lb.load_rows("hotpotqa", broken)
 
 
+@pytest.mark.slow
 def test_load_rows_from_the_hub_reads_data_zip(tmp_path, hotpot):
     # item 8: hf:THUDM/LongBench downloads data.zip with huggingface_hub (no loading script). Offline
     # here: the real hf_hub_download resolves it from a local cache laid out as the hub client writes it.

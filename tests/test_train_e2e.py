@@ -13,6 +13,8 @@ from loongrl.demo.task import make_demo_data
 from loongrl.train.orchestrate import run_recipe
 from loongrl.train.recipe import parse_recipe
 
+pytestmark = pytest.mark.slow  # TRL training: left out of mutation runs
+
 
 def _recipe(data: dict, model: str, late_file: str) -> dict:
     rl = {"data": {"components": [{"path": data["rl"]}]}, "group_size": 2, "kl_coef": 0.001, "batch_size": 2,
