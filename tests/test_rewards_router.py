@@ -3,6 +3,7 @@
 import copy
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -302,3 +303,109 @@ def test_faithful_math_dapo_agrees_with_verl_itself():
         for gold in ("13", "\\frac{1}{2}"):
             verl_acc = float(math_dapo.compute_score(response, gold)["acc"])
             assert compute_score("math_dapo", response, gold, faithful=True)["score"] == verl_acc, (response, gold)
+
+
+# ---- issue 13: every option reaches the scorer through each adapter ------------------------------
+
+def _columns(completions, golds, data_source="keychain_hotpotqa", **extra):
+    return dict(prompts=["q"] * len(completions), completions=completions,
+                reward_model=[{"style": "rule", "ground_truth": g} for g in golds],
+                data_source=[data_source] * len(completions), **extra)
+
+
+@pytest.mark.parametrize("option, completion, gold, default, changed", [
+    ("require_think", r"\boxed{Paris}", ["Paris"], 0.0, 1.0),                 # require_think=False
+    ("word_boundary", r"</think>\boxed{no}", ["Norway"], 1.0, 0.0),            # word_boundary=True
+    ("faithful", "</think>So the answer is Paris.", ["Paris"], 1.0, 0.0),      # faithful=True: the box only
+])
+def test_trl_adapter_honours_each_option(option, completion, gold, default, changed):
+    flipped = {"require_think": False, "word_boundary": True, "faithful": True}[option]
+    assert router.make_trl_reward()(**_columns([completion], [gold])) == [default]
+    assert router.make_trl_reward(**{option: flipped})(**_columns([completion], [gold])) == [changed]
+
+
+def test_trl_adapter_logs_the_pass_rate_and_reads_every_gold_column():
+    logged = []
+    reward = router.make_trl_reward()
+    completions = [r"</think>\boxed{Paris}", r"</think>\boxed{Rome}", r"</think>\boxed{Oslo}", r"</think>\boxed{x}"]
+    scores = reward(**_columns(completions, [["Paris"], ["Paris"], ["Oslo"], ["Oslo"]]),
+                    log_metric=lambda name, value: logged.append((name, value)))
+    assert scores == [1.0, 0.0, 1.0, 0.0] and logged == [("pass_rate", 0.5)]
+    for column in ("ground_truth", "answers", "answer"):
+        assert reward(prompts=["q"], completions=[r"</think>\boxed{Paris}"], data_source=["keychain_x"],
+                      **{column: [["Paris"]]}) == [1.0], column
+    with pytest.raises(ValueError, match="TRL reward needs a 'reward_model', 'ground_truth', 'answers' or 'answer'"):
+        reward(prompts=["q"], completions=["x"], data_source=["keychain_x"])
+
+
+def test_trl_adapter_routes_by_ability_when_no_prefix_matches():
+    reward = router.make_trl_reward()
+    columns = _columns([r"</think>\boxed{(B)}"], ["B"], data_source="mathqa")
+    assert reward(**columns, ability=["math_qa_choices"]) == [1.0]
+    with pytest.raises(ValueError, match="data_source='mathqa' ability=None"):
+        reward(**columns)
+
+
+def test_trl_adapter_bounds_math_verify_by_its_math_timeout(server):
+    from test_rewards_bounded import PATHOLOGICAL
+
+    reward = router.make_trl_reward(math_timeout_s=0.5)
+    assert reward(**_columns(["</think>Answer: 5"], ["5"], data_source="math_dapo")) == [1.0]   # workers warm
+    start = time.perf_counter()
+    assert reward(**_columns([PATHOLOGICAL], ["5"], data_source="math_dapo")) == [0.0]
+    assert time.perf_counter() - start < 3.0                     # 0.5 s, not the default 5 s
+
+
+def test_trl_adapter_and_mining_scorer_send_the_question_to_the_judge(server):
+    server.reset()
+    server.verdicts["JFK"] = "[[YES]]"
+    judge = {"base_url": server.base_url, "model": "judge-q", "timeout_s": 2.0, "max_retries": 0,
+             "api_key_env": "LOONGRL_TEST_JUDGE_KEY"}
+    reward = router.make_trl_reward(judge_config=judge)
+    assert reward(**_columns([r"</think>\boxed{JFK}"], [["John F. Kennedy"]],
+                             extra_info=[{"question": "Who was the 35th president?"}])) == [1.0]
+    row = {"data_source": "keychain_hotpotqa", "reward_model": {"ground_truth": ["John F. Kennedy"]},
+           "extra_info": {"question": "Who was the 35th president?"}}
+    [mined] = router.row_scorer({"judge_config": judge})([row], [r"</think>\boxed{JFK}"])
+    assert (mined["score"], mined["rule"], mined["judge"], mined["exact"]) == (1.0, 0.0, "yes", 0.0)
+    assert [r["body"]["messages"][-1]["content"].split("\n")[1] for r in server.requests] == \
+        ["Problem: Who was the 35th president?"] * 2
+    [rule_only] = router.row_scorer({"judge_config": judge}, judge=False)([row], [r"</think>\boxed{JFK}"])
+    assert (rule_only["score"], rule_only["judge"]) == (0.0, "off") and len(server.requests) == 2
+
+
+def test_mining_scorer_honours_reward_kwargs():
+    row = {"data_source": "keychain_hotpotqa", "reward_model": {"ground_truth": ["Norway"]}, "extra_info": {}}
+    assert router.row_scorer()([row], [r"</think>\boxed{no}"])[0]["score"] == 1.0
+    assert router.row_scorer({"word_boundary": True})([row], [r"</think>\boxed{no}"])[0]["score"] == 0.0
+    with pytest.raises(ValueError, match=r"unknown reward_kwargs \['word_boundry'\]"):
+        router.row_scorer({"word_boundry": True})
+
+
+def test_score_input_carries_ability_and_question():
+    row = {"data_source": "mathqa", "ability": "math_qa_choices", "reward_model": {"ground_truth": ["B"]},
+           "extra_info": {"question": "2 + 2?", "id": "7"}}
+    assert router.score_input(row, "r") == {"data_source": "mathqa", "ability": "math_qa_choices", "response": "r",
+                                            "ground_truth": ["B"], "question": "2 + 2?"}
+    assert router.score_input({**row, "extra_info": None}, "r")["question"] is None
+
+
+@pytest.mark.parametrize("data_source, response, gold", [
+    ("musique_0", "So the answer is Paris.", "Paris"),
+    ("docmath_0", "So the answer is 12.", "12"),
+    ("long_toc_choices_0", "The correct answer is (B).", "B"),
+])
+def test_qwenlong_tasks_require_think_even_when_faithful(data_source, response, gold):
+    # the QwenLong-L1 references read only the text after </think>: faithful keeps that requirement
+    assert compute_score(data_source, "<think>x</think>" + response, gold, faithful=True)["score"] == 1.0
+    assert compute_score(data_source, response, gold, faithful=True)["score"] == 0.0
+    assert compute_score(data_source, response, gold, require_think=False)["score"] == 1.0
+
+
+def test_qwenlong_docqa_options():
+    stars = compute_score("musique_0", "</think>So the answer is **Paris**.", "Paris", word_boundary=True)
+    assert (stars["pred"], stars["score"]) == ("Paris", 1.0)                    # "*" removed before matching
+    assert compute_score("musique_0", "</think>So the answer is no.", "Norway")["score"] == 1.0
+    assert compute_score("musique_0", "</think>So the answer is no.", "Norway", word_boundary=True)["score"] == 0.0
+    assert compute_score("musique_0", "</think>So the answer is the.", "Paris")["score"] == 0.0   # empty guard
+    assert compute_score("musique_0", "</think>So the answer is the.", "Paris", faithful=True)["score"] == 1.0
