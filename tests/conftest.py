@@ -19,6 +19,17 @@ INPUTS = {
 if not os.path.isdir(DATA):
     raise RuntimeError(f"shared data not found at {DATA}: clone the project next to ../shared or set LOONGRL_SHARED")
 
+if "MUTANT_UNDER_TEST" in os.environ:
+    # `make mutation` forks each mutant's test run from a process that only collected the tests: import the
+    # heavy libraries there, once (loading a tokenizer pulls in transformers' lazy modules), not per mutant.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(QWEN)
+
 
 @pytest.fixture(scope="session")
 def counter():
