@@ -88,14 +88,14 @@ def _open_text(path: str) -> io.TextIOBase:
 def _iter_json_rows(path: str) -> Iterator[tuple[int, Any]]:
     """Rows of a JSON list (row = list index) or of JSON Lines (row = 1-based line number)."""
     with _open_text(path) as f:
-        first = f.readline()
+        first, blank = f.readline(), 0
         while first and not first.strip():
-            first = f.readline()
+            first, blank = f.readline(), blank + 1
         if first.lstrip().startswith("["):
             try:
                 rows = json.loads(first + f.read())
             except json.JSONDecodeError as e:
-                raise InputError(path, 0, "<file>", f"invalid JSON list ({e.msg} at line {e.lineno})",
+                raise InputError(path, 0, "<file>", f"invalid JSON list ({e.msg} at line {e.lineno + blank})",
                                  "invalid_json") from None
             yield from enumerate(rows)
             return
@@ -132,8 +132,8 @@ def _require(row: Any, key: str, path: str, n: int, kind: type | tuple = str) ->
         raise InputError(path, n, key, "missing", f"missing_{key}")
     value = row[key]
     if not isinstance(value, kind):
-        raise InputError(path, n, key, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}",
-                         f"bad_{key}")
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise InputError(path, n, key, f"expected {expected}, got {type(value).__name__}", f"bad_{key}")
     return value
 
 
