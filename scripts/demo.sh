@@ -28,3 +28,6 @@ echo "demo rows in $OUT/"
 # demo-cpu training (issue 4): tiny Qwen2 model, SFT -> GRPO Stage I -> hard mining -> GRPO Stage II,
 # held-out accuracy at 1x and 4x length after every stage; report in $OUT/train/run/report.md.
 LOONGRL_DEMO_DIR="$(cd "$OUT" && pwd)/train" $BIN/loongrl train recipes/demo-cpu.yaml --out "$OUT/train/run"
+
+# Real model, real server (issue 9): SmolLM2-135M-Instruct through `transformers serve`.
+bash scripts/demo_real_eval.sh

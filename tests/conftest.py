@@ -78,6 +78,18 @@ def read_rows(path: str) -> list[dict]:
     return list(iter_rows(path))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's real-model inference: on 2 shared cores (another process, or the
+    `transformers serve` child) more threads than free cores made inference ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M-Instruct (bf16 HF folder) from `loongrl model fetch` (cached outside the repo)."""
@@ -85,6 +97,15 @@ def smollm2():
 
     return fetch("smollm2-135m-instruct")
 
+
+@pytest.fixture(scope="session")
+def smollm2_server(smollm2, tmp_path_factory):
+    """`transformers serve` on 127.0.0.1 serving the real SmolLM2 for the whole session (one torch
+    thread: the machine's 2 cores are shared with the test process). Yields the ``openai:`` backend spec."""
+    from loongrl.generation.serve import transformers_serve
+
+    with transformers_serve(smollm2, str(tmp_path_factory.mktemp("serve") / "serve.log")) as base_url:
+        yield f"openai:{base_url}#{smollm2}"
 
 
 def pytest_collection_modifyitems(items):

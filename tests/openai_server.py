@@ -1,11 +1,15 @@
-"""A real OpenAI-compatible ``/v1/chat/completions`` server on 127.0.0.1 for tests (stdlib only).
+"""A scripted OpenAI-compatible server on 127.0.0.1 for fault tests (stdlib only): real HTTP,
+scripted replies. Real-model tests use ``transformers serve`` instead (conftest ``smollm2_server``).
 
-Each request gets a key, ``server.key_of(body)`` (default: the model answer after "Answer 1: " in
-the last message, which is how the judge tests address it). ``script[key]`` is a list of actions
-used one per request: ("status", code[, headers]), ("raw", body bytes), ("delay", seconds); then
-the reply text is ``server.respond(body)`` when set (a scripted model, or a real one served through
-``TransformersBackend``), else ``verdicts[key]`` (default a "[[NO]]" reply). Every request is
-recorded in ``server.requests`` with its key, headers and JSON body.
+Routes: ``/v1/chat/completions`` and ``/v1/completions`` (reply in ``choices[0].text``). Each request
+gets a key, ``server.key_of(body)`` (default: the model answer after "Answer 1: " in the last message,
+which is how the judge tests address it). ``script[key]`` is a list of actions used one per request:
+("status", code[, headers[, detail]]) (a JSON error body ``{"detail": ...}``, default "scripted"),
+("raw", body bytes), ("delay", seconds), ("trickle", seconds, interval) (status 200 at once, then a
+keep-alive newline every ``interval`` for ``seconds``, then the reply); then the reply text is
+``server.respond(body)`` when set (a scripted model), else ``verdicts[key]`` (default a "[[NO]]"
+reply). Fields named in ``reject_fields`` get HTTP 422 with transformers serve's detail. Every
+request is recorded in ``server.requests`` with its path, key, headers and JSON body.
 """
 
 from __future__ import annotations
@@ -20,8 +24,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 _ANSWER_1 = re.compile(r"Answer 1: (.*)\n")
 
 
+def last_text(body: dict) -> str:
+    """The last message's content, or a /completions prompt."""
+    return body["messages"][-1]["content"] if "messages" in body else body.get("prompt", "")
+
+
 def judge_answer_key(body: dict) -> str:
-    match = _ANSWER_1.search(body["messages"][-1]["content"])
+    match = _ANSWER_1.search(last_text(body))
     return match.group(1) if match else ""
 
 
@@ -37,6 +46,7 @@ class OpenAIServer(ThreadingHTTPServer):
         self.fixed_delay_s = 0.0
         self.key_of: Callable[[dict], str] = judge_answer_key
         self.respond: Callable[[dict], str] | None = None
+        self.reject_fields: set[str] = set()
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -53,6 +63,7 @@ class OpenAIServer(ThreadingHTTPServer):
             self.fixed_delay_s = 0.0
             self.key_of = judge_answer_key
             self.respond = None
+            self.reject_fields = set()
             self.max_in_flight = 0
 
     def requests_for(self, key: str) -> list[dict]:
@@ -76,6 +87,21 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
             pass
 
+    def _trickle(self, seconds: float, interval: float) -> bool:
+        """Status 200 now, then a newline every `interval` (no Content-Length: the body ends at close)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                self.wfile.write(b"\n")
+                self.wfile.flush()
+                time.sleep(interval)
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
     def do_POST(self):
         server: OpenAIServer = self.server
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -96,8 +122,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, server: OpenAIServer, body: dict, key: str, action: tuple | None, delay: float):
         if delay:
             time.sleep(delay)
+        rejected = server.reject_fields & set(body)
+        if rejected:  # transformers serve's answer to vLLM/SGLang extensions
+            detail = f"Unexpected fields in the request: {rejected}"
+            self._send(422, json.dumps({"detail": detail}).encode())
+            return
         if action and action[0] == "status":
-            self._send(action[1], b'{"error": "scripted"}', action[2] if len(action) > 2 else None)
+            detail = action[3] if len(action) > 3 else "scripted"
+            self._send(action[1], json.dumps({"detail": detail}).encode(), action[2] if len(action) > 2 else None)
             return
         if action and action[0] == "raw":
             self._send(200, action[1])
@@ -108,10 +140,19 @@ class _Handler(BaseHTTPRequestHandler):
             reply = server.respond(body)
         else:
             reply = server.verdicts.get(key, "The answers differ. [[NO]]")
-        payload = {"id": "x", "object": "chat.completion", "model": body["model"],
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                                "finish_reason": "stop"}]}
-        self._send(200, json.dumps(payload).encode())
+        if self.path.endswith("/completions") and not self.path.endswith("/chat/completions"):
+            choice = {"index": 0, "text": reply, "finish_reason": "stop"}
+        else:
+            choice = {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+        payload = json.dumps({"id": "x", "model": body["model"], "choices": [choice]}).encode()
+        if action and action[0] == "trickle":
+            if self._trickle(action[1], action[2]):
+                try:
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+            return
+        self._send(200, payload)
 
 
 def start_server() -> OpenAIServer:

@@ -113,7 +113,7 @@ def test_filter_over_http_resumes_without_repeated_requests(server, tmp_path):
     backend = make_backend(f"openai:{server.base_url}#filter-model", concurrency=4, max_retries=1,
                            backoff_s=0.01)
     out, cfg = str(tmp_path / "ids.txt"), FilterConfig(batch_size=16)
-    with pytest.raises(BackendError, match=r"prompt 6 sample \d: request failed after 1 retries: HTTP 400"):
+    with pytest.raises(BackendError, match=r"prompt 6 sample \d: request failed: HTTP 400: scripted"):
         difficulty_filter("2wikimqa", INPUTS["2wikimqa"], backend, cfg, out)
     done_before = {json.loads(line)["id"] for line in open(out + ".cache.jsonl")}
     assert len(done_before) == 64  # four whole batches were paid for and kept

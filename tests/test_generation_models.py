@@ -14,6 +14,8 @@ from conftest import DATA
 from loongrl.cli import main
 from loongrl.generation.models import MANIFEST, fetch, model_dir
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # llama.cpp's "smollm" pre-tokenizer (llama-vocab.cpp), the reference the GGUF file names: each digit
 # alone, then GPT-2's regex.
 SMOLLM_SPLITS = (r"\p{N}", r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")

@@ -85,7 +85,7 @@ def test_429_honours_retry_after_and_4xx_is_not_retried(judge_server):
     judge = LLMJudge(fast_config(judge_server))
     assert judge.judge("q", "a", "a").verdict == 1.0
     bad = judge.judge("q", "b", "b")
-    assert (bad.verdict, bad.status) == (None, "error: HTTP 400")
+    assert (bad.verdict, bad.status) == (None, "error: HTTP 400: scripted")  # the server's detail kept
     assert len(judge_server.requests_for("b")) == 1
 
 
@@ -93,7 +93,7 @@ def test_persistent_5xx_returns_rule_score_marked_error(judge_server):
     judge_server.script["JFK"] = [("status", 502)] * 10
     result = compute_score("keychain_hotpotqa", r"</think>\boxed{JFK}", ["John F. Kennedy"],
                            {"question": QUESTION}, judge_config=fast_config(judge_server).__dict__)
-    assert (result["score"], result["acc"], result["judge"]) == (0.0, 0.0, "error: HTTP 502")
+    assert (result["score"], result["acc"], result["judge"]) == (0.0, 0.0, "error: HTTP 502: scripted")
     assert len(judge_server.requests) == 3                                  # 1 + max_retries
 
 
@@ -101,7 +101,7 @@ def test_persistent_5xx_returns_rule_score_marked_error(judge_server):
 def test_malformed_bodies_are_retried_then_reported(judge_server, body):
     judge_server.script["x"] = [("raw", body)] * 10
     result = LLMJudge(fast_config(judge_server)).judge("q", "x", "y")
-    assert (result.verdict, result.status) == (None, "error: malformed response body")
+    assert result.verdict is None and result.status.startswith("error: malformed response body (")
     assert len(judge_server.requests) == 3
 
 
@@ -133,7 +133,7 @@ def test_unreachable_endpoint_never_raises():
                     reward_model=[{"ground_truth": ["John F. Kennedy"]}] * 2, data_source=["keychain_h"] * 2)
     assert scores == [0.0, 1.0]                                              # rule scores, no crash
     result = judge.judge("q", "a", "b")
-    assert result.verdict is None and result.status.startswith("error: URLError")
+    assert result.verdict is None and result.status.startswith(f"error: connection failed: http://127.0.0.1:{port}/v1")
     assert judge.stats["errors"] == 1
 
 

@@ -22,6 +22,7 @@ from typing import Callable
 from loongrl.data.io import write_json_atomic, write_text_atomic
 from loongrl.data.sources import Record, load_source
 from loongrl.generation.backends import SamplingConfig
+from loongrl.generation.sample import grouped, sample_and_score
 from loongrl.rewards.extract import first_answer_is
 from loongrl.rewards.scorers import prediction_in_gold
 
@@ -102,6 +103,12 @@ class CountCache:
             os.fsync(f.fileno())
 
 
+def _score(records: list[Record], responses: list[str]) -> list[dict]:
+    """The reference's filter metric: the first "the answer is" answer, correct if it is inside a gold."""
+    preds = [first_answer_is(r) for r in responses]
+    return [{"pred": p, "acc": prediction_in_gold(p, rec.answers)} for rec, p in zip(records, preds)]
+
+
 def count_correct(backend, data, records: list[Record], cfg: FilterConfig, cache: CountCache,
                   progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """Correct counts out of `cfg.k` for each record; only records missing from the cache are generated.
@@ -113,13 +120,10 @@ def count_correct(backend, data, records: list[Record], cfg: FilterConfig, cache
         if batch:
             sampling = cfg.sampling()
             sampling.seed = cfg.seed + start
-            outputs = backend.generate([filter_messages(data, r) for r in batch], sampling)
-            entries = []
-            for rec, samples in zip(batch, outputs, strict=True):
-                preds = [first_answer_is(s) for s in samples]
-                correct = int(sum(prediction_in_gold(p, rec.answers) for p in preds))
-                entries.append({"id": rec.id, "correct": correct, "predictions": preds})
-            cache.add(entries)
+            scored = sample_and_score(batch, backend, sampling, grouped(_score), lambda r: filter_messages(data, r),
+                                      desc=None)
+            cache.add([{"id": rec.id, "correct": int(sum(s["acc"] for s in samples)),
+                        "predictions": [s["pred"] for s in samples]} for rec, samples in zip(batch, scored)])
         if progress:
             progress(min(cfg.batch_size, len(records) - start))
     return {r.id: cache.counts[r.id] for r in records}

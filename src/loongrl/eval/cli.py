@@ -1,6 +1,6 @@
-"""`loongrl eval longbench|ruler|niah`: generate through a backend, score, write reports.
+"""`loongrl eval longbench|ruler|niah|rows`: generate through a backend, score, write reports.
 
-Each run writes into ``--out``: ``samples.jsonl`` (one line per finished item: every response,
+Each run writes into ``--out``: ``samples*.jsonl`` (one line per finished item: every response,
 its extracted answer and score; a rerun resumes from it), ``<name>.json`` (summary + all records),
 ``<name>.md`` (summary table) and ``<name>.png``.
 """
@@ -21,7 +21,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "or --api-key-env)")
     p.add_argument("--out", required=True, help="output folder (a rerun with the same folder resumes)")
     p.add_argument("--tokenizer", default=None,
-                   help="tokenizer for truncation and lengths (default: the hf: model's own, else ../shared qwen2.5)")
+                   help="the model's tokenizer folder, for truncation, lengths and (openai:) prefilled prompts rendered "
+                        "locally (default: the hf: model's, or the openai: MODEL when it is a local folder, else "
+                        "../shared qwen2.5)")
     p.add_argument("--data-dir", default=None, help="shared data folder (default $LOONGRL_DATA or ../shared/data)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=None, help="samples per prompt")
@@ -29,26 +31,53 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
-    p.add_argument("--timeout", type=float, default=600.0, help="openai: seconds per request")
+    p.add_argument("--timeout", type=float, default=600.0, help="openai: deadline of one whole request in seconds")
     p.add_argument("--max-retries", type=int, default=4, help="openai: retries per request")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai: NAME of the env var with the key")
+    p.add_argument("--prefill", default="auto", choices=["auto", "extension", "completions"],
+                   help="openai: how an answer prefix is sent: continue_final_message extension (vLLM/SGLang), "
+                        "/completions with the chat template rendered locally (needs the tokenizer), or auto: the "
+                        "extension until the server rejects it (default)")
     p.add_argument("--batch-size", type=int, default=4, help="hf: prompts per generate call")
-    p.add_argument("--chunk-size", type=int, default=None, help="items per write to samples.jsonl")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="hf: weights dtype (auto: as saved; bfloat16 was 1.7x faster than float32 on this CPU, BENCHMARKS.md)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="items per write to samples.jsonl (default: max(8, --concurrency))")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _model_tokenizer(args) -> str | None:
+    """--tokenizer, else the model's own folder (hf:PATH, or openai:...#MODEL when MODEL is a folder)."""
+    if args.tokenizer:
+        return args.tokenizer
+    if args.backend.startswith("hf:"):
+        return args.backend[3:]
+    model = args.backend.rpartition("#")[2]
+    return model if args.backend.startswith("openai:") and os.path.isdir(model) else None
 
 
 def _backend(args):
     from loongrl.generation.backends import make_backend
 
     return make_backend(args.backend, concurrency=args.concurrency, timeout_s=args.timeout,
-                        max_retries=args.max_retries, api_key_env=args.api_key_env, batch_size=args.batch_size)
+                        max_retries=args.max_retries, api_key_env=args.api_key_env, batch_size=args.batch_size,
+                        dtype=args.dtype, prefill=args.prefill, tokenizer=args.tokenizer)
 
 
 def _counter(args):
     from loongrl.data.tokens import default_tokenizer, get_counter
 
-    name = args.tokenizer or (args.backend[3:] if args.backend.startswith("hf:") else default_tokenizer())
-    return get_counter(name)
+    return get_counter(_model_tokenizer(args) or default_tokenizer())
+
+
+def _model_label(args) -> str:
+    """A short model name for plot titles: the last part of the model path or name."""
+    return os.path.basename(args.backend.split("#")[-1].rstrip("/")) or args.backend
+
+
+def _chunk(args) -> int:
+    """Items per write to samples.jsonl: at least --concurrency, so that many requests can be in flight."""
+    return args.chunk_size or max(8, args.concurrency)
 
 
 def _sampling(base, args):
@@ -90,7 +119,7 @@ def _run_longbench(args) -> int:
         settings = {"bench": "longbench", "dataset": dataset, "preset": asdict(preset), "data": args.data,
                     "tokenizer": counter.name, "judge": args.judge_model if judge else None}
         records += run_eval(items, backend, sampling, scorer, os.path.join(args.out, f"samples_{dataset}.jsonl"),
-                            settings, chunk_size=args.chunk_size or 8, progress=not args.quiet, desc=dataset)
+                            settings, chunk_size=_chunk(args), progress=not args.quiet, desc=dataset)
     summary, rows = lb.summarize(records)
     summary["preset"] = preset.name
     if "narrativeqa_buckets" in summary:
@@ -133,7 +162,7 @@ def _run_ruler(args) -> int:
         records += run_eval(items, backend, sampling, ruler.make_scorer({name: task.kind}, args.reasoning,
                                                                         not args.no_require_think),
                             os.path.join(args.out, f"samples_{name}.jsonl"), settings,
-                            chunk_size=args.chunk_size or 8, progress=not args.quiet, desc=name)
+                            chunk_size=_chunk(args), progress=not args.quiet, desc=name)
     summary, rows = ruler.summarize(records)
     summary["skipped_tasks"] = skipped
     lengths = summary["lengths"]
@@ -159,12 +188,33 @@ def _run_niah(args) -> int:
                 "reasoning": args.reasoning, "require_think": not args.no_require_think, "seed": args.seed,
                 "window": args.window, "data_dir": args.data_dir, "tokenizer": counter.name}
     records = run_eval(items, backend, sampling, niah.make_scorer(args.reasoning, not args.no_require_think),
-                       os.path.join(args.out, "samples.jsonl"), settings, chunk_size=args.chunk_size or 8,
+                       os.path.join(args.out, "samples.jsonl"), settings, chunk_size=_chunk(args),
                        progress=not args.quiet, desc="niah")
     summary, rows, matrix, lengths, depths = niah.summarize(records)
     return _finish(args, "niah", records, summary, ["depth"] + [str(n) for n in lengths], rows,
                    lambda path: heatmap(path, matrix, [f"{n / 1000:g}K" for n in lengths], [f"{d:g}" for d in depths],
-                                        f"Needle in a haystack ({args.backend.split('#')[-1]})"))
+                                        f"Needle in a haystack ({_model_label(args)})"))
+
+
+def _run_rows(args) -> int:
+    from loongrl.eval import rows as rows_eval
+    from loongrl.eval.report import breakdown_plot
+    from loongrl.generation.backends import SamplingConfig
+
+    reward = {"require_think": not args.no_require_think, "word_boundary": args.word_boundary}
+    if args.judge_url:
+        reward["judge_config"] = {"base_url": args.judge_url, "model": args.judge_model, "api_key_env": args.judge_key_env,
+                                  "cache_path": os.path.join(args.out, "judge_cache.sqlite")}
+    sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=1024), args)
+    records = rows_eval.evaluate(args.files, _backend(args), sampling, args.out, reward, args.limit,
+                                 chunk_size=_chunk(args), progress=not args.quiet)
+    summary, table = rows_eval.summarize(records)
+    summary["files"] = args.files
+    panels = {rows_eval.BREAKDOWNS[k]: groups for k, groups in summary["breakdowns"].items()}
+    names = ", ".join(os.path.basename(f) for f in args.files)
+    return _finish(args, "rows", records, summary, ["group", "items", *rows_eval.METRICS], table,
+                   lambda path: breakdown_plot(path, panels, ["acc", "f1"],
+                                               f"{_model_label(args)} on {names}"))
 
 
 def _guard(fn):
@@ -187,7 +237,7 @@ def _ints(text: str) -> list[int]:
 def register(sub: argparse._SubParsersAction) -> None:
     from loongrl.eval.longbench import DATASETS, PRESETS
 
-    ev = sub.add_parser("eval", help="evaluate a model: LongBench v1, RULER, needle in a haystack")
+    ev = sub.add_parser("eval", help="evaluate a model: LongBench v1, RULER, needle in a haystack, the project's rows")
     esub = ev.add_subparsers(dest="eval_command", required=True)
 
     lb = esub.add_parser("longbench", help="LongBench v1 reasoning subsets")
@@ -231,3 +281,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ni.add_argument("--window", type=int, default=131072,
                     help="model context window: prompt + new tokens never exceed it (default 131072)")
     ni.set_defaults(func=_guard(_run_niah))
+
+    ro = esub.add_parser("rows", help="the project's own row files (KeyChain, QA, Book RULER...), shared scorer")
+    _common(ro)
+    ro.add_argument("files", nargs="+", help=".parquet or .jsonl row files in the canonical schema")
+    ro.add_argument("--limit", type=int, default=None, help="first N rows per file")
+    ro.add_argument("--no-require-think", action="store_true",
+                    help="score the whole response when there is no </think> (default: as training, score 0)")
+    ro.add_argument("--word-boundary", action="store_true", help="two-way match on word boundaries")
+    ro.add_argument("--judge-url", default=None, help="OpenAI-compatible LLM judge endpoint (hybrid reward)")
+    ro.add_argument("--judge-model", default="deepseek-chat")
+    ro.add_argument("--judge-key-env", default="JUDGE_API_KEY")
+    ro.set_defaults(func=_guard(_run_rows))

@@ -108,3 +108,28 @@ def heatmap(path: str, matrix: Sequence[Sequence[float]], xlabels: Sequence[str]
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def breakdown_plot(path: str, panels: dict[str, dict[str, dict]], metrics: Sequence[str], title: str) -> str:
+    """One bar panel per breakdown (e.g. by source, length, depth): ``panels[name][group][metric]``
+    (0-100) as side-by-side bars per group, with the item count under each group."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    width = 0.8 / len(metrics)
+    colors = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")
+    for ax, (name, groups) in zip(axes[0], panels.items()):
+        labels = list(groups)
+        for k, metric in enumerate(metrics):
+            ax.bar([i + (k - (len(metrics) - 1) / 2) * width for i in range(len(labels))],
+                   [groups[g][metric] for g in labels], width, label=metric, color=colors[k % len(colors)])
+        ax.set_xticks(range(len(labels)), [f"{g}\n(n={groups[g]['items']})" for g in labels], rotation=30,
+                      ha="right", fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_title(f"by {name}", fontsize=10)
+    axes[0][0].set_ylabel("score")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+

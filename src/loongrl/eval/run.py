@@ -1,4 +1,5 @@
-"""The evaluation loop shared by LongBench, RULER and NIAH: generate, score, append, resume.
+"""The evaluation loop shared by LongBench, RULER, NIAH and the project's own rows: sample and score
+(``loongrl.generation.sample``), append, resume.
 
 Every finished item is appended to ``samples.jsonl`` as one JSON line (its responses, extracted
 answers and scores) right after its chunk is scored. A rerun with the same output folder reads
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from loongrl.data.io import write_text_atomic
 from loongrl.generation.backends import SamplingConfig
+from loongrl.generation.sample import sample_and_score
 
 
 @dataclass
@@ -97,12 +99,10 @@ def run_eval(items: Sequence[EvalItem], backend, sampling: SamplingConfig, score
             open(out_path, "a", encoding="utf-8") as out:
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start:start + chunk_size]
-            responses = backend.generate([it.messages for it in chunk], sampling)
-            scored = scorer(chunk, responses)
-            for item, texts, samples in zip(chunk, responses, scored):
+            scored = sample_and_score(chunk, backend, sampling, scorer, lambda it: it.messages, desc=None)
+            for item, samples in zip(chunk, scored):
                 record = {"id": item.id, "run": run_id, "task": item.task, "question": item.question,
-                          "golds": item.golds, "meta": item.meta,
-                          "samples": [{"response": t, **s} for t, s in zip(texts, samples)],
+                          "golds": item.golds, "meta": item.meta, "samples": samples,
                           "score": sum(s["score"] for s in samples) / len(samples)}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 done[item.id] = record

@@ -2,8 +2,11 @@
 
 - ``backends``: transformers, OpenAI-compatible HTTP and vLLM behind one ``generate`` interface;
   ``SamplingConfig``; ``make_backend(spec)``
-- ``http``: the OpenAI-compatible client core (retries, backoff, secrets kept out of messages)
-- ``sample``: K samples per row scored by a scorer the caller passes in (mining, filtering, evaluation)
+- ``http``: the one OpenAI-compatible HTTP client (whole-request deadline, retries with backoff, the
+  server's detail in every error, secrets kept out of messages)
+- ``sample``: K samples per item scored by a scorer the caller passes in (filter, mining, evaluation)
+- ``models``: ``loongrl model fetch`` (ready model folders in a cache outside the repository)
+- ``serve``: ``transformers serve`` as a child process (tests, benchmarks)
 
 It imports nothing from the floors above it (data, rewards, train, eval).
 """

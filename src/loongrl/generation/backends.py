@@ -8,6 +8,8 @@ Used by evaluation, hard mining and difficulty filtering alike.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -51,22 +53,33 @@ class BackendError(RuntimeError):
     """Generation failed for good (after retries); the message names the prompt."""
 
 
+DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
 class TransformersBackend:
     """Hugging Face `generate` on the local machine (CPU or one GPU): small models and tests.
 
     Prompts are rendered with the model's chat template (generation prompt added), left-padded and
-    batched; `batch_size` counts prompts, each expanded to `n` sequences.
+    batched; `batch_size` counts prompts, each expanded to `n` sequences. `dtype`: `auto` (the dtype
+    the weights were saved in), `float32`, `bfloat16` (on this project's CPU 1.7x faster than float32
+    end to end, BENCHMARKS.md) or `float16`.
     """
 
-    def __init__(self, model_path: str, batch_size: int = 8, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, model_path: str, batch_size: int = 8, device: str = "cpu", dtype: str = "auto"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.name = f"hf:{model_path}"
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+        # The name keys resumable outputs and caches: another dtype is another run.
+        self.name = f"hf:{model_path}" + ("" if dtype == "auto" else f" ({dtype})")
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype)).to(device)
         self.model.eval()
         self.device = device
         self.batch_size = batch_size
@@ -99,44 +112,96 @@ class TransformersBackend:
         return out
 
 
+PREFILL_MODES = ("auto", "extension", "completions")
+
+
+def rejects_extension(err) -> bool:
+    """A 4xx whose explanation names the prefill extension (transformers serve: HTTP 422 "Unexpected
+    fields in the request: {..., 'continue_final_message'}"; OpenAI: 400 "Unrecognized request argument")."""
+    return err.status in (400, 422) and "continue_final_message" in err.detail
+
+
 class OpenAIBackend:
-    """Any OpenAI-compatible ``/v1/chat/completions`` endpoint: vLLM, SGLang or a hosted API.
+    """Any OpenAI-compatible endpoint: vLLM, SGLang, ``transformers serve`` or a hosted API.
 
     One request per (prompt, sample) with ``n=1`` and ``seed = sampling.seed + sample index`` (many
     hosted APIs reject ``n > 1``; per-sample seeds keep vLLM reruns repeatable). Up to
-    ``concurrency`` requests are in flight. Each request is retried on timeouts, connection errors,
-    429, 5xx and malformed bodies (shared client core ``loongrl.generation.http``, as the judge);
-    a request that still fails raises ``BackendError`` naming the prompt, so nothing is dropped
-    silently: the harness stops and a rerun resumes from its output file. A trailing assistant
-    message is sent as a prefill with vLLM/SGLang's ``continue_final_message`` extension. The API
-    key is read from the environment variable named by ``api_key_env`` and never logged.
+    ``concurrency`` requests are in flight, each bounded by ``timeout_s`` for the whole request and
+    retried on timeouts, connection errors, 429, 5xx and malformed bodies (``loongrl.generation.http``,
+    shared with the judge); a request that still fails raises ``BackendError`` naming the prompt and
+    carrying the server's detail, so nothing is dropped silently: the harness stops and a rerun
+    resumes from its output file. The API key is read from the environment variable named by
+    ``api_key_env`` and never logged.
+
+    A trailing assistant message is a prefill the reply continues (RULER's answer prefix). ``prefill``:
+    ``extension`` sends it to ``/chat/completions`` with vLLM/SGLang's ``continue_final_message``;
+    ``completions`` renders the chat template locally (``tokenizer``: the served model's tokenizer
+    folder, by default ``model`` itself when it is a local folder) and sends the text to
+    ``/completions``; ``auto`` (default) tries the extension and, the first time the server rejects it
+    by name, switches this backend to ``completions``.
     """
 
     def __init__(self, base_url: str, model: str, concurrency: int = 8, timeout_s: float = 600.0,
                  max_retries: int = 4, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
-                 api_key_env: str = "OPENAI_API_KEY", extra_body: dict | None = None):
+                 api_key_env: str = "OPENAI_API_KEY", extra_body: dict | None = None, prefill: str = "auto",
+                 tokenizer: str | None = None):
+        if prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill mode {prefill!r}: expected one of {', '.join(PREFILL_MODES)}")
         self.name = f"openai:{base_url}#{model}"
         self.base_url, self.model = base_url, model
         self.concurrency, self.timeout_s = max(1, concurrency), timeout_s
         self.max_retries, self.backoff_s, self.backoff_max_s = max_retries, backoff_s, backoff_max_s
         self.api_key_env = api_key_env
         self.extra_body = dict(extra_body or {})
+        self.prefill = prefill
+        self.why_completions = "--prefill completions"
+        self.tokenizer_path = tokenizer or (model if os.path.isdir(model) else None)
+        self._tokenizer = None
+        self._lock = threading.Lock()
+
+    def render(self, messages: Messages) -> str:
+        """The chat template rendered locally with the served model's tokenizer (for ``/completions``)."""
+        with self._lock:
+            if self._tokenizer is None:
+                if self.tokenizer_path is None:
+                    raise BackendError(f"{self.name}: a prefilled prompt goes to /completions ({self.why_completions}) "
+                                       "and needs the chat template rendered locally: give the served model's "
+                                       "tokenizer folder (--tokenizer DIR)")
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+        return render_chat(self._tokenizer, messages)
+
+    def _send(self, post, body: dict) -> dict:
+        from loongrl.generation.http import with_retries
+
+        return with_retries(lambda: post(self.base_url, body, self.api_key_env, self.timeout_s)["choices"][0],
+                            self.max_retries, self.backoff_s, self.backoff_max_s)
 
     def _one(self, messages: Messages, sampling: SamplingConfig, sample: int) -> str:
-        from loongrl.generation.http import post_chat, with_retries
+        from loongrl.generation.http import NoRetry, post_chat, post_completion
 
-        body = {"model": self.model, "messages": messages, "n": 1, "temperature": sampling.temperature,
-                "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens, "seed": sampling.seed + sample,
-                **self.extra_body}
-        if ends_with_prefill(messages):
-            body.update(add_generation_prompt=False, continue_final_message=True)
-        reply = with_retries(lambda: post_chat(self.base_url, body, self.api_key_env, self.timeout_s),
-                             self.max_retries, self.backoff_s, self.backoff_max_s)
-        return reply["choices"][0]["message"]["content"]
+        body = {"model": self.model, "n": 1, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                "max_tokens": sampling.max_new_tokens, "seed": sampling.seed + sample, **self.extra_body}
+        if not ends_with_prefill(messages):
+            return self._send(post_chat, {**body, "messages": messages})["message"]["content"]
+        if self.prefill != "completions":
+            try:
+                return self._send(post_chat, {**body, "messages": messages, "add_generation_prompt": False,
+                                              "continue_final_message": True})["message"]["content"]
+            except NoRetry as err:
+                if self.prefill == "extension" or not rejects_extension(err):
+                    raise
+                with self._lock:
+                    if self.prefill == "auto":
+                        self.prefill, self.why_completions = "completions", f"the server rejected the extension: {err}"
+                        print(f"note: {self.name}: {self.why_completions}; prefilled prompts go to /completions with "
+                              "the chat template rendered locally", file=sys.stderr)
+        return self._send(post_completion, {**body, "prompt": self.render(messages)})["text"]
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig,
                  progress: Callable[[int], None] | None = None) -> list[list[str]]:
-        from loongrl.generation.http import RequestError
+        from loongrl.generation.http import NoRetry, RequestError
 
         jobs = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
         out: list[list[str]] = [[""] * sampling.n for _ in prompts]
@@ -147,8 +212,9 @@ class OpenAIBackend:
                     try:
                         out[i][j] = future.result()
                     except RequestError as err:
-                        raise BackendError(f"{self.name}: prompt {i} sample {j}: request failed after "
-                                           f"{self.max_retries} retries: {err}") from None
+                        retried = "" if isinstance(err, NoRetry) else f" after {self.max_retries} retries"
+                        raise BackendError(f"{self.name}: prompt {i} sample {j}: request failed{retried}: "
+                                           f"{err}") from None
                     if progress and j == sampling.n - 1:
                         progress(1)
             except BaseException:
@@ -199,8 +265,8 @@ def make_backend(spec: str, **options):
     """A backend from a spec string.
 
     - ``hf:PATH`` - ``TransformersBackend`` (options: batch_size, device, dtype)
-    - ``openai:BASE_URL#MODEL`` - ``OpenAIBackend`` (options: concurrency, timeout_s, max_retries, ...);
-      e.g. ``openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct``
+    - ``openai:BASE_URL#MODEL`` - ``OpenAIBackend`` (options: concurrency, timeout_s, max_retries, prefill,
+      tokenizer, ...); e.g. ``openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct``
     - ``vllm:PATH`` - ``VLLMBackend`` (option ``vllm_kwargs``: a dict passed to ``vllm.LLM``)
     Options a backend does not take are ignored, so one CLI can pass them all.
     """

@@ -1,28 +1,45 @@
-"""The one OpenAI-compatible HTTP client core: POST ``/chat/completions`` with retries and backoff.
+"""The one OpenAI-compatible HTTP client: POST JSON with a whole-request deadline, retries, backoff.
 
-Stdlib only (urllib), so the verl reward module that imports the judge stays light. Used by the
-LLM judge (``judge.py``) and the evaluation backend (``loongrl.generation.backends.OpenAIBackend``).
-The API key is read from the environment at request time, sent as a Bearer header and never
-logged or returned: error texts pass through ``redact`` before they leave this module.
+Used by the LLM judge (``loongrl.rewards.judge``) and the OpenAI-compatible backend
+(``loongrl.generation.backends.OpenAIBackend``).
+
+- Transport: httpx's async client on one event loop per process (a daemon thread), called from
+  any thread. ``asyncio.timeout`` bounds the WHOLE request (connect, send, headers, body): httpx's
+  own timeouts are per operation, so a server trickling a keep-alive byte every second would
+  otherwise hold a request for ever.
+- Errors: ``Retryable`` (timeouts, connection errors, 429, 5xx, malformed bodies) and ``NoRetry``
+  (other 4xx, unusable replies). Every HTTP error message carries the server's own explanation
+  (FastAPI's ``detail``, OpenAI's ``error.message``, or the start of the body).
+- Secrets: the API key is read from the environment at request time, sent as a Bearer header and
+  never logged or returned: error texts pass through ``redact`` before they leave this module.
+
+httpx and asyncio are imported on first use, so importing this module (the verl reward module
+imports the judge) costs nothing.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+DETAIL_CHARS = 500
+"""Longest server explanation kept in a message."""
 
 
 class RequestError(Exception):
-    """A request that failed; ``str(err)`` is a short reason without secrets."""
+    """A request that failed; ``str(err)`` is a short reason without secrets. ``status`` is the HTTP
+    status (None for transport errors) and ``detail`` the server's explanation ("" if none)."""
+
+    def __init__(self, reason: str, status: int | None = None, detail: str = ""):
+        super().__init__(reason)
+        self.status, self.detail = status, detail
 
 
 class NoRetry(RequestError):
@@ -32,8 +49,8 @@ class NoRetry(RequestError):
 class Retryable(RequestError):
     """Timeouts, connection errors, 429, 5xx and malformed bodies."""
 
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
+    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None, detail: str = ""):
+        super().__init__(reason, status, detail)
         self.retry_after = retry_after
 
 
@@ -42,40 +59,127 @@ def redact(text: str, api_key_env: str) -> str:
     return text.replace(key, "***") if key else text
 
 
-def post_chat(base_url: str, body: dict, api_key_env: str, timeout_s: float) -> dict:
-    """One POST of ``body`` to ``{base_url}/chat/completions``; the parsed JSON reply.
+def error_detail(body: bytes) -> str:
+    """The server's explanation in an error body: ``detail`` (FastAPI), ``error.message`` (OpenAI,
+    vLLM), ``error``/``message`` strings, else the body's text; whitespace collapsed, truncated."""
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        for value in (data.get("detail"), error.get("message") if isinstance(error, dict) else error,
+                      data.get("message")):
+            if value:
+                text = value if isinstance(value, str) else json.dumps(value)
+                break
+    text = " ".join(text.split())
+    return text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS] + "..."
 
-    Raises ``Retryable`` or ``NoRetry``. A reply without ``choices[i].message.content`` strings
-    counts as malformed (retryable).
+
+class _Transport:
+    """One asyncio loop on a daemon thread and one httpx.AsyncClient, per process."""
+
+    _lock = threading.Lock()
+    _current: "_Transport | None" = None
+
+    def __init__(self):
+        import asyncio
+
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.client = None  # made on the loop, at the first request
+        threading.Thread(target=self.loop.run_forever, name="loongrl-http", daemon=True).start()
+
+    @classmethod
+    def get(cls) -> "_Transport":
+        with cls._lock:  # a forked child (a dataloader worker, say) needs its own loop thread
+            if cls._current is None or cls._current.pid != os.getpid():
+                cls._current = cls()
+            return cls._current
+
+    async def _post(self, url: str, body: dict, headers: dict, timeout_s: float):
+        import asyncio
+
+        import httpx
+
+        if self.client is None:
+            # No per-operation timeouts: the deadline below covers the whole request. TCP_NODELAY: httpx
+            # writes headers and body separately, and Nagle + delayed ACK would stall each small request.
+            transport = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                                                 limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+            self.client = httpx.AsyncClient(timeout=None, transport=transport)
+        async with asyncio.timeout(timeout_s):
+            response = await self.client.post(url, json=body, headers=headers)
+        return response.status_code, response.headers, response.content
+
+    def post(self, url: str, body: dict, headers: dict, timeout_s: float):
+        import asyncio
+
+        future = asyncio.run_coroutine_threadsafe(self._post(url, body, headers, timeout_s), self.loop)
+        try:
+            return future.result()
+        except BaseException:  # KeyboardInterrupt in the caller: do not leave the request running
+            future.cancel()
+            raise
+
+
+def post_json(url: str, body: dict, api_key_env: str, timeout_s: float) -> dict:
+    """POST ``body`` to ``url`` within ``timeout_s`` seconds in all; the parsed JSON reply.
+
+    Raises ``Retryable`` (timeout, connection error, 429, 5xx with Retry-After honoured, a body that
+    is not JSON) or ``NoRetry`` (other 4xx), each with the server's detail in its message.
     """
+    import httpx
+
     headers = {"Content-Type": "application/json"}
     api_key = os.environ.get(api_key_env)
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    request = urllib.request.Request(base_url.rstrip("/") + "/chat/completions",
-                                     data=json.dumps(body).encode("utf-8"), headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as err:
-        if err.code == 429 or err.code >= 500:
-            retry_after = err.headers.get("Retry-After") if err.headers else None
+        status, response_headers, raw = _Transport.get().post(url, body, headers, timeout_s)
+    except TimeoutError:
+        raise Retryable(f"timed out after {timeout_s:g} s (whole request)") from None
+    except httpx.HTTPError as err:
+        kind = "connection failed" if isinstance(err, httpx.TransportError) else "request failed"
+        raise Retryable(redact(f"{kind}: {url} ({type(err).__name__}: {err})", api_key_env)) from None
+    if status >= 400:
+        detail = redact(error_detail(raw), api_key_env)
+        reason = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+        if status == 429 or status >= 500:
             try:
-                delay = float(retry_after) if retry_after else None
+                delay = float(response_headers.get("Retry-After", ""))
             except ValueError:
                 delay = None
-            raise Retryable(f"HTTP {err.code}", delay) from None
-        raise NoRetry(f"HTTP {err.code}") from None
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise Retryable(redact(f"{type(err).__name__}: {reason}", api_key_env)) from None
+            raise Retryable(reason, delay, status, detail)
+        raise NoRetry(reason, status, detail)
     try:
-        reply = json.loads(raw)
-        if not reply["choices"] or not all(isinstance(c["message"]["content"], str) for c in reply["choices"]):
+        return json.loads(raw)
+    except ValueError:
+        raise Retryable("malformed response body (not JSON)") from None
+
+
+def _choices(reply, text: Callable[[dict], object]) -> dict:
+    """``reply`` if it has choices whose ``text(choice)`` is a string, else a retryable error."""
+    try:
+        if not reply["choices"] or not all(isinstance(text(c), str) for c in reply["choices"]):
             raise ValueError
     except (ValueError, KeyError, IndexError, TypeError):
-        raise Retryable("malformed response body") from None
+        raise Retryable("malformed response body (no choices with text)") from None
     return reply
+
+
+def post_chat(base_url: str, body: dict, api_key_env: str, timeout_s: float) -> dict:
+    """``POST {base_url}/chat/completions``; the reply, with ``choices[i].message.content`` strings."""
+    reply = post_json(base_url.rstrip("/") + "/chat/completions", body, api_key_env, timeout_s)
+    return _choices(reply, lambda c: c["message"]["content"])
+
+
+def post_completion(base_url: str, body: dict, api_key_env: str, timeout_s: float) -> dict:
+    """``POST {base_url}/completions`` (a raw prompt); the reply, with ``choices[i].text`` strings."""
+    reply = post_json(base_url.rstrip("/") + "/completions", body, api_key_env, timeout_s)
+    return _choices(reply, lambda c: c["text"])
 
 
 def backoff_delay(attempt: int, backoff_s: float, backoff_max_s: float, retry_after: float | None = None) -> float:

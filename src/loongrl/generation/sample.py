@@ -1,8 +1,10 @@
-"""Sample-and-score, the inference step of hard mining, retrospective sampling and evaluation.
+"""Sample-and-score: the inference step of the difficulty filter, hard mining, retrospective sampling
+and evaluation.
 
-K samples per row from any backend with ``generate(prompts, sampling)``, each scored by a ``score``
-function the caller passes in (``loongrl.rewards.router.row_scorer``: the one shared scorer). The
-scorer is injected so this floor never imports the rewards above it.
+``sample_and_score`` draws ``sampling.n`` samples per item from any backend with
+``generate(prompts, sampling)`` and scores them with a ``score`` function the caller passes in (for
+rows of the parquet schema: ``grouped(loongrl.rewards.router.row_scorer(...))``, the one shared
+scorer). The scorer is injected so this floor never imports the rewards above it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,22 @@ from loongrl.generation.backends import SamplingConfig
 
 Scorer = Callable[[Sequence[dict], Sequence[str]], list[dict]]
 """``score(rows, responses)``: one result dict per (row, response) pair, with at least ``score`` and ``acc``."""
+GroupScorer = Callable[[Sequence, list[list[str]]], list[list[dict]]]
+"""``score(items, responses per item)``: per item, one result dict per sample."""
+
+
+def grouped(score: Scorer) -> GroupScorer:
+    """A per-(row, response) scorer applied to every sample of every item in one call."""
+
+    def run(items, groups: list[list[str]]) -> list[list[dict]]:
+        flat = score([it for it, group in zip(items, groups) for _ in group], [t for group in groups for t in group])
+        out, i = [], 0
+        for group in groups:
+            out.append(flat[i:i + len(group)])
+            i += len(group)
+        return out
+
+    return run
 
 
 def choose_backend(model_path: str, kind: str = "auto", batch_size: int = 8):
@@ -28,33 +46,41 @@ def choose_backend(model_path: str, kind: str = "auto", batch_size: int = 8):
     return backends.TransformersBackend(model_path, batch_size=batch_size)
 
 
-def _generate(rows: Sequence[dict], backend, sampling: SamplingConfig, desc: str) -> list[list[str]]:
+def sample_and_score(items: Sequence, backend, sampling: SamplingConfig, score: GroupScorer,
+                     prompt: Callable[[object], list[dict]] = lambda row: list(row["prompt"]),
+                     desc: str | None = "sampling") -> list[list[dict]]:
+    """``sampling.n`` samples per item, scored: per item, per sample ``{"response": text, **result}``.
+
+    ``prompt(item)`` gives the chat messages (default: a parquet row's ``prompt``); ``desc`` names the
+    progress bar (None: no bar).
+    """
     from tqdm import tqdm
 
-    bar = tqdm(total=len(rows), desc=desc, unit="item", leave=False)
-    try:
-        return backend.generate([list(r["prompt"]) for r in rows], sampling, progress=bar.update)
-    finally:
-        bar.close()
+    prompts = [prompt(it) for it in items]
+    if desc is None:
+        texts = backend.generate(prompts, sampling)
+    else:
+        with tqdm(total=len(items), desc=desc, unit="item", leave=False) as bar:
+            texts = backend.generate(prompts, sampling, progress=bar.update)
+    return [[{"response": t, **r} for t, r in zip(group, results)]
+            for group, results in zip(texts, score(items, texts), strict=True)]
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / max(1, len(values))
 
 
 def score_items(rows: Sequence[dict], backend, sampling: SamplingConfig, score: Scorer,
                 desc: str = "sampling") -> list[dict]:
-    """Generate `sampling.n` samples per row and score each with `score`.
+    """Generate `sampling.n` samples per row and score each with `score` (hard mining, retrospective sampling).
 
     Returns one dict per row: `mean_reward` (mean `score`), `mean_acc` (mean `acc`), `mean_chars`
     (mean response length in characters) and `n`.
     """
-    samples = _generate(rows, backend, sampling, desc)
-    results = score([r for r, group in zip(rows, samples) for _ in group], [s for group in samples for s in group])
-    out, i = [], 0
-    for group in samples:
-        res = results[i:i + len(group)]
-        i += len(group)
-        out.append({"n": len(group), "mean_reward": sum(r["score"] for r in res) / len(group),
-                    "mean_acc": sum(r["acc"] for r in res) / len(group),
-                    "mean_chars": sum(len(s) for s in group) / len(group)})
-    return out
+    return [{"n": len(group), "mean_reward": _mean(s["score"] for s in group), "mean_acc": _mean(s["acc"] for s in group),
+             "mean_chars": _mean(len(s["response"]) for s in group)}
+            for group in sample_and_score(rows, backend, sampling, grouped(score), desc=desc)]
 
 
 def evaluate(rows: Sequence[dict], backend, max_new_tokens: int, score: Scorer, seed: int = 0,
@@ -62,9 +88,7 @@ def evaluate(rows: Sequence[dict], backend, max_new_tokens: int, score: Scorer, 
     """Greedy, one sample per row: `acc` is the scorer's accuracy; `exact` the mean of its `exact` field
     (the extracted answer equals a gold answer after normalisation: guards against substring inflation)."""
     sampling = SamplingConfig(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
-    texts = [g[0] for g in _generate(rows, backend, sampling, desc)]
-    results = score(rows, texts)
-    n = max(1, len(rows))
-    return {"n": len(rows), "acc": sum(r["acc"] for r in results) / n,
-            "exact": sum(r.get("exact", 0.0) for r in results) / n,
-            "mean_chars": sum(len(t) for t in texts) / n, "example": texts[0] if texts else ""}
+    samples = [group[0] for group in sample_and_score(rows, backend, sampling, grouped(score), desc=desc)]
+    return {"n": len(rows), "acc": _mean(s["acc"] for s in samples), "exact": _mean(s.get("exact", 0.0) for s in samples),
+            "mean_chars": _mean(len(s["response"]) for s in samples),
+            "example": samples[0]["response"] if samples else ""}

@@ -1,9 +1,10 @@
 """LLM-as-a-judge over any OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-Stdlib only (urllib, sqlite3, concurrent.futures) so the verl reward module stays light.
-The API key is read from the environment at request time and is never logged, cached
-or returned. Failures never raise into a training step: they come back as a
-``JudgeResult`` with ``verdict=None`` and an ``"error: ..."`` status.
+Requests go through the project's one HTTP client (``loongrl.generation.http``: httpx, imported
+on first use, so the verl reward module stays light), with a whole-request deadline. The API key
+is read from the environment at request time and is never logged, cached or returned. Failures
+never raise into a training step: they come back as a ``JudgeResult`` with ``verdict=None`` and an
+``"error: ..."`` status (with the server's detail for HTTP errors).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class JudgeConfig:
     max_tokens: int = 512
     """Cap on the judge's reply length."""
     timeout_s: float = 30.0
-    """Per-request socket timeout in seconds."""
+    """Deadline of one request in seconds, for the whole request (a server trickling keep-alive bytes
+    cannot extend it)."""
     max_retries: int = 4
     """Retries after the first attempt, for timeouts, connection errors, 429, 5xx and malformed bodies."""
     backoff_s: float = 0.5

@@ -1,0 +1,114 @@
+"""`loongrl eval rows` on real KeyChain and QA rows with a scripted responder: metrics, breakdowns,
+bad input, resume. (The real model in process and through transformers serve: test_real_model.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import read_rows
+
+from loongrl.eval import rows as rows_eval
+from loongrl.eval.run import ResumeError
+from loongrl.generation.backends import SamplingConfig
+
+
+class ScriptedResponder:
+    """Not a model: answers row i right (boxed, after </think>) when i is even, else wrong without a box."""
+
+    name = "scripted"
+
+    def __init__(self, golds: dict[str, str]):
+        self.golds, self.calls = golds, 0
+
+    def generate(self, prompts, sampling):
+        self.calls += 1
+        out = []
+        for messages in prompts:
+            gold, i = self.golds[messages[-1]["content"]]
+            text = f"<think>chain</think> The answer is \\boxed{{{gold}}}." if i % 2 == 0 else "I do not know."
+            out.append([text] * sampling.n)
+        return out
+
+
+def _responder(paths) -> ScriptedResponder:
+    golds = {}
+    for path in paths:
+        for i, row in enumerate(read_rows(path)):
+            golds[row["prompt"][-1]["content"]] = (row["reward_model"]["ground_truth"][0], i)
+    return ScriptedResponder(golds)
+
+
+def _run(paths, out, model, reward=None):
+    return rows_eval.evaluate(paths, model, SamplingConfig(n=2), out, reward, progress=False)
+
+
+def test_metrics_and_breakdowns(kc_files, qa_files, tmp_path):
+    paths = [kc_files["hotpotqa"], qa_files["musique"]]
+    records = _run(paths, str(tmp_path), _responder(paths))
+    summary, table = rows_eval.summarize(records)
+    # 6 rows per file, rows 0, 2, 4 answered right: half of the 12 items in every metric
+    half = {"items": 12, "acc": 50.0, "f1": 50.0, "exact": 50.0, "score": 50.0, "answered": 50.0, "boxed": 50.0,
+            "think": 50.0}
+    assert summary["overall"] == half and table[0] == ["all", *half.values()]
+    assert list(summary["breakdowns"]["source"]) == ["keychain_hotpotqa", "longqa_musique"]
+    assert summary["breakdowns"]["length"] == {"8-16K": half}  # all rows are 16K rows
+    depth = summary["breakdowns"]["depth"]
+    assert sum(g["items"] for g in depth.values()) == 12 and "n/a" not in depth
+    for record, row in zip(records, read_rows(paths[0]) + read_rows(paths[1])):
+        depths = row["extra_info"]["gold_passage_depths"]
+        assert record["meta"]["depth"] == rows_eval.depth_bucket(sum(depths) / len(depths))
+        assert [s["pred"] for s in record["samples"]] == [row["reward_model"]["ground_truth"][0] if
+                                                          record["meta"]["row"] % 2 == 0 else ""] * 2
+
+
+def test_the_training_reward_decides(kc_files, tmp_path):
+    # require_think (the training default): a box without </think> earns nothing; without it, it counts
+    path = kc_files["musique"]
+    gold = read_rows(path)[0]["reward_model"]["ground_truth"][0]
+
+    class BoxOnly(ScriptedResponder):
+        def generate(self, prompts, sampling):
+            return [[f"\\boxed{{{gold}}}"] * sampling.n for _ in prompts]
+
+    strict = _run([path], str(tmp_path / "strict"), BoxOnly({}), {"require_think": True})
+    loose = _run([path], str(tmp_path / "loose"), BoxOnly({}), {"require_think": False})
+    assert strict[0]["samples"][0]["acc"] == 0.0 and loose[0]["samples"][0]["acc"] == 1.0
+    assert strict[0]["samples"][0]["boxed"] == 1.0 and strict[0]["samples"][0]["think"] == 0.0
+
+
+def test_buckets():
+    assert [rows_eval.length_bucket(n) for n in (None, 0, 900, 1024, 1025, 16384, 200_000)] == [
+        "n/a", "n/a", "<=1K", "<=1K", "1-2K", "8-16K", ">128K"]
+    assert [rows_eval.depth_bucket(d) for d in (None, 0.0, 0.19, 0.2, 0.99, 1.0)] == [
+        "n/a", "0-20%", "0-20%", "20-40%", "80-100%", "80-100%"]
+
+
+def test_resume_generates_nothing_twice_and_refuses_other_settings(kc_files, tmp_path):
+    paths = [kc_files["2wikimqa"]]
+    model = _responder(paths)
+    first = _run(paths, str(tmp_path), model)
+    calls = model.calls
+    assert _run(paths, str(tmp_path), model) == first and model.calls == calls
+    with pytest.raises(ResumeError, match="written by a run with other settings"):
+        _run(paths, str(tmp_path), model, {"require_think": False})
+
+
+def test_bad_rows_name_file_row_and_field(kc_files, tmp_path):
+    row = read_rows(kc_files["musique"])[0]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(row) + "\n" + json.dumps({**row, "reward_model": {"style": "rule"}}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl: row 1: field 'reward_model.ground_truth': missing or empty"):
+        rows_eval.load_items(str(bad))
+    bad.write_text(json.dumps({**row, "prompt": "text"}) + "\n")
+    with pytest.raises(ValueError, match=r"row 0: field 'prompt': must be a non-empty list"):
+        rows_eval.load_items(str(bad))
+
+
+def test_cli_writes_reports(kc_files, tmp_path, capsys):
+    from loongrl.cli import main
+
+    out = str(tmp_path / "cli")
+    # a folder that is not a model: a clear error, exit 2
+    assert main(["eval", "rows", kc_files["hotpotqa"], "--backend", "hf:/nonexistent/model", "--out", out]) == 2
+    assert "model folder /nonexistent/model does not exist" in capsys.readouterr().err

@@ -1,0 +1,138 @@
+"""The HTTP client and the OpenAI-compatible backend against the scripted server (faults only):
+whole-request deadline under a keep-alive trickle, retries and backoff, garbage, the server's
+detail in every message, keys never in messages, the prefill fallback to /completions."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from openai_server import judge_answer_key, last_text
+
+from loongrl.generation.backends import BackendError, OpenAIBackend, SamplingConfig, make_backend
+from loongrl.generation.http import NoRetry, Retryable, backoff_delay, post_chat
+from loongrl.rewards.judge import JudgeConfig, LLMJudge
+
+KEY_ENV = "LOONGRL_TEST_HTTP_KEY"
+
+
+@pytest.fixture
+def srv(server):
+    server.reset()
+    server.key_of = last_text
+    return server
+
+
+def backend(server, **kw) -> OpenAIBackend:
+    options = dict(concurrency=4, timeout_s=2.0, max_retries=2, backoff_s=0.01, backoff_max_s=0.05,
+                   api_key_env=KEY_ENV)
+    return make_backend(f"openai:{server.base_url}#scripted", **{**options, **kw})
+
+
+def ask(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}]
+
+
+def test_keep_alive_trickle_cannot_outlive_the_deadline(srv):
+    # Status 200 at once, then a newline every 0.1 s for 5 s: each read is quick, the request is not.
+    srv.script["slow"] = [("trickle", 5.0, 0.1)] * 3
+    start = time.perf_counter()
+    with pytest.raises(Retryable, match=r"timed out after 0.5 s \(whole request\)"):
+        post_chat(srv.base_url, {"model": "m", "messages": ask("slow")}, KEY_ENV, 0.5)
+    assert time.perf_counter() - start < 1.5
+    # The judge: two attempts of 0.5 s and a short backoff, not 3 x 5 s.
+    srv.key_of = judge_answer_key
+    srv.script["JFK"] = [("trickle", 5.0, 0.1)] * 3
+    judge = LLMJudge(JudgeConfig(base_url=srv.base_url, model="j", timeout_s=0.5, max_retries=1, backoff_s=0.01,
+                                 api_key_env=KEY_ENV))
+    start = time.perf_counter()
+    result = judge.judge("Who?", "JFK", "John F. Kennedy")
+    assert time.perf_counter() - start < 2.5
+    assert result.verdict is None and result.status == "error: timed out after 0.5 s (whole request)"
+
+
+def test_a_trickle_that_ends_in_time_is_a_reply(srv):
+    srv.script["ok"] = [("trickle", 0.3, 0.1)]
+    srv.verdicts["ok"] = "fine"
+    reply = post_chat(srv.base_url, {"model": "m", "messages": ask("ok")}, KEY_ENV, 3.0)
+    assert reply["choices"][0]["message"]["content"] == "fine"
+
+
+def test_5xx_and_garbage_are_retried_then_answered(srv):
+    srv.script["p"] = [("status", 503), ("raw", b"<html>oops</html>"), ("raw", b'{"choices": []}')]
+    srv.verdicts["p"] = "answer"
+    assert backend(srv, max_retries=3).generate([ask("p")], SamplingConfig()) == [["answer"]]
+    assert len(srv.requests) == 4
+
+
+def test_errors_carry_the_servers_detail_and_never_the_key(srv, monkeypatch):
+    secret = "sk-test-9d2e-SECRET"
+    monkeypatch.setenv(KEY_ENV, secret)
+    srv.script["bad"] = [("status", 400, None, "max_tokens must be at most 4096")]
+    with pytest.raises(BackendError, match=r"prompt 0 sample 0: request failed: HTTP 400: max_tokens must be at most "
+                                           r"4096$"):
+        backend(srv).generate([ask("bad")], SamplingConfig())
+    assert len(srv.requests) == 1  # a 4xx is not retried
+    srv.script["auth"] = [("status", 401, None, f"invalid key {secret}")]
+    with pytest.raises(BackendError) as info:
+        backend(srv).generate([ask("auth")], SamplingConfig())
+    assert "HTTP 401: invalid key ***" in str(info.value) and secret not in str(info.value)
+    assert srv.requests[-1]["headers"]["Authorization"] == f"Bearer {secret}"
+    srv.script["down"] = [("status", 502, None, "upstream model crashed")] * 3
+    with pytest.raises(BackendError, match="request failed after 2 retries: HTTP 502: upstream model crashed"):
+        backend(srv).generate([ask("down")], SamplingConfig())
+
+
+def test_retry_after_is_honoured_and_backoff_is_capped_after_jitter(srv):
+    srv.script["busy"] = [("status", 429, {"Retry-After": "0.3"})]
+    start = time.perf_counter()
+    assert backend(srv, backoff_max_s=1.0).generate([ask("busy")], SamplingConfig()) == [["The answers differ. [[NO]]"]]
+    assert 0.3 <= time.perf_counter() - start < 1.0
+    assert all(backoff_delay(8, 1.0, 5.0) == 5.0 for _ in range(20))            # cap applied after the jitter
+    assert backoff_delay(0, 1.0, 5.0, retry_after=60.0) == 5.0                   # the cap bounds Retry-After too
+    assert {round(backoff_delay(1, 1.0, 100.0), 1) for _ in range(200)} <= {x / 10 for x in range(20, 26)}
+
+
+def test_concurrency_is_bounded_and_overlapping(srv):
+    srv.fixed_delay_s = 0.2
+    start = time.perf_counter()
+    out = backend(srv, concurrency=8).generate([ask(f"q{i}") for i in range(16)], SamplingConfig())
+    assert len(out) == 16 and time.perf_counter() - start < 1.6               # 2 waves, not 16 x 0.2 s
+    assert srv.max_in_flight == 8
+
+
+def test_prefill_falls_back_to_completions_with_the_template_rendered_locally(srv, smollm2):
+    from transformers import AutoTokenizer
+
+    srv.reject_fields = {"continue_final_message", "add_generation_prompt"}   # as transformers serve does
+    srv.respond = lambda body: " 42" if "prompt" in body else "chat reply"
+    prompts = [ask("What is the number?") + [{"role": "assistant", "content": "The number is:"}] for _ in range(3)]
+    out = backend(srv, concurrency=1, tokenizer=smollm2).generate(prompts + [ask("plain")], SamplingConfig())
+    assert out == [[" 42"]] * 3 + [["chat reply"]]
+    paths = [r["path"] for r in srv.requests]
+    assert paths == ["/v1/chat/completions"] + ["/v1/completions"] * 3 + ["/v1/chat/completions"]  # rejected once
+    rendered = AutoTokenizer.from_pretrained(smollm2).apply_chat_template(prompts[0], continue_final_message=True,
+                                                                         tokenize=False)
+    assert srv.requests[1]["body"]["prompt"] == rendered and rendered.endswith("assistant\nThe number is:")
+    # --prefill extension reports the rejection with the server's words; no tokenizer: says what to pass
+    with pytest.raises(BackendError, match=r"HTTP 422: Unexpected fields in the request: .*continue_final_message"):
+        backend(srv, prefill="extension").generate(prompts[:1], SamplingConfig())
+    with pytest.raises(BackendError, match=r"give the served model's tokenizer folder \(--tokenizer DIR\)"):
+        backend(srv).generate(prompts[:1], SamplingConfig())
+
+
+def test_other_4xx_on_a_prefill_is_not_a_fallback(srv):
+    srv.script["x"] = [("status", 400, None, "context length exceeded")]
+    srv.key_of = lambda body: "x"
+    with pytest.raises(BackendError, match="HTTP 400: context length exceeded"):
+        backend(srv, tokenizer="unused").generate([ask("q") + [{"role": "assistant", "content": "A:"}]],
+                                                  SamplingConfig())
+    assert [r["path"] for r in srv.requests] == ["/v1/chat/completions"]
+
+
+def test_no_retry_error_has_status_and_detail(srv):
+    srv.script["gone"] = [("status", 404, None, "model 'm' not found")]
+    with pytest.raises(NoRetry) as info:
+        post_chat(srv.base_url, {"model": "m", "messages": ask("gone")}, KEY_ENV, 2.0)
+    assert (info.value.status, info.value.detail, str(info.value)) == (404, "model 'm' not found",
+                                                                       "HTTP 404: model 'm' not found")
