@@ -191,3 +191,30 @@ def test_retrospective_share_rounds_up_and_zero_carries_nothing():
     assert s["wanted"] == 0 and sorted(r["extra_info"]["id"] for r in pool) == sorted(f"r{10 + i}" for i in range(10))
     with pytest.raises(ValueError, match="10 rows but 9 item statistics"):
         transitions.retrospective_sample(prev, _stats([0.0] * 9), new, 0.5, 0.2, seed=1)
+
+
+def test_mining_statistics_line_up_with_their_rows(rows, server):
+    """Sample-and-score through the real OpenAI backend (a scripted server answers by question and sample
+    seed): each row's statistics are its own, so mining drops exactly the rows answered right every time."""
+    from loongrl.generation.backends import SamplingConfig, make_backend
+    from loongrl.generation.sample import score_items
+    from loongrl.rewards.router import row_scorer
+
+    picked = rows[:4] + rows[6:8]                        # KeyChain and plain QA rows
+    right = {0: 4, 1: 0, 2: 3, 3: 4, 4: 1, 5: 0}        # row -> samples (of 4) answered with the gold
+    # a prompt's end names its row: the question (plain QA) or the chain's head key (KeyChain)
+    by_tail = {r["prompt"][-1]["content"][-300:]: (i, r["reward_model"]["ground_truth"][0]) for i, r in enumerate(picked)}
+
+    def respond(body):
+        i, gold = by_tail[body["messages"][-1]["content"][-300:]]
+        return f"<think>follow the chain</think> \\boxed{{{gold if body['seed'] < right[i] else 'Zanzibar'}}}"
+
+    server.reset()
+    server.respond = respond
+    backend = make_backend(f"openai:{server.base_url}#scripted", concurrency=4, max_retries=0)
+    stats = score_items(picked, backend, SamplingConfig(n=4, temperature=1.0, max_new_tokens=32), row_scorer(),
+                        desc=None)
+    assert [s["mean_acc"] for s in stats] == [1.0, 0.0, 0.75, 1.0, 0.25, 0.0]
+    assert [s["mean_reward"] for s in stats] == [1.0, 0.0, 0.75, 1.0, 0.25, 0.0] and {s["n"] for s in stats} == {4}
+    kept, _ = transitions.hard_mine(picked, stats)
+    assert [r["extra_info"]["id"] for r in kept] == [picked[i]["extra_info"]["id"] for i in (1, 2, 4, 5)]
