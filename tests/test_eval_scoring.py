@@ -189,3 +189,106 @@ def test_longbench_summary_by_hand():
                                                "16-32K": {"items": 1, "score": 25.0}}}
     assert table == [["hotpotqa", 2, 75.0], ["narrativeqa", 2, 62.5], ["average", 4, 68.75]]
     assert lb.summarize([])[0] == {"scores": {}, "average": None, "items": {}}
+
+
+# ---- resume (eval/run.py) ---------------------------------------------------------------------------
+
+class Replies:
+    """Not a model: every prompt's reply is the prompt's last message upper-cased; counts its prompts."""
+
+    name = "replies"
+
+    def __init__(self):
+        self.prompts = []
+
+    def generate(self, prompts, sampling, progress=None):
+        self.prompts += [p[-1]["content"] for p in prompts]
+        return [[p[-1]["content"].upper()] * sampling.n for p in prompts]
+
+
+def _items(n: int) -> list[EvalItem]:
+    return [EvalItem(f"t/{i}", "t", [{"role": "user", "content": f"q{i}"}], [f"Q{i}"]) for i in range(n)]
+
+
+def _exact(items, responses):
+    return [[{"pred": t, "score": float(t in it.golds)} for t in texts] for it, texts in zip(items, responses)]
+
+
+def _eval(path, items, model, settings=None, n=1, chunk_size=2):
+    from loongrl.eval.run import run_eval
+
+    return run_eval(items, model, SamplingConfig(n=n), _exact, str(path), settings or {"s": 1}, chunk_size=chunk_size,
+                    progress=False)
+
+
+def test_resume_repairs_a_torn_or_unterminated_last_line(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    model = Replies()
+    first = _eval(path, _items(4), model)
+    assert [r["score"] for r in first] == [1.0] * 4 and model.prompts == ["q0", "q1", "q2", "q3"]
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:3]))                 # the last record whole but without its newline
+    again = Replies()
+    assert _eval(path, _items(5), again) == first + [_eval(tmp_path / "fresh.jsonl", _items(5)[4:], Replies())[0]]
+    assert again.prompts == ["q3", "q4"]
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["t/0", "t/1", "t/2", "t/3", "t/4"]
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])      # a torn last line: redone, file repaired
+    torn = Replies()
+    _eval(path, _items(3), torn)
+    assert torn.prompts == ["q2"] and len(path.read_text().splitlines()) == 3
+
+
+def test_resume_refuses_other_settings_and_broken_files(tmp_path):
+    from loongrl.eval.run import ResumeError, read_done
+
+    path = tmp_path / "samples.jsonl"
+    _eval(path, _items(2), Replies())
+    with pytest.raises(ResumeError, match=r"samples.jsonl: line 1: written by a run with other settings"):
+        _eval(path, _items(2), Replies(), settings={"s": 2})
+    with pytest.raises(ResumeError, match="line 1: written by a run with other settings"):
+        _eval(path, _items(2), Replies(), n=2)                            # sampling is part of the fingerprint
+    lines = path.read_text().splitlines()
+    path.write_text("not json\n" + lines[1] + "\n")
+    with pytest.raises(ResumeError, match=r"samples.jsonl: line 1: not a sample record"):
+        read_done(str(path), json.loads(lines[1])["run"])
+    path.write_text(json.dumps({"id": "t/0"}) + "\n" + lines[1] + "\n")   # a record without its run
+    with pytest.raises(ResumeError, match="line 1: not a sample record"):
+        read_done(str(path), json.loads(lines[1])["run"])
+    assert read_done(str(tmp_path / "absent.jsonl"), "x") == {}
+    with pytest.raises(ValueError, match="evaluation items have duplicate ids"):
+        _eval(tmp_path / "dup.jsonl", _items(2) + _items(1), Replies())
+
+
+def test_records_hold_every_sample_and_the_mean(tmp_path):
+    model = Replies()
+    items = [EvalItem("a", "t", [{"role": "user", "content": "x"}], ["X"], "question?", {"length": 7})]
+    [record] = _eval(tmp_path / "s.jsonl", items, model, n=4)
+    assert {k: v for k, v in record.items() if k != "run"} == {
+        "id": "a", "task": "t", "question": "question?", "golds": ["X"], "meta": {"length": 7},
+        "samples": [{"response": "X", "pred": "X", "score": 1.0}] * 4, "score": 1.0}
+    assert json.loads((tmp_path / "s.jsonl").read_text()) == record
+
+
+def test_longbench_resume_refuses_changed_scoring_settings(server, hotpot, tmp_path, capsys):
+    from loongrl.cli import main
+
+    folder = str(tmp_path / "data")
+    write(folder, "hotpotqa", hotpot)
+    server.reset()
+    server.respond = lambda body: "<think>x</think> Chief of Protocol"
+    out = str(tmp_path / "run")
+    args = ["eval", "longbench", "--backend", f"openai:{server.base_url}#m", "--data", folder, "--datasets", "hotpotqa",
+            "--tokenizer", QWEN, "--out", out, "--quiet"]
+    assert main(args) == 0
+    asked = len(server.requests)
+    assert main(args + ["--strip-think"]) == 2                   # scored differently: refused, not mixed
+    assert main(args + ["--judge-url", server.base_url]) == 2
+    assert "written by a run with other settings" in capsys.readouterr().err
+    assert len(server.requests) == asked and main(args) == 0 and len(server.requests) == asked
+    # --strip-think reaches the scorer: the answer after </think> scores F1 1.0 where the raw text does not
+    server.respond = lambda body: "<think>maybe Nixon</think> " + next(
+        r["answers"][0] for r in hotpot if r["input"] in body["messages"][-1]["content"])
+    for flag, out_dir in ((["--strip-think"], "stripped"), ([], "raw")):
+        assert main(args[:-3] + ["--out", str(tmp_path / out_dir), "--quiet", *flag]) == 0
+    stripped, raw = (json.load(open(tmp_path / d / "longbench.json"))["records"] for d in ("stripped", "raw"))
+    assert [r["score"] for r in stripped] == [1.0] * 3 and all(r["score"] < 1.0 for r in raw)
