@@ -116,3 +116,24 @@ def test_multi_stage_run_and_resume(demo_files):
     run_recipe(parse_recipe(raw, "mini.yaml", str(d)), out)
     assert _mtimes(os.path.join(out, "02_grpo2")) == before["02_grpo2"]
     assert json.load(open(os.path.join(out, "03_phase2", "manifest.json")))["metrics"]["steps"] == 1
+
+
+def test_cli_resumes_unless_told_not_to(demo_files, tmp_path):
+    import yaml
+
+    from loongrl.cli import main
+
+    data, d, _ = demo_files
+    recipe = {"name": "one", "model": str(d / "model_cli"), "seed": 0,
+              "tiny_model": {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1},
+              "stages": [{"name": "sft", "sft": {"data": {"components": [{"path": data["sft"]}]}, "batch_size": 4,
+                                                 "micro_batch_size": 4, "steps": 1, "max_length": 256}}]}
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = str(tmp_path / "run")
+    manifest = os.path.join(out, "00_sft", "manifest.json")
+    assert main(["train", str(path), "--out", out]) == 0
+    first = os.stat(manifest).st_mtime_ns
+    assert main(["train", str(path), "--out", out]) == 0 and os.stat(manifest).st_mtime_ns == first   # resumed
+    assert main(["train", str(path), "--out", out, "--no-resume"]) == 0
+    assert os.stat(manifest).st_mtime_ns != first                                                   # trained again
