@@ -292,3 +292,16 @@ def test_longbench_resume_refuses_changed_scoring_settings(server, hotpot, tmp_p
         assert main(args[:-3] + ["--out", str(tmp_path / out_dir), "--quiet", *flag]) == 0
     stripped, raw = (json.load(open(tmp_path / d / "longbench.json"))["records"] for d in ("stripped", "raw"))
     assert [r["score"] for r in stripped] == [1.0] * 3 and all(r["score"] < 1.0 for r in raw)
+
+
+def test_the_answer_prefill_is_rendered_for_the_reply_to_continue(tokenizer):
+    from loongrl.generation.backends import render_chat
+
+    prefill = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"},
+               {"role": "assistant", "content": "A:"}]
+    # Qwen2.5's template, by hand: the prefill follows the assistant header and is left open (no <|im_end|>)
+    assert render_chat(tokenizer, prefill) == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n" \
+                                               "<|im_start|>assistant\nA:"
+    assert render_chat(tokenizer, prefill[:2]).endswith("Hi<|im_end|>\n<|im_start|>assistant\n")
+    # 15 tokens up to the assistant header (see tests/test_train_transitions.py), then "A" ":"
+    assert ruler.chat_tokens(tokenizer, prefill) == 17 and ruler.chat_tokens(tokenizer, prefill[:2]) == 15
