@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from collections import Counter
 
 import pytest
 
@@ -114,21 +117,44 @@ def pytest_collection_modifyitems(items):
         if "smollm2" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
     if "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
-        _cheapest_files_first(items)
+        _cheapest_first(items)
 
 
-def _cheapest_files_first(items) -> None:
-    """`make mutation` runs each mutant's tests with -x: the cheapest test files first, so a killed mutant
-    stops early. Costs are the test durations of mutmut's stats run (mutants/mutmut-stats.json)."""
-    import json
-    from collections import Counter
+# `make mutation` runs each mutant's tests with -x in a fresh process: cheap tests first, so that a killed
+# mutant stops early and builds no expensive fixture. mutmut's stats run records each test's call time
+# (mutants/mutmut-stats.json); the hooks below add each fixture's set-up time (mutants/fixture-seconds.json).
+_FIXTURE_SECONDS: dict[str, float] = {}
 
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    start = time.perf_counter()
+    yield
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        seconds = time.perf_counter() - start
+        _FIXTURE_SECONDS[fixturedef.argname] = max(seconds, _FIXTURE_SECONDS.get(fixturedef.argname, 0.0))
+
+
+def pytest_sessionfinish(session):
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats" and _FIXTURE_SECONDS:
+        with open("fixture-seconds.json", "w", encoding="utf-8") as f:
+            json.dump(_FIXTURE_SECONDS, f)
+
+
+def _cheapest_first(items) -> None:
     try:
         with open("mutmut-stats.json", encoding="utf-8") as f:
             durations = json.load(f)["duration_by_test"]
+        with open("fixture-seconds.json", encoding="utf-8") as f:
+            fixtures = json.load(f)
     except (OSError, ValueError, KeyError):
         return
-    cost = Counter()
+    files = Counter()
     for item in items:
-        cost[item.nodeid.split("::")[0]] += durations.get(item.nodeid, 1.0)
-    items.sort(key=lambda item: cost[item.nodeid.split("::")[0]])  # stable: a file's order is kept
+        files[item.nodeid.split("::")[0]] += durations.get(item.nodeid, 1.0)
+
+    def cost(item):  # tests needing the same expensive fixtures stay together, a file's tests in file order
+        setup = round(sum(fixtures.get(name, 0.0) for name in getattr(item, "fixturenames", ())))
+        return setup, files[item.nodeid.split("::")[0]], item.nodeid.split("::")[0], item.location[1] or 0
+
+    items.sort(key=cost)

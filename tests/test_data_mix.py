@@ -267,6 +267,7 @@ def test_mathqa_correct_letter_and_dapo_rows_are_checked(tmp_path):
     from collections import Counter
 
     from loongrl.data.math import dapo_rows, mathqa_rows
+    from loongrl.data.sources import InputError
 
     path = tmp_path / "m.jsonl"
     ok = {"Problem": "p", "options": "a ) 1 , b ) 2 , c ) 3 , d ) 4 , e ) 5"}
@@ -282,6 +283,13 @@ def test_mathqa_correct_letter_and_dapo_rows_are_checked(tmp_path):
     assert [(rid, f["answers"]) for rid, f in got] == [("7", ["4"]), ("id-1", ["48", "forty-eight"]), ("4", ["4"])]
     assert got[0][1]["user"] == got[0][1]["question"] == DAPO[0]["prompt"][0]["content"]
     assert skipped == {"missing_ground_truth": 1, "bad_prompt": 1}
+    for bad, field, problem in ((dict(DAPO[0], prompt=[{"role": "user", "content": ""}]), "prompt",
+                                 "expected a chat list ending in a message"),
+                                (dict(DAPO[0], reward_model={}), "reward_model.ground_truth", "missing")):
+        (tmp_path / "bad.jsonl").write_text(json.dumps(DAPO[1]) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(InputError) as err:
+            list(dapo_rows(str(tmp_path / "bad.jsonl"), Counter(), strict=True))
+        assert str(err.value) == f"{tmp_path / 'bad.jsonl'}: row 1: field '{field}': {problem}"
 
 
 def test_file_parts_count_skips_and_take_a_seeded_subset(mix_inputs, tmp_path):

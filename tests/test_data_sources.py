@@ -212,3 +212,14 @@ def test_id_lists(tmp_path):
     path.write_text("  A1 \n\nWho  is X?\n")
     assert read_id_list(str(path)) == {"A1", "Who is X?"}
     assert read_id_list(str(path), fold=True) == {"A1", "a1", "Who is X?", "who is x?"}
+
+
+def test_hub_inputs_stream_a_dataset_folder(tmp_path):
+    # `hf:NAME[:CONFIG]` goes to datasets.load_dataset (streaming): a local dataset folder works offline
+    folder = tmp_path / "my_hotpot"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps(HOTPOT_ROW) + "\n" + json.dumps({**HOTPOT_ROW, "_id": "h2"}) + "\n")
+    data = load_source("hotpotqa", f"hf:{folder}")
+    assert [r.id for r in data.records] == ["h1", "h2"] and data.read == 2
+    with pytest.raises(ValueError, match="no default hub dataset for source 'musique': pass --input hf:OWNER/NAME"):
+        load_source("musique", "hf:")

@@ -248,3 +248,12 @@ def test_missing_file_unknown_top_key_and_config_hash(tmp_path):
     assert len(config_hash(a)) == 16 and "source" not in to_dict(a)
     assert to_dict(a.stages[1])["rl"]["data"]["components"] == [{"path": str(tmp_path / "x.parquet"),
                                                                   "max_items": None, "repeat": 1}]
+
+
+def test_an_unsupported_field_type_names_itself():
+    from loongrl.train.recipe import _convert
+
+    with pytest.raises(RecipeError, match=r"^stages\[0\]\.x: unsupported field type set$"):
+        _convert({1}, set, "stages[0].x")
+    with pytest.raises(RecipeError, match=r"^x: unsupported field type tuple$"):
+        _convert((1,), tuple[int], "x")

@@ -153,14 +153,14 @@ def test_mixture_prefers_its_own_window_and_runs_without_a_counter(kc_files):
 
 def test_hard_mining_keeps_exactly_the_unsolved_rows():
     rows = [_row(i, "keychain_hotpotqa" if i < 3 else "longqa_musique") for i in range(6)]
-    accs = [1.0, 0.0, 0.875, 1.0, 0.5, 0.0]
+    accs = [0.0, 0.0, 0.875, 1.0, 0.5, 1.0]
     kept, stats = transitions.hard_mine(rows, _stats(accs))
-    assert [r["extra_info"]["id"] for r in kept] == ["r1", "r2", "r4", "r5"]
+    assert [r["extra_info"]["id"] for r in kept] == ["r0", "r1", "r2", "r4"]
     assert stats == {"input": 6, "kept": 4, "dropped_solved": 2, "solved_threshold": 1.0,
-                     "by_source": {"keychain_hotpotqa": {"dropped_solved": 1, "kept_unsolved": 1, "kept_partial": 1},
-                                   "longqa_musique": {"dropped_solved": 1, "kept_partial": 1, "kept_unsolved": 1}}}
+                     "by_source": {"keychain_hotpotqa": {"kept_unsolved": 2, "kept_partial": 1},
+                                   "longqa_musique": {"dropped_solved": 2, "kept_partial": 1}}}
     looser, _ = transitions.hard_mine(rows, _stats(accs), solved_threshold=0.875)
-    assert [r["extra_info"]["id"] for r in looser] == ["r1", "r4", "r5"]     # 7/8 counts as solved now
+    assert [r["extra_info"]["id"] for r in looser] == ["r0", "r1", "r4"]     # 7/8 counts as solved now
     with pytest.raises(ValueError, match="6 rows but 5 item statistics"):
         transitions.hard_mine(rows, _stats(accs[:5]))
 

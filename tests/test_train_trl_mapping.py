@@ -62,6 +62,7 @@ def test_sft_config_of_a_stage():
         "max_steps": -1, "max_length": 30000, "completion_only_loss": True,
         "learning_rate": 1e-5, "lr_scheduler_type": "linear", "warmup_ratio": 0.05, "weight_decay": 0.01,
         "max_grad_norm": 1.0}
+    assert type(trl_backend.sft_config_kwargs(spec)["gradient_accumulation_steps"]) is int
     assert trl_backend.sft_config_kwargs(SFTStage(steps=800))["max_steps"] == 800
 
 

@@ -165,23 +165,23 @@ def _supporting_titles(row: dict) -> set[str]:
     return {clean(str(f[0])) for f in sf if isinstance(f, (list, tuple)) and f}
 
 
-def _parse_titled(joiner: str):
+def _parse_titled(row: Any, path: str, n: int, joiner: str) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
     """HotpotQA and 2Wiki share a layout; HotpotQA sentences keep their leading spaces (join with ""),
     2Wiki sentences have none (join with " ")."""
-
-    def parse(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
-        rid = str(_require(row, "_id" if isinstance(row, dict) and "_id" in row else "id", path, n, (str, int)))
-        question = _nonempty(_require(row, "question", path, n), "question", path, n)
-        answer = _nonempty(_require(row, "answer", path, n), "answer", path, n)
-        passages = _titled_sentences(_require(row, "context", path, n, (list, dict)), path, n, joiner)
-        gold = _supporting_titles(row)
-        return rid, question, [answer], [(t, x, t in gold) for t, x in passages]
-
-    return parse
+    rid = str(_require(row, "_id" if isinstance(row, dict) and "_id" in row else "id", path, n, (str, int)))
+    question = _nonempty(_require(row, "question", path, n), "question", path, n)
+    answer = _nonempty(_require(row, "answer", path, n), "answer", path, n)
+    passages = _titled_sentences(_require(row, "context", path, n, (list, dict)), path, n, joiner)
+    gold = _supporting_titles(row)
+    return rid, question, [answer], [(t, x, t in gold) for t, x in passages]
 
 
-parse_hotpotqa = _parse_titled("")
-parse_2wikimqa = _parse_titled(" ")
+def parse_hotpotqa(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
+    return _parse_titled(row, path, n, "")
+
+
+def parse_2wikimqa(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
+    return _parse_titled(row, path, n, " ")
 
 
 def parse_musique(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
