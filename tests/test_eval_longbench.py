@@ -240,6 +240,7 @@ def test_resume_requests_only_missing_items(srv, hotpot, tmp_path):
     assert main(args + ["--max-new-tokens", "16"]) == 2
 
 
+@pytest.mark.timing
 def test_backend_concurrency_retry_and_timeout(srv):
     srv.key_of = question_key
     prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(8)]

@@ -32,6 +32,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.timing
 def test_timeout_kills_and_replaces_the_worker():
     pool = WorkerPool("math:factorial", max_workers=1)
     try:

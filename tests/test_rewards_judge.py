@@ -111,6 +111,7 @@ def test_malformed_then_good_body(judge_server):
     assert LLMJudge(fast_config(judge_server)).judge("q", "x", "y").verdict == 1.0
 
 
+@pytest.mark.timing
 def test_timeout_is_retried_and_bounded(judge_server):
     judge_server.script["slow"] = [("delay", 1.0)] * 10
     judge = LLMJudge(fast_config(judge_server, timeout_s=0.2, max_retries=1))
@@ -175,6 +176,7 @@ def test_api_key_sent_but_never_logged_or_cached(judge_server, tmp_path, monkeyp
     assert secret not in json.dumps(judge.stats)
 
 
+@pytest.mark.timing
 def test_concurrency_overlaps_requests(judge_server):
     judge_server.fixed_delay_s = 0.2
     items = [("q", f"answer {i}", ["gold"]) for i in range(8)]
@@ -224,6 +226,6 @@ def test_judge_any_tries_each_gold_and_reports_an_error_only_without_verdicts(ju
     judge_server.script["Jack"] = [("status", 400)]
     assert judge.judge_any("q", "JFK", ["Jack", "John"]).status == "no"             # a verdict beats the error
     judge_server.script["Jack"] = [("status", 400)]
-    assert judge.judge_any("q", "JFK", ["Jack"]).status == "error: HTTP 400"
+    assert judge.judge_any("q", "JFK", ["Jack"]).status == "error: HTTP 400: scripted"
     assert judge.judge_any("q", "JFK", []).status == "error: no gold answers"
     assert judge.judge_many([]) == []

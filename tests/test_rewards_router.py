@@ -336,6 +336,8 @@ def test_trl_adapter_logs_the_pass_rate_and_reads_every_gold_column():
                       **{column: [["Paris"]]}) == [1.0], column
     with pytest.raises(ValueError, match="TRL reward needs a 'reward_model', 'ground_truth', 'answers' or 'answer'"):
         reward(prompts=["q"], completions=["x"], data_source=["keychain_x"])
+    math = router.make_trl_reward(math_timeout_s=10.0)
+    assert math(**_columns(["</think>Answer: \\frac{1}{2}"], ["0.5"], data_source="math_dapo")) == [1.0]
 
 
 def test_trl_adapter_routes_by_ability_when_no_prefix_matches():
@@ -346,6 +348,7 @@ def test_trl_adapter_routes_by_ability_when_no_prefix_matches():
         reward(**columns)
 
 
+@pytest.mark.timing
 def test_trl_adapter_bounds_math_verify_by_its_math_timeout(server):
     from test_rewards_bounded import PATHOLOGICAL
 
