@@ -36,12 +36,14 @@ test: setup model
 # Mutation testing of the modules whose mistakes cost GPU-hours (docs/mutation.md); slow, not part of `test`.
 # A fresh run each time (mutmut keeps results per function, which would hide what new tests kill).
 mutation: setup
-	$(BIN)/python -m pip install -q -e '.[mutation]'
+	$(BIN)/mutmut --version 2>/dev/null | grep -q 3.8.1 || $(BIN)/python -m pip install -q -e '.[mutation]'
 	rm -rf mutants
-	# The tests run inside mutants/, so ../shared is named absolutely.
+	@# The tests run inside mutants/, so ../shared is named absolutely.
+	@start=$$(date +%s); \
 	LOONGRL_SHARED=$(abspath $(SHARED)) LOONGRL_DATA=$(abspath $(SHARED))/data \
 	LOONGRL_TOKENIZER=$(abspath $(SHARED))/data/tokenizers/qwen2.5 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
-		nice -n 10 $(BIN)/mutmut run --max-children 2 > mutation.log 2>&1 || (tail -40 mutation.log; exit 1)
+		nice -n 10 $(BIN)/mutmut run --max-children 2 > mutation.log 2>&1 || { tail -c 3000 mutation.log; exit 1; }; \
+	echo "mutmut run: $$(( ($$(date +%s) - start) / 60 )) min (log: mutation.log)"
 	$(BIN)/python scripts/mutation_report.py
 
 bench: setup
