@@ -22,9 +22,10 @@ INPUTS = {
 if not os.path.isdir(DATA):
     raise RuntimeError(f"shared data not found at {DATA}: clone the project next to ../shared or set LOONGRL_SHARED")
 
-if "MUTANT_UNDER_TEST" in os.environ:
+if "MUTANT_UNDER_TEST" in os.environ and "LOONGRL_TEST_PRELOADED" not in os.environ:
     # `make mutation` forks each mutant's test run from a process that only collected the tests: import the
     # heavy libraries there, once (loading a tokenizer pulls in transformers' lazy modules), not per mutant.
+    os.environ["LOONGRL_TEST_PRELOADED"] = "1"  # this file runs again in every forked run
     import matplotlib
 
     matplotlib.use("Agg")
