@@ -285,7 +285,9 @@ def test_mathqa_correct_letter_and_dapo_rows_are_checked(tmp_path):
     assert skipped == {"missing_ground_truth": 1, "bad_prompt": 1}
     for bad, field, problem in ((dict(DAPO[0], prompt=[{"role": "user", "content": ""}]), "prompt",
                                  "expected a chat list ending in a message"),
-                                (dict(DAPO[0], reward_model={}), "reward_model.ground_truth", "missing")):
+                                (dict(DAPO[0], reward_model={}), "reward_model.ground_truth", "missing"),
+                                ({k: v for k, v in DAPO[0].items() if k != "prompt"}, "prompt", "missing"),
+                                (dict(DAPO[0], reward_model="4"), "reward_model", "expected dict, got str")):
         (tmp_path / "bad.jsonl").write_text(json.dumps(DAPO[1]) + "\n" + json.dumps(bad) + "\n")
         with pytest.raises(InputError) as err:
             list(dapo_rows(str(tmp_path / "bad.jsonl"), Counter(), strict=True))

@@ -305,3 +305,43 @@ def test_the_answer_prefill_is_rendered_for_the_reply_to_continue(tokenizer):
     assert render_chat(tokenizer, prefill[:2]).endswith("Hi<|im_end|>\n<|im_start|>assistant\n")
     # 15 tokens up to the assistant header (see tests/test_train_transitions.py), then "A" ":"
     assert ruler.chat_tokens(tokenizer, prefill) == 17 and ruler.chat_tokens(tokenizer, prefill[:2]) == 15
+
+
+# ---- the project's own rows (eval/rows.py) --------------------------------------------------------------
+
+def _record(source, length, depth, acc):
+    sample = {"acc": acc, "f1": acc, "exact": acc, "score": acc, "answered": 1.0, "boxed": 1.0, "think": 1.0}
+    return {"meta": {"source": source, "length": length, "depth": depth}, "samples": [sample, dict(sample, acc=0.0)]}
+
+
+def test_rows_breakdowns_in_reading_order():
+    from loongrl.eval import rows as rows_eval
+
+    records = [_record("longqa_b", "n/a", "n/a", 1.0), _record("keychain_a", ">128K", "80-100%", 1.0),
+               _record("keychain_a", "8-16K", "0-20%", 0.0)]
+    summary, table = rows_eval.summarize(records)
+    assert summary["overall"] == {"items": 3, "acc": round(100 * (0.5 + 0.5 + 0) / 3, 2), "f1": 66.67,
+                                  "exact": 66.67, "score": 66.67, "answered": 100.0, "boxed": 100.0, "think": 100.0}
+    assert list(summary["breakdowns"]["source"]) == ["keychain_a", "longqa_b"]          # alphabetical
+    assert list(summary["breakdowns"]["length"]) == ["8-16K", ">128K", "n/a"]            # numeric, n/a last
+    assert list(summary["breakdowns"]["depth"]) == ["0-20%", "80-100%", "n/a"]
+    assert [r[0] for r in table] == ["all", "data source: keychain_a", "data source: longqa_b", "prompt tokens: 8-16K",
+                                     "prompt tokens: >128K", "prompt tokens: n/a", "gold depth: 0-20%",
+                                     "gold depth: 80-100%", "gold depth: n/a"]
+    assert summary["breakdowns"]["depth"]["80-100%"] == {"items": 1, "acc": 50.0, "f1": 100.0, "exact": 100.0,
+                                                         "score": 100.0, "answered": 100.0, "boxed": 100.0, "think": 100.0}
+
+
+def test_rows_scorer_asks_the_judge_of_the_reward_kwargs(server):
+    from loongrl.eval import rows as rows_eval
+
+    server.reset()
+    server.verdicts["JFK"] = "[[YES]]"
+    row = {"data_source": "keychain_x", "reward_model": {"ground_truth": ["John F. Kennedy"]},
+           "extra_info": {"question": "Who?"}}
+    item = EvalItem("f/0", "keychain_x", [], ["John F. Kennedy"])
+    judge = {"judge_config": {"base_url": server.base_url, "model": "j", "max_retries": 0}}
+    [[with_judge]] = rows_eval.make_scorer({"f/0": row}, judge)([item], [[r"</think>\boxed{JFK}"]])
+    [[rule_only]] = rows_eval.make_scorer({"f/0": row}, judge, judge=False)([item], [[r"</think>\boxed{JFK}"]])
+    assert (with_judge["score"], with_judge["judge"], with_judge["f1"]) == (1.0, "yes", 0.0)
+    assert (rule_only["score"], rule_only["judge"]) == (0.0, "off") and len(server.requests) == 1

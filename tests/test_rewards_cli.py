@@ -106,8 +106,9 @@ SCORED_ROWS = [  # (row, default acc, acc with --word-boundary --no-require-thin
 ]
 
 
-def test_score_options_judge_and_summary(server, tmp_path, monkeypatch):
+def test_score_options_judge_and_summary(server, tmp_path, monkeypatch, capsys):
     server.reset()
+    server.fixed_delay_s = 0.2                          # concurrent requests would overlap in the server
     server.verdicts["JFK"] = "[[YES]]"
     server.script["Nixon"] = [("status", 400)]
     monkeypatch.setenv("LOONGRL_TEST_SCORE_KEY", "sk-score")
@@ -129,6 +130,12 @@ def test_score_options_judge_and_summary(server, tmp_path, monkeypatch):
         "judge_status": {"skipped": 4, "yes": 1, "error": 1},
         "judge_stats": {"requests": 2, "errors": 1}}
     assert out.read_text().startswith('{\n  "predictions": ')
+    assert server.max_in_flight == 1                   # --judge-concurrency 1
+    assert capsys.readouterr().out.splitlines() == [
+        "data_source  items  samples  accuracy  mean    pass@1",
+        "keychain_x   5      5        0.6000    0.6000  0.6000",
+        "mathqa       1      1        1.0000    1.0000  1.0000",
+        "OVERALL      6      6        0.6667    0.6667  0.6667"]
     requests = {r["answer"]: r for r in server.requests}
     assert requests["JFK"]["body"]["model"] == "judge-s"
     assert requests["JFK"]["headers"]["Authorization"] == "Bearer sk-score"
@@ -138,6 +145,9 @@ def test_score_options_judge_and_summary(server, tmp_path, monkeypatch):
     again = json.loads(out.read_text())
     assert again["overall"]["accuracy"] == sum(flag for _, _, flag in SCORED_ROWS) / 6 == 2 / 6
     assert again["judge_status"] == {"off": 6} and again["judge_stats"] is None
+    capsys.readouterr()
+    assert run([str(path), "--k", "1,2"]) == 0                       # no judge: 3 of 6; one sample each: no pass@2
+    assert capsys.readouterr().out.splitlines()[-1] == "OVERALL      6      6        0.5000    0.5000  0.5000  nan   "
 
 
 def test_every_bad_row_is_named(tmp_path, capsys):
@@ -155,9 +165,15 @@ def test_every_bad_row_is_named(tmp_path, capsys):
             cli.parse_row(json.loads(line), None)
         assert (err.value.reason, str(err.value)) == (reason, message)
     path = tmp_path / "bad.jsonl"
-    path.write_text("\n".join(rows) + "\n")
+    path.write_text("\n".join(rows + rows[:2]) + "\n")
     assert run([str(path)]) == 2                                             # nothing left to score
     assert f"error: no scorable rows in {path} (skipped: " in capsys.readouterr().err
+    assert cli.read_rows(str(path), None, strict=False) == ([], {"not_an_object": 2, "missing_id": 2,
+                                                                 "missing_response": 1, "bad_ground_truth": 1,
+                                                                 "missing_data_source": 1})
+    with pytest.raises(cli.RowError) as err:
+        cli.read_rows(str(path), None, strict=True)
+    assert (err.value.reason, str(err.value)) == ("not_an_object", f"{path}:1: row is not a JSON object")
     # a row with a reward_model but an answers field keeps the answers
     row = {"id": 1, "response": "x", "answers": ["a"], "reward_model": {"ground_truth": "b"}, "data_source": "keychain_x"}
     assert cli.parse_row(row, None)["ground_truth"] == ["a"]

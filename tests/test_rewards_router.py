@@ -412,3 +412,38 @@ def test_qwenlong_docqa_options():
     assert compute_score("musique_0", "</think>So the answer is no.", "Norway", word_boundary=True)["score"] == 0.0
     assert compute_score("musique_0", "</think>So the answer is the.", "Paris")["score"] == 0.0   # empty guard
     assert compute_score("musique_0", "</think>So the answer is the.", "Paris", faithful=True)["score"] == 1.0
+
+
+@pytest.mark.parametrize("response, gold, ours, faithful", [
+    ("</think>" + r"\boxed{(B)}" * 4, "B", 1.0, 1.0),                        # up to 4 boxes...
+    ("</think>" + r"\boxed{(B)}" * 5, "B", 0.0, 0.0),                        # ...not 5
+    ("</think>\\boxed{(B) " + "x" * 28 + "}", "B", 1.0, 1.0),                # a 32-character box...
+    ("</think>\\boxed{(B) " + "x" * 29 + "}", "B", 0.0, 0.0),                # ...not 33
+    (r"</think>\boxed{(B) {x}}", "B", 1.0, 1.0),                              # one "{", "}" and...
+    (r"</think>\boxed{(B) {{x}}}", "B", 0.0, 0.0),                            # ...not two
+    (r"</think>\boxed{(B) \in}", "B", 1.0, 1.0), (r"</think>\boxed{(B) \a\b}", "B", 0.0, 0.0),   # backslashes
+    (r"</think>$\boxed (C)$ then \boxed{(B)}", "B", 1.0, 0.0),              # LoongRL: a "\boxed " anywhere wins
+    (r"\boxed{(B)}", "B", 0.0, 1.0),                                          # the reference reads the whole text
+])
+def test_math_choice_guards_and_faithful_box(response, gold, ours, faithful):
+    assert compute_score("mathqa_choice", response, gold)["score"] == ours
+    assert compute_score("mathqa_choice", response, gold, faithful=True)["score"] == faithful
+    if response.startswith("</think>"):                                      # require_think=False reads the same box
+        assert compute_score("mathqa_choice", response[8:], gold, require_think=False)["score"] == ours
+
+
+def test_ruler_rows_options():
+    golds = ["8230912", "1094587"]
+    assert compute_score("book_ruler_mv", r"\boxed{8230912 1094587}", golds, require_think=False)["score"] == 1.0
+    assert compute_score("book_ruler_mk", r"</think>\boxed{key-7a0f9ecc}", ["7a0f9ecc"])["score"] == 1.0
+    assert compute_score("book_ruler_mk", r"</think>\boxed{key7a0f9ecc}", ["7a0f9ecc"], word_boundary=True)["score"] == 0.0
+    # faithful: LoongRL's last box of the whole text, space form first; an empty gold is "found"
+    assert compute_score("book_ruler_mk", r"$\boxed 8230912$ \boxed{0}", golds, faithful=True)["score"] == 1.0
+    assert compute_score("book_ruler_mk", r"\boxed{anything}", ["..."], faithful=True)["score"] == 1.0
+    assert compute_score("book_ruler_mk", r"</think>\boxed{anything}", ["..."])["score"] == 0.0
+
+
+def test_faithful_math_dapo_reads_a_box_at_the_very_start():
+    # verl's math_dapo: no "Answer:" line, so the last box of the last 100 characters, even at position 0
+    assert compute_score("math_dapo", r"\boxed{12}", "12", faithful=True)["score"] == 1.0
+    assert compute_score("math_dapo", r"\boxed{12}", "13", faithful=True)["score"] == 0.0

@@ -33,6 +33,8 @@ def test_grpo_config_of_a_paper_stage():
         "max_grad_norm": 0.5,
         "max_steps": 10 * 4 * 2,                      # TRL counts optimiser steps: RL steps x updates x epochs
     }
+    kw = trl_backend.grpo_config_kwargs(_loongrl_stage())
+    assert type(kw["steps_per_generation"]) is int and type(kw["max_steps"]) is int
 
 
 @pytest.mark.parametrize("loss_agg, loss_type", [
