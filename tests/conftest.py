@@ -154,8 +154,9 @@ def _cheapest_first(items) -> None:
     for item in items:
         files[item.nodeid.split("::")[0]] += durations.get(item.nodeid, 1.0)
 
-    def cost(item):  # tests needing the same expensive fixtures stay together, a file's tests in file order
+    def cost(item):  # tests needing the same expensive fixtures stay together, a file's tests stay together
         setup = round(sum(fixtures.get(name, 0.0) for name in getattr(item, "fixturenames", ())))
-        return setup, files[item.nodeid.split("::")[0]], item.nodeid.split("::")[0], item.location[1] or 0
+        path = item.nodeid.split("::")[0]
+        return setup, files[path], path, durations.get(item.nodeid, 1.0)
 
     items.sort(key=cost)
