@@ -70,3 +70,19 @@ def test_redact_hides_the_key(monkeypatch):
     monkeypatch.setenv("LOONGRL_TEST_REDACT", "sk-123")
     assert redact("bad key sk-123 given", "LOONGRL_TEST_REDACT") == "bad key *** given"
     assert redact("bad key sk-123 given", "LOONGRL_TEST_UNSET_VAR") == "bad key sk-123 given"
+
+
+def test_completions_endpoint_and_malformed_replies(server):
+    from loongrl.generation.http import post_completion
+
+    server.reset()
+    server.key_of = lambda body: body.get("prompt", "")
+    server.respond = lambda body: " 42"
+    reply = post_completion(server.base_url + "/", {"model": "m", "prompt": "The number is:"}, "UNSET_KEY_VAR", 5.0)
+    assert reply["choices"][0]["text"] == " 42" and server.requests[-1]["path"] == "/v1/completions"
+    server.script["bad"] = [("raw", b'{"choices": [{"message": {"content": "x"}}]}')]    # a chat reply, no text
+    with pytest.raises(Retryable, match=r"malformed response body \(no choices with text\)"):
+        post_completion(server.base_url, {"model": "m", "prompt": "bad"}, "UNSET_KEY_VAR", 5.0)
+    server.script["junk"] = [("raw", b"<html>")]
+    with pytest.raises(Retryable, match=r"malformed response body \(not JSON\)"):
+        post_completion(server.base_url, {"model": "m", "prompt": "junk"}, "UNSET_KEY_VAR", 5.0)
