@@ -1,0 +1,215 @@
+"""Recipe -> verl: every recipe knob lands on its Hydra key with its value, written out by hand from the recipe
+below (docs/train.md, "Backends and knob mapping"). No verl import: these run in `make mutation`; that the
+keys exist in verl's own config is checked by tests/test_train_verl.py (slow: Hydra compose)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from loongrl.train import verl_backend
+from loongrl.train.recipe import parse_recipe
+
+ROUTER = os.path.join(os.path.dirname(verl_backend.__file__), os.pardir, "rewards", "router.py")
+
+# Every value differs from its neighbours and from the defaults, so a swapped or dropped field shows.
+RECIPE = {
+    "name": "r", "model": "org/base", "seed": 7,
+    "cluster": {"nnodes": 3, "gpus_per_node": 4, "rollout": "sglang", "tensor_parallel": 2, "ulysses_sp": 5,
+                "gpu_memory_utilization": 0.6, "param_offload": True, "optimizer_offload": False,
+                "extra_overrides": ["trainer.val_only=False"]},
+    "stages": [
+        {"name": "warm", "sft": {
+            "data": {"components": [{"path": "/d/sft.parquet"}]},
+            "optim": {"learning_rate": 3e-5, "lr_scheduler": "cosine", "warmup_ratio": 0.1, "min_lr_ratio": 0.05,
+                      "weight_decay": 0.02, "grad_clip": 0.5},
+            "batch_size": 16, "micro_batch_size": 2, "epochs": 2, "max_length": 3000}},
+        {"name": "rl1", "rl": {
+            "data": {"components": [{"path": "/d/a.parquet", "max_items": 10, "repeat": 2}, {"path": "/d/b.parquet"}],
+                     "min_prompt_tokens": 5, "max_prompt_tokens": 900},
+            "algorithm": "dapo", "group_size": 6, "kl_coef": 0.002, "kl_type": "mse", "clip_low": 0.21,
+            "clip_high": 0.28, "loss_agg": "seq-mean-token-mean", "norm_adv_by_std": False, "entropy_coef": 0.003,
+            "temperature": 0.9, "top_p": 0.8, "max_prompt_tokens": 1000, "max_response_tokens": 500,
+            "overlong_buffer": {"length": 100, "penalty_factor": 0.5},
+            "optim": {"learning_rate": 2e-6, "lr_scheduler": "constant", "warmup_ratio": 0.03, "min_lr_ratio": 0.1,
+                      "weight_decay": 0.04, "grad_clip": 2.0},
+            "batch_size": 12, "mini_batch_size": 4, "ppo_epochs": 3, "steps": 9, "save_every": 3,
+            "reward_kwargs": {"require_think": True, "judge_config": {"model": "j", "base_url": "http://h/v1"}}}},
+        {"name": "rl2", "rl": {
+            "data": {"components": []},
+            "transition": {"hard_mining": {"sampling": {"k": 4, "temperature": 0.5, "top_p": 0.7,
+                                                        "max_new_tokens": 300}, "solved_threshold": 0.75}},
+            "kl_coef": 0.0, "max_prompt_tokens": 700, "max_response_tokens": 200, "batch_size": 8, "epochs": 2}},
+    ],
+}
+
+
+@pytest.fixture
+def recipe():
+    return parse_recipe(RECIPE, "r.yaml", "/base")
+
+
+def test_rl_overrides_carry_every_knob(recipe):
+    out = verl_backend.rl_overrides(recipe, recipe.stages[1], "/m/sft", "/s/data.parquet", "/s/ck")
+    a, ro, ref = "actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref"
+    kw = "+reward.custom_reward_function.reward_kwargs"
+    ob = "+reward.reward_kwargs.overlong_buffer_cfg"
+    assert out == [
+        "algorithm.adv_estimator=grpo", "algorithm.norm_adv_by_std_in_grpo=False", "algorithm.use_kl_in_reward=False",
+        "data.train_files=[/s/data.parquet]", "data.val_files=[/s/data.parquet]", "data.prompt_key=prompt",
+        "data.max_prompt_length=1000", "data.max_response_length=500", "data.filter_overlong_prompts=True",
+        "data.truncation=error", "data.train_batch_size=12", "data.seed=7",
+        "actor_rollout_ref.model.path=/m/sft", "actor_rollout_ref.model.use_remove_padding=True",
+        "actor_rollout_ref.model.enable_gradient_checkpointing=True",
+        f"{a}.optim.lr=2e-06", f"{a}.optim.lr_scheduler_type=constant", f"{a}.optim.lr_warmup_steps_ratio=0.03",
+        f"{a}.optim.min_lr_ratio=0.1", f"{a}.optim.weight_decay=0.04", f"{a}.optim.clip_grad=2.0",
+        f"{a}.ppo_mini_batch_size=4", f"{a}.ppo_epochs=3", f"{a}.use_kl_loss=True", f"{a}.kl_loss_coef=0.002",
+        f"{a}.kl_loss_type=mse", f"{a}.clip_ratio_low=0.21", f"{a}.clip_ratio_high=0.28",
+        f"{a}.loss_agg_mode=seq-mean-token-mean", f"{a}.entropy_coeff=0.003", f"{a}.use_dynamic_bsz=True",
+        f"{a}.ppo_max_token_len_per_gpu=1500",  # no max_tokens_per_gpu: prompt + response tokens
+        f"{a}.ulysses_sequence_parallel_size=5", f"{a}.fsdp_config.param_offload=True",
+        f"{a}.fsdp_config.optimizer_offload=False",
+        f"{ro}.name=sglang", f"{ro}.n=6", f"{ro}.temperature=0.9", f"{ro}.top_p=0.8",
+        f"{ro}.tensor_model_parallel_size=2", f"{ro}.gpu_memory_utilization=0.6", f"{ro}.max_num_batched_tokens=1500",
+        f"{ro}.log_prob_use_dynamic_bsz=True", f"{ro}.log_prob_max_token_len_per_gpu=1500",
+        f"{ref}.log_prob_use_dynamic_bsz=True", f"{ref}.log_prob_max_token_len_per_gpu=1500",
+        f"reward.custom_reward_function.path={verl_backend.ROUTER_PATH}",
+        "reward.custom_reward_function.name=compute_score",
+        "trainer.project_name=loongrl", "trainer.experiment_name=r-rl1", "trainer.nnodes=3",
+        "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck", "trainer.save_freq=3", "trainer.test_freq=-1",
+        "trainer.val_before_train=False", "trainer.resume_mode=auto", "trainer.logger=[console,tensorboard]",
+        "trainer.total_training_steps=9",
+        # DAPO: dynamic sampling on accuracy, generating 3 batches' worth of prompts
+        "algorithm.filter_groups.enable=True", "algorithm.filter_groups.metric=acc",
+        "algorithm.filter_groups.max_num_gen_batches=10", "data.gen_batch_size=36",
+        f"{kw}.require_think=True", f"{kw}.judge_config.model=j", f"{kw}.judge_config.base_url=http://h/v1",
+        "reward.reward_manager.name=dapo", f"{ob}.enable=True", f"{ob}.len=100", f"{ob}.penalty_factor=0.5",
+        f"{ob}.log=False", "+reward.reward_kwargs.max_resp_len=500",
+        "trainer.val_only=False",  # cluster.extra_overrides, last
+    ]
+    assert os.path.samefile(verl_backend.ROUTER_PATH, ROUTER)
+
+
+def test_rl_overrides_of_a_grpo_stage_by_epochs_with_the_cluster_token_budget(recipe):
+    recipe.cluster.max_tokens_per_gpu = 4000
+    out = verl_backend.rl_overrides(recipe, recipe.stages[2], "/m", "/d.parquet", "/ck")
+    assert "trainer.total_epochs=2" in out and not any(o.startswith("trainer.total_training_steps") for o in out)
+    assert "actor_rollout_ref.actor.ppo_mini_batch_size=8" in out           # no mini-batch: the whole batch
+    assert "actor_rollout_ref.actor.use_kl_loss=False" in out                # kl_coef 0: KL loss off
+    assert "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=4000" in out   # the cluster's budget wins
+    assert "actor_rollout_ref.rollout.max_num_batched_tokens=4000" in out
+    assert "algorithm.norm_adv_by_std_in_grpo=True" in out
+    assert not any("filter_groups" in o or "gen_batch_size" in o or "overlong_buffer" in o or "reward_manager" in o
+                   or "reward_kwargs" in o for o in out)  # GRPO, no overlong buffer, no reward options
+
+
+def test_sft_overrides_carry_every_knob(recipe):
+    assert verl_backend.sft_overrides(recipe, recipe.stages[0], "org/base", "/s/m.parquet", "/s/ck") == [
+        "data.train_files=[/s/m.parquet]", "data.val_files=null", "data.messages_key=messages",
+        "data.train_batch_size=16", "data.micro_batch_size_per_gpu=2", "data.max_length=3000",
+        "data.truncation=error", "model.path=org/base", "optim.lr=3e-05", "optim.lr_scheduler_type=cosine",
+        "optim.lr_warmup_steps_ratio=0.1", "optim.min_lr_ratio=0.05", "optim.weight_decay=0.02",
+        "optim.clip_grad=0.5", "trainer.project_name=loongrl", "trainer.experiment_name=r-warm",
+        "trainer.nnodes=3", "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck",
+        "trainer.logger=[console,tensorboard]", "trainer.seed=7", "trainer.total_epochs=2",
+        "trainer.val_only=False",
+    ]
+    recipe.stages[0].sft.steps = 5
+    out = verl_backend.sft_overrides(recipe, recipe.stages[0], "m", "d", "c")
+    assert "trainer.total_training_steps=5" in out and not any("total_epochs" in o for o in out)
+
+
+@pytest.mark.parametrize("epochs", [1.5, 0.5, 0.0])
+def test_fractional_or_zero_epochs_are_refused_not_rounded(recipe, epochs):
+    recipe.stages[2].rl.epochs = epochs
+    with pytest.raises(ValueError, match=f"verl trains whole epochs; got epochs={epochs} \\(set `steps` instead\\)"):
+        verl_backend.rl_overrides(recipe, recipe.stages[2], "m", "d", "c")
+    recipe.stages[0].sft.epochs = epochs
+    with pytest.raises(ValueError, match="verl trains whole epochs"):
+        verl_backend.sft_overrides(recipe, recipe.stages[0], "m", "d", "c")
+
+
+def test_linear_schedule_is_refused_naming_the_stage(recipe):
+    recipe.stages[1].rl.optim.lr_scheduler = "linear"
+    with pytest.raises(ValueError, match="^stage rl1: verl's FSDP optimiser supports lr_scheduler constant or "
+                                         "cosine, not linear$"):
+        verl_backend.rl_overrides(recipe, recipe.stages[1], "m", "d", "c")
+    recipe.stages[0].sft.optim.lr_scheduler = "linear"
+    with pytest.raises(ValueError, match="^stage warm: "):
+        verl_backend.sft_overrides(recipe, recipe.stages[0], "m", "d", "c")
+
+
+def test_values_are_written_as_hydra_reads_them(recipe):
+    recipe.stages[1].rl.reward_kwargs = {"a": None, "b": [1, 2.5, "x"], "c": {"d": {"e": False}}, "f": 3}
+    out = verl_backend.rl_overrides(recipe, recipe.stages[1], "m", "d", "c")
+    kw = "+reward.custom_reward_function.reward_kwargs"
+    assert [o for o in out if o.startswith(kw)] == [f"{kw}.a=null", f"{kw}.b=[1,2.5,x]", f"{kw}.c.d.e=False",
+                                                    f"{kw}.f=3"]
+
+
+def test_plan_chains_each_stage_from_the_previous_merged_checkpoint(recipe, tmp_path):
+    steps = verl_backend.plan(recipe, str(tmp_path / "out"))
+    out = str(tmp_path / "out")
+    sdir = [os.path.join(out, n) for n in ("00_warm", "01_rl1", "02_rl2")]
+    assert [(s["stage"], s["kind"], s["config"]) for s in steps] == [
+        ("warm", "sft", "sft_trainer_engine"), ("rl1", "rl", "ppo_trainer"), ("rl2", "rl", "ppo_trainer")]
+    assert [s["ckpt_dir"] for s in steps] == [os.path.join(d, "verl_ckpt") for d in sdir]
+    # SFT: torchrun over 3 nodes of 4 GPUs with the rendezvous of a multi-node launch
+    assert steps[0]["train"] == ["torchrun", "--nnodes=3", "--nproc_per_node=4", "--node_rank=${NODE_RANK}",
+                                 "--master_addr=${MASTER_ADDR}", "--master_port=${MASTER_PORT:-29500}",
+                                 "-m", "verl.trainer.sft_trainer", *steps[0]["overrides"]]
+    assert f"data.train_files=[{sdir[0]}/data_messages.parquet]" in steps[0]["overrides"]
+    assert "model.path=org/base" in steps[0]["overrides"]
+    assert steps[0]["merge"] == [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
+                                 "--local_dir", os.path.join(sdir[0], "verl_ckpt", "global_step_{step}"),
+                                 "--target_dir", os.path.join(sdir[0], "checkpoint")]
+    # RL: main_ppo on this node, from the SFT stage's merged checkpoint, on this stage's parquet
+    assert steps[1]["train"] == [sys.executable, "-m", "verl.trainer.main_ppo", *steps[1]["overrides"]]
+    assert f"actor_rollout_ref.model.path={sdir[0]}/checkpoint" in steps[1]["overrides"]
+    assert f"data.train_files=[{sdir[1]}/data.parquet]" in steps[1]["overrides"]
+    assert f"actor_rollout_ref.model.path={sdir[1]}/checkpoint" in steps[2]["overrides"]
+    assert steps[1]["merge"][7] == os.path.join(sdir[1], "verl_ckpt", "global_step_{step}", "actor")
+    assert steps[2]["merge"][-1] == os.path.join(sdir[2], "checkpoint")
+    # what the dry run prints about each stage's data
+    assert steps[0]["data"] == "data: sft.parquet; prompt tokens in (0, 3000]"
+    assert steps[1]["data"] == "data: a.parquet[:10] x2 + b.parquet; prompt tokens in (5, 900]"
+    assert steps[2]["data"] == (
+        "data: (from the transition); prompt tokens in (0, 700]; hard mining of the previous stage rows with the "
+        "previous checkpoint: K=4, T=0.5, top-p=0.7, max_new_tokens=300; drop mean acc >= 0.75")
+
+
+def test_single_node_sft_and_ray_cluster_rl(recipe, tmp_path):
+    recipe.cluster.nnodes, recipe.cluster.ray_address = 1, "http://head:8265"
+    steps = verl_backend.plan(recipe, str(tmp_path))
+    assert steps[0]["train"][:5] == ["torchrun", "--nnodes=1", "--nproc_per_node=4", "-m", "verl.trainer.sft_trainer"]
+    assert steps[1]["train"] == ["ray", "job", "submit", "--address=http://head:8265", "--", "python3", "-m",
+                                 "verl.trainer.main_ppo", *steps[1]["overrides"]]
+
+
+def test_retrospective_stage_description(tmp_path):
+    raw = {**RECIPE, "stages": [RECIPE["stages"][1], {"name": "p2", "rl": {
+        "data": {"components": [{"path": "/d/long.parquet"}]},
+        "transition": {"retrospective": {"sampling": {"k": 3}, "hard_threshold": 0.4, "carry_share": 0.2}}}}]}
+    steps = verl_backend.plan(parse_recipe(raw), str(tmp_path))
+    assert steps[1]["data"] == ("data: long.parquet; prompt tokens in (0, 16384]; retrospective sampling: K=3, "
+                                "hard = mean reward <= 0.4, carry 20% of the pool")
+    raw["stages"][1]["rl"]["transition"] = {"hard_mining": {"source": "mixture"}}
+    steps = verl_backend.plan(parse_recipe(raw), str(tmp_path))
+    assert "hard mining of the mixture rows" in steps[1]["data"]
+
+
+def test_dry_run_prints_each_stage_without_running_it(recipe, tmp_path, capsys):
+    assert verl_backend.run(recipe, str(tmp_path), dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "00_warm").exists()
+    stages = out.split("\n\n")[:3]
+    assert stages[0].startswith("# stage 0: warm (sft, verl config sft_trainer_engine)\n# data: sft.parquet; ")
+    # the launcher and its flags on one line, then one override per line
+    assert stages[0].splitlines()[2] == ("torchrun --nnodes=3 --nproc_per_node=4 '--node_rank=${NODE_RANK}' "
+                                         "'--master_addr=${MASTER_ADDR}' '--master_port=${MASTER_PORT:-29500}' "
+                                         "-m verl.trainer.sft_trainer \\")
+    assert stages[0].splitlines()[3] == f"    'data.train_files=[{tmp_path}/00_warm/data_messages.parquet]' \\"
+    assert stages[1].splitlines()[2] == f"{sys.executable} -m verl.trainer.main_ppo \\"
+    assert stages[2].splitlines()[-1].startswith(f"# then: {sys.executable} -m verl.model_merger merge --backend fsdp")
