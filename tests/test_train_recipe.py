@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import typing
 
 import pytest
 import yaml
@@ -257,14 +258,19 @@ def test_an_unsupported_field_type_names_itself():
         _convert({1}, set, "stages[0].x")
     with pytest.raises(RecipeError, match=r"^x: unsupported field type tuple$"):
         _convert((1,), tuple[int], "x")
+    with pytest.raises(RecipeError, match=r"^x: unsupported field type ForwardRef\('Later'\)$"):
+        _convert(1, typing.ForwardRef("Later"), "x")  # a type without a __name__ is named by its repr
 
 
 def test_config_hash_ignores_key_order_and_keeps_mapping_values(tmp_path):
     from loongrl.train.recipe import config_hash, to_dict
 
     a = load_recipe(_write(tmp_path, yaml.safe_dump(_two_stages(reward_kwargs={"require_think": True,
-                                                                                "word_boundary": True}))))
+                                                                                "word_boundary": True}),
+                                                    sort_keys=False)))
     b = load_recipe(_write(tmp_path, yaml.safe_dump(_two_stages(reward_kwargs={"word_boundary": True,
-                                                                                "require_think": True}))))
+                                                                                "require_think": True}),
+                                                    sort_keys=False)))  # (safe_dump sorts keys by default)
+    assert list(b.stages[1].rl.reward_kwargs) == ["word_boundary", "require_think"]
     assert config_hash(a.stages[1]) == config_hash(b.stages[1])         # the same settings, reordered in YAML
     assert to_dict(a.stages[1])["rl"]["reward_kwargs"] == {"require_think": True, "word_boundary": True}

@@ -218,3 +218,25 @@ def test_mining_statistics_line_up_with_their_rows(rows, server):
     assert [s["mean_reward"] for s in stats] == [1.0, 0.0, 0.75, 1.0, 0.25, 0.0] and {s["n"] for s in stats} == {4}
     kept, _ = transitions.hard_mine(picked, stats)
     assert [r["extra_info"]["id"] for r in kept] == [picked[i]["extra_info"]["id"] for i in (1, 2, 4, 5)]
+
+
+def test_length_filter_keeps_a_one_token_prompt_by_default_and_names_a_row_without_extra_info():
+    kept, stats = transitions.length_filter([_row(0, tokens=1), _row(1, tokens=0)], transitions.recorded_prompt_tokens)
+    assert [r["extra_info"]["id"] for r in kept] == ["r0"]                # default window: 0 < n
+    assert stats["dropped"] == {"under_min_prompt_tokens": {"keychain_hotpotqa": 1}}
+    with pytest.raises(ValueError, match="^row None has no extra_info.prompt_tokens"):
+        transitions.recorded_prompt_tokens({"prompt": []})
+
+
+def test_mixture_records_each_part_and_takes_a_part_whole_when_max_items_is_its_size(kc_files, tmp_path):
+    import hashlib
+
+    path = kc_files["musique"]
+    whole, stats = transitions.build_mixture(DataMixture(components=[DataComponent(path, repeat=2)]), 5, None, None)
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    assert stats["components"] == [{"path": path, "sha256": digest, "taken": 6, "repeat": 2}]
+    # max_items equal to the part's 6 rows: no subsample, so the same seed gives the same order
+    same, _ = transitions.build_mixture(DataMixture(components=[DataComponent(path, max_items=6, repeat=2)]), 5, None,
+                                        None)
+    assert [r["extra_info"]["id"] for r in same] == [r["extra_info"]["id"] for r in whole]
