@@ -169,6 +169,8 @@ def test_plan_chains_each_stage_from_the_previous_merged_checkpoint(recipe, tmp_
     assert steps[1]["train"] == [sys.executable, "-m", "verl.trainer.main_ppo", *steps[1]["overrides"]]
     assert f"actor_rollout_ref.model.path={sdir[0]}/checkpoint" in steps[1]["overrides"]
     assert f"data.train_files=[{sdir[1]}/data.parquet]" in steps[1]["overrides"]
+    for s, d in zip(steps, sdir):  # verl saves (and resumes) its checkpoints in the stage's own folder
+        assert f"trainer.default_local_dir={d}/verl_ckpt" in s["overrides"]
     assert f"actor_rollout_ref.model.path={sdir[1]}/checkpoint" in steps[2]["overrides"]
     assert steps[1]["merge"][7] == os.path.join(sdir[1], "verl_ckpt", "global_step_{step}", "actor")
     assert steps[2]["merge"][-1] == os.path.join(sdir[2], "checkpoint")
