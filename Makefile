@@ -43,8 +43,8 @@ mutation: setup
 	LOONGRL_SHARED=$(abspath $(SHARED)) LOONGRL_DATA=$(abspath $(SHARED))/data \
 	LOONGRL_TOKENIZER=$(abspath $(SHARED))/data/tokenizers/qwen2.5 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 		nice -n 10 $(BIN)/mutmut run --max-children 2 > mutation.log 2>&1 || { tail -c 3000 mutation.log; exit 1; }; \
-	echo "mutmut run: $$(( ($$(date +%s) - start) / 60 )) min (log: mutation.log)"
-	$(BIN)/python scripts/mutation_report.py
+	minutes=$$(( ($$(date +%s) - start) / 60 )); echo "mutmut run: $$minutes min (log: mutation.log)"; \
+	$(BIN)/python scripts/mutation_report.py --markdown docs/mutation-results.md --run-minutes $$minutes
 
 bench: setup
 	$(BIN)/python benchmarks/bench_keychain.py
