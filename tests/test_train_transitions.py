@@ -187,6 +187,7 @@ def test_retrospective_share_rounds_up_and_zero_carries_nothing():
     new = [_row(10 + i) for i in range(10)]
     _, s = transitions.retrospective_sample(prev, _stats([0.0] * 10), new, 0.5, 0.2, seed=1)
     assert s["wanted"] == 3 and s["carried"] == 3 and s["pool"] == 13   # ceil(0.2 / 0.8 * 10) = ceil(2.5)
+    assert s["by_source"] == {"keychain_hotpotqa": {"hard": 10, "carried": 3, "new": 10}}
     pool, s = transitions.retrospective_sample(prev, _stats([0.0] * 10), new, 0.5, 0.0, seed=1)
     assert s["wanted"] == 0 and sorted(r["extra_info"]["id"] for r in pool) == sorted(f"r{10 + i}" for i in range(10))
     with pytest.raises(ValueError, match="10 rows but 9 item statistics"):
