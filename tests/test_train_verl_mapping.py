@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from loongrl.train import verl_backend
-from loongrl.train.recipe import parse_recipe
+from loongrl.train.recipe import RecipeError, parse_recipe
 
 ROUTER = os.path.join(os.path.dirname(verl_backend.__file__), os.pardir, "rewards", "router.py")
 
@@ -215,3 +215,12 @@ def test_dry_run_prints_each_stage_without_running_it(recipe, tmp_path, capsys):
     assert stages[0].splitlines()[3] == f"    'data.train_files=[{tmp_path}/00_warm/data_messages.parquet]' \\"
     assert stages[1].splitlines()[2] == f"{sys.executable} -m verl.trainer.main_ppo \\"
     assert stages[2].splitlines()[-1].startswith(f"# then: {sys.executable} -m verl.model_merger merge --backend fsdp")
+
+
+def test_without_dry_run_the_stages_are_prepared_for_real(recipe, tmp_path):
+    from conftest import QWEN
+
+    recipe.model = QWEN  # a local tokenizer: the launch gets as far as the stage's data, which is absent here
+    with pytest.raises(RecipeError, match="^/d/sft.parquet: data file not found$"):
+        verl_backend.run(recipe, str(tmp_path))
+    assert (tmp_path / "00_warm").is_dir() and not (tmp_path / "01_rl1").exists()
