@@ -19,7 +19,7 @@ RECIPE = {
     "name": "r", "model": "org/base", "seed": 7,
     "cluster": {"nnodes": 3, "gpus_per_node": 4, "rollout": "sglang", "tensor_parallel": 2, "ulysses_sp": 5,
                 "gpu_memory_utilization": 0.6, "param_offload": True, "optimizer_offload": False,
-                "extra_overrides": ["trainer.val_only=False"]},
+                "extra_overrides": ["trainer.logger=[console]"]},
     "stages": [
         {"name": "warm", "sft": {
             "data": {"components": [{"path": "/d/sft.parquet"}]},
@@ -87,7 +87,7 @@ def test_rl_overrides_carry_every_knob(recipe):
         f"{kw}.require_think=True", f"{kw}.judge_config.model=j", f"{kw}.judge_config.base_url=http://h/v1",
         "reward.reward_manager.name=dapo", f"{ob}.enable=True", f"{ob}.len=100", f"{ob}.penalty_factor=0.5",
         f"{ob}.log=False", "+reward.reward_kwargs.max_resp_len=500",
-        "trainer.val_only=False",  # cluster.extra_overrides, last
+        "trainer.logger=[console]",  # cluster.extra_overrides, last
     ]
     assert os.path.samefile(verl_backend.ROUTER_PATH, ROUTER)
 
@@ -114,7 +114,7 @@ def test_sft_overrides_carry_every_knob(recipe):
         "optim.clip_grad=0.5", "trainer.project_name=loongrl", "trainer.experiment_name=r-warm",
         "trainer.nnodes=3", "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck",
         "trainer.logger=[console,tensorboard]", "trainer.seed=7", "trainer.total_epochs=2",
-        "trainer.val_only=False",
+        "trainer.logger=[console]",
     ]
     recipe.stages[0].sft.steps = 5
     out = verl_backend.sft_overrides(recipe, recipe.stages[0], "m", "d", "c")
@@ -224,3 +224,19 @@ def test_without_dry_run_the_stages_are_prepared_for_real(recipe, tmp_path):
     with pytest.raises(RecipeError, match="^/d/sft.parquet: data file not found$"):
         verl_backend.run(recipe, str(tmp_path))
     assert (tmp_path / "00_warm").is_dir() and not (tmp_path / "01_rl1").exists()
+
+
+def test_every_override_composes_against_verls_own_config(recipe):
+    pytest.importorskip("verl", reason="verl is not installed (make setup installs it)")
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    rl = verl_backend.rl_overrides(recipe, recipe.stages[1], "/m", "/d.parquet", "/ck")
+    cfg = verl_backend.compose_overrides(rl)
+    assert cfg.actor_rollout_ref.rollout.name == "sglang" and cfg.trainer.logger == ["console"]  # extra wins
+    assert cfg.reward.reward_kwargs.overlong_buffer_cfg.len == 100 and cfg.algorithm.filter_groups.metric == "acc"
+    sft = verl_backend.compose_overrides(verl_backend.sft_overrides(recipe, recipe.stages[0], "/m", "/d", "/ck"),
+                                         "sft_trainer_engine")
+    assert sft.data.messages_key == "messages" and sft.trainer.total_epochs == 2 and sft.optim.lr == 3e-5
+    with pytest.raises((HydraException, OmegaConfBaseException)):
+        verl_backend.compose_overrides(rl + ["actor_rollout_ref.actor.kl_coef=0.1"])
