@@ -221,5 +221,12 @@ def test_hub_inputs_stream_a_dataset_folder(tmp_path):
     (folder / "train.jsonl").write_text(json.dumps(HOTPOT_ROW) + "\n" + json.dumps({**HOTPOT_ROW, "_id": "h2"}) + "\n")
     data = load_source("hotpotqa", f"hf:{folder}")
     assert [r.id for r in data.records] == ["h1", "h2"] and data.read == 2
+    # a named configuration (`hf:NAME:CONFIG`): declared in the folder's README, as on the hub
+    for config in ("first", "second"):
+        (folder / config).mkdir()
+        (folder / config / "train.jsonl").write_text(json.dumps({**HOTPOT_ROW, "_id": f"{config}-1"}) + "\n")
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: first\n  data_files: first/*.jsonl\n"
+                                      "- config_name: second\n  data_files: second/*.jsonl\n---\n")
+    assert [r.id for r in load_source("hotpotqa", f"hf:{folder}:second").records] == ["second-1"]
     with pytest.raises(ValueError, match="no default hub dataset for source 'musique': pass --input hf:OWNER/NAME"):
         load_source("musique", "hf:")
