@@ -298,7 +298,10 @@ def test_faithful_math_dapo_agrees_with_verl_itself():
     for a in answers:
         assert scorers.minerva_normalize(a) == math_dapo.normalize_final_answer(a), a
     responses = ["</think>The final answer: 13", "answer: 13", "Answer: \\frac12", "so \\boxed{13}", "x" * 400 + "\\boxed{13}",
-                 "Answer: 13\n" + "y" * 320, "no answer at all", "ANSWER:13", "\\boxed{ 13}"]
+                 "Answer: 13\n" + "y" * 320, "no answer at all", "ANSWER:13", "\\boxed{ 13}",
+                 # at the edges of verl's windows: "Answer:" in the last 300 characters, a box in the last 100
+                 "Answer: 13\n" + "y" * 289, "Answer: 13\n" + "y" * 290, "\\boxed{13}" + "y" * 90,
+                 "\\boxed{13}" + "y" * 91]
     for response in responses:
         for gold in ("13", "\\frac{1}{2}"):
             verl_acc = float(math_dapo.compute_score(response, gold)["acc"])
@@ -447,3 +450,15 @@ def test_faithful_math_dapo_reads_a_box_at_the_very_start():
     # verl's math_dapo: no "Answer:" line, so the last box of the last 100 characters, even at position 0
     assert compute_score("math_dapo", r"\boxed{12}", "12", faithful=True)["score"] == 1.0
     assert compute_score("math_dapo", r"\boxed{12}", "13", faithful=True)["score"] == 0.0
+
+
+def test_math_dapo_window_edges_and_the_box_fallback():
+    # "Answer: 13\n" is 11 characters: with 289 more it starts 300 from the end (read), with 290, 301 (not)
+    assert [compute_score("math_dapo", "Answer: 13\n" + "y" * n, "13", faithful=True)["score"]
+            for n in (289, 290)] == [1.0, 0.0]
+    # "\\boxed{13}" is 10 characters: the box must start within the last 100
+    assert [compute_score("math_dapo", "\\boxed{13}" + "y" * n, "13", faithful=True)["score"]
+            for n in (90, 91)] == [1.0, 0.0]
+    # ours: no "Answer:" line after </think>, so the last box is the answer
+    result = compute_score("math_dapo", "<think>t</think> so \\boxed{13}.", "13")
+    assert (result["pred"], result["score"]) == ("13", 1.0)

@@ -188,6 +188,8 @@ def test_retrospective_share_rounds_up_and_zero_carries_nothing():
     _, s = transitions.retrospective_sample(prev, _stats([0.0] * 10), new, 0.5, 0.2, seed=1)
     assert s["wanted"] == 3 and s["carried"] == 3 and s["pool"] == 13   # ceil(0.2 / 0.8 * 10) = ceil(2.5)
     assert s["by_source"] == {"keychain_hotpotqa": {"hard": 10, "carried": 3, "new": 10}}
+    _, s = transitions.retrospective_sample(prev, _stats([0.0] * 10), new[:2], 0.5, 0.25, seed=1)
+    assert (s["wanted"], s["pool"], s["carried_share"]) == (1, 3, 0.3333)  # ceil(1/3 * 2) = 1; 1/3 to 4 places
     pool, s = transitions.retrospective_sample(prev, _stats([0.0] * 10), new, 0.5, 0.0, seed=1)
     assert s["wanted"] == 0 and sorted(r["extra_info"]["id"] for r in pool) == sorted(f"r{10 + i}" for i in range(10))
     with pytest.raises(ValueError, match="10 rows but 9 item statistics"):
