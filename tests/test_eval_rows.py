@@ -133,7 +133,8 @@ def test_chunks_of_eight_a_row_limit_and_the_judge_in_the_run_settings(kc_files,
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     model = Right(_responder([kc_files["musique"], qa_files["hotpotqa"]]).golds)
     assert len(_run([str(path)], str(tmp_path / "all"), model)) == 9 and model.batches == [8, 1]
-    assert len(_run([str(path)], str(tmp_path / "two"), model, None)) == 9
+    rows_eval.evaluate([str(path)], model, SamplingConfig(n=1), str(tmp_path / "three"), chunk_size=3, progress=False)
+    assert model.batches[2:] == [3, 3, 3]
     two = rows_eval.evaluate([str(path)], model, SamplingConfig(n=1), str(tmp_path / "lim"), limit=2, progress=False)
     assert [r["meta"]["row"] for r in two] == [0, 1] and model.batches[-1] == 2
     # every answer is right, so the judge is never asked; its model is still part of what a rerun must match
