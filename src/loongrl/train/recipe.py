@@ -208,6 +208,12 @@ class RLStage:
         transition: Hard mining or retrospective sampling applied before this stage.
         algorithm: `grpo` or `dapo`. `dapo` turns on dynamic sampling (verl `filter_groups` on `acc`);
             TRL has no resampling, so there zero-variance groups only get zero advantage (logged).
+        inflight_gen_batches: DAPO (verl): prompt batches (of `batch_size`) generated at once while groups
+            without reward variance are being replaced (verl `max_inflight_gen_batches`; QwenLong-L1
+            generated 3x the batch per round).
+        max_gen_batches: DAPO (verl): cap on the prompts generated for one step, in batches of `batch_size`
+            (the first one included); reaching it fails the stage with the counts instead of sampling
+            forever (QwenLong-L1: 10 rounds of 3 batches).
         group_size: Rollouts per prompt (G).
         kl_coef: KL coefficient as a loss term (0 disables it and the reference model).
         kl_type: KL estimator: `low_var_kl` (k3; the only one TRL implements), `kl`, `mse`, `abs`.
@@ -235,6 +241,8 @@ class RLStage:
     data: DataMixture = field(default_factory=DataMixture)
     transition: Transition | None = None
     algorithm: Literal["grpo", "dapo"] = "grpo"
+    inflight_gen_batches: int = 3
+    max_gen_batches: int = 30
     group_size: int = 8
     kl_coef: float = 0.001
     kl_type: Literal["low_var_kl", "kl", "mse", "abs"] = "low_var_kl"
@@ -313,6 +321,8 @@ class Cluster:
         max_tokens_per_gpu: Dynamic-batch token budget per GPU (null: prompt + response budget).
         param_offload: FSDP parameter offload to CPU.
         optimizer_offload: FSDP optimiser-state offload to CPU.
+        max_checkpoints: verl checkpoints kept per stage (older ones are deleted; the last is what the
+            stage's merge and a resume use). null keeps all (a 32B checkpoint with optimiser state is ~380 GB).
         extra_overrides: Raw Hydra overrides appended last (checked by the same composition test).
     """
 
@@ -326,6 +336,7 @@ class Cluster:
     max_tokens_per_gpu: int | None = None
     param_offload: bool = False
     optimizer_offload: bool = False
+    max_checkpoints: int | None = 2
     extra_overrides: list[str] = field(default_factory=list)
 
 
@@ -490,6 +501,8 @@ def _validate(recipe: Recipe) -> None:
 
         unknown = sorted(set(r.reward_kwargs) - set(REWARD_KWARGS))
         _check(not unknown, f"{sub}.reward_kwargs", f"unknown {unknown}; known: {', '.join(REWARD_KWARGS)}")
+        _check(r.inflight_gen_batches >= 1, f"{sub}.inflight_gen_batches", "must be >= 1")
+        _check(r.max_gen_batches >= 1, f"{sub}.max_gen_batches", "must be >= 1")
         _check(r.data.max_prompt_tokens is None or r.data.max_prompt_tokens <= r.max_prompt_tokens,
                f"{sub}.data.max_prompt_tokens", "exceeds the stage's max_prompt_tokens")
         if r.overlong_buffer is not None:
@@ -512,6 +525,8 @@ def _validate(recipe: Recipe) -> None:
                 _check(len(r.data.components) > 0, f"{sub}.data.components", "mining 'mixture' needs data")
         else:
             _check(len(r.data.components) > 0, f"{sub}.data.components", "an RL stage needs data")
+    _check(recipe.cluster.max_checkpoints is None or recipe.cluster.max_checkpoints >= 1,
+           "cluster.max_checkpoints", "must be >= 1 or null")
     for i, ev in enumerate(recipe.eval):
         _check(ev.max_new_tokens > 0, f"eval[{i}].max_new_tokens", "must be > 0")
 

@@ -1,22 +1,29 @@
-"""The distributed backend: one verl run per stage.
+"""The distributed backend: one verl run per stage (verl 0.9.1, the version pyproject's `verl` extra pins).
 
 For each stage this writes the stage's parquet (the same data preparation as the TRL backend: mixture,
-transition, length filter) and a Hydra override list, then launches
+transition, length filter), a small validation parquet and a Hydra override list, then launches
 
     python -m verl.trainer.main_ppo <overrides>                      (RL, single node)
-    ray job submit --address=<addr> -- python -m verl.trainer.main_ppo <overrides>   (RL, Ray cluster)
+    ray job submit --address=<addr> --runtime-env-json=... -- <this python> -m verl.trainer.main_ppo ...
+                                                                     (RL, Ray cluster)
     torchrun --nnodes=N --nproc_per_node=G -m verl.trainer.sft_trainer <overrides>  (SFT)
 
-and merges the final FSDP checkpoint to HF format (`python -m verl.model_merger merge`) so the next stage
-(and the next transition's sampling pass) starts from it. `--dry-run` prints the commands instead.
+and merges the last checkpoint to HF format (`python -m verl.model_merger merge`) so the next stage (and
+the next transition's sampling pass) starts from it. `--dry-run` prints the commands instead;
+`--preflight` (`preflight.py`) runs every stage for real on this CPU first.
+
+On a Ray cluster, every path a stage uses (its data, the reward router, the checkpoint folder, a local
+model) must be visible on every node, and loongrl and verl installed there: `cluster_check` verifies
+that on each node before a stage is submitted and fails with the node and the missing items.
 
 The overrides are checked on CPU against verl's own config (`hydra.compose` on `verl.trainer.config`,
-see `compose_overrides`): a renamed or unknown key fails there. verl is imported only by that check.
+see `compose_overrides`) and, in the preflight, against the config verl actually ran with.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -25,7 +32,11 @@ import sys
 from .recipe import Recipe, RLStage, SFTStage, Stage
 
 ROUTER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewards", "router.py")
-
+DAPO_SAMPLER = "pkg://loongrl.train.dapo_sampler"
+DAPO_NO_VARIANCE = "DAPO dynamic sampling found too few prompt groups with reward variance"  # its error
+VAL_ROWS = 8  # validation is off (test_freq=-1), but verl still loads and length-filters val_files
+# Non-secret settings the stages need on every node; an API key is checked on the nodes, never forwarded.
+FORWARDED_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 def _whole_epochs(epochs: float) -> int:
@@ -33,6 +44,7 @@ def _whole_epochs(epochs: float) -> int:
     if epochs < 1 or epochs != int(epochs):
         raise ValueError(f"verl trains whole epochs; got epochs={epochs} (set `steps` instead)")
     return int(epochs)
+
 
 def _fmt(v) -> str:
     if isinstance(v, bool):
@@ -52,7 +64,16 @@ def _scheduler(optim, where: str) -> str:
     return optim.lr_scheduler
 
 
-def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, ckpt_dir: str) -> list[str]:
+def _flat(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, ckpt_dir: str,
+                 val_path: str | None = None) -> list[str]:
     """Hydra overrides for `verl.trainer.main_ppo` (config `ppo_trainer`) of one RL stage."""
     r: RLStage = stage.rl
     c = recipe.cluster
@@ -62,8 +83,9 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
         "algorithm.adv_estimator": "grpo",
         "algorithm.norm_adv_by_std_in_grpo": r.norm_adv_by_std,
         "algorithm.use_kl_in_reward": False,
+        "critic.enable": False,  # GRPO has none; left unset, verl warns that it disabled it
         "data.train_files": [data_path],
-        "data.val_files": [data_path],
+        "data.val_files": [val_path or os.path.join(os.path.dirname(data_path), "val.parquet")],
         "data.prompt_key": "prompt",
         "data.max_prompt_length": r.max_prompt_tokens,
         "data.max_response_length": r.max_response_tokens,
@@ -91,7 +113,9 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
         f"{a}.entropy_coeff": r.entropy_coef,
         f"{a}.use_dynamic_bsz": True,
         f"{a}.ppo_max_token_len_per_gpu": tokens,
-        f"{a}.ulysses_sequence_parallel_size": c.ulysses_sp,
+        # The engine's key; `actor.ulysses_sequence_parallel_size` is deprecated in 0.9.
+        f"{a}.fsdp_config.ulysses_sequence_parallel_size": c.ulysses_sp,
+        f"{ref}.fsdp_config.ulysses_sequence_parallel_size": c.ulysses_sp,
         f"{a}.fsdp_config.param_offload": c.param_offload,
         f"{a}.fsdp_config.optimizer_offload": c.optimizer_offload,
         f"{ro}.name": c.rollout,
@@ -113,6 +137,7 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
         "trainer.n_gpus_per_node": c.gpus_per_node,
         "trainer.default_local_dir": ckpt_dir,
         "trainer.save_freq": r.save_every,
+        "trainer.max_actor_ckpt_to_keep": c.max_checkpoints,
         "trainer.test_freq": -1,
         "trainer.val_before_train": False,
         "trainer.resume_mode": "auto",
@@ -122,9 +147,21 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
         o["trainer.total_training_steps"] = r.steps
     else:
         o["trainer.total_epochs"] = _whole_epochs(r.epochs)
-    if r.algorithm == "dapo":  # dynamic sampling: resample until batch_size groups with reward variance
+    if c.ray_address:  # workers on every node run the launcher's interpreter (same env path on each node)
+        o["ray_kwargs.ray_init.runtime_env.py_executable"] = sys.executable
+    if r.algorithm == "dapo":
+        # verl 0.9.1 (v1 trainer): oversampling is max_inflight_gen_batches (in train batches); the old
+        # max_num_gen_batches is ignored and data.gen_batch_size forced to 1, so neither is emitted. The cap
+        # is our sampler (verl's ReplayBuffer plus a limit), reading the filter settings by interpolation.
+        sk = "+trainer.v1.sampler.sampler_kwargs"
         o.update({"algorithm.filter_groups.enable": True, "algorithm.filter_groups.metric": "acc",
-                  "algorithm.filter_groups.max_num_gen_batches": 10, "data.gen_batch_size": 3 * r.batch_size})
+                  "algorithm.filter_groups.max_inflight_gen_batches": r.inflight_gen_batches,
+                  "trainer.v1.sampler.custom_sampler.path": DAPO_SAMPLER,
+                  "trainer.v1.sampler.custom_sampler.name": "CappedDAPOReplayBuffer",
+                  f"{sk}.max_gen_batches": r.max_gen_batches,
+                  f"{sk}.filter_groups_metric": "${algorithm.filter_groups.metric}",
+                  f"{sk}.max_inflight_gen_batches": "${algorithm.filter_groups.max_inflight_gen_batches}",
+                  f"{sk}.train_batch_size": "${data.train_batch_size}"})
     out = [f"{k}={_fmt(v)}" for k, v in o.items()]
     out += [f"+reward.custom_reward_function.reward_kwargs.{k}={_fmt(v)}" for k, v in _flat(r.reward_kwargs)]
     if r.overlong_buffer is not None:
@@ -135,8 +172,18 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
     return out + list(c.extra_overrides)
 
 
+def sft_token_budget(recipe: Recipe, stage: Stage) -> int:
+    """Dynamic-batch tokens per GPU for an SFT stage: verl's SFT trainer batches by tokens
+    (`data.use_dynamic_bsz`, default 8,192 per GPU) and aborts on a sample longer than budget x SP size."""
+    c = recipe.cluster
+    return max(c.max_tokens_per_gpu or 0, math.ceil(stage.sft.max_length / c.ulysses_sp))
+
+
 def sft_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, ckpt_dir: str) -> list[str]:
-    """Hydra overrides for `verl.trainer.sft_trainer` (config `sft_trainer_engine`): multi-turn `messages`."""
+    """Hydra overrides for `verl.trainer.sft_trainer` (config `sft_trainer_engine`): multi-turn `messages`.
+
+    verl batches SFT by tokens, so the recipe's `micro_batch_size` (a TRL setting) is not emitted: verl
+    would ignore it. Sequence parallelism and offload follow `cluster`, as for the RL stages."""
     s: SFTStage = stage.sft
     c = recipe.cluster
     o = {
@@ -144,10 +191,16 @@ def sft_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str,
         "data.val_files": None,
         "data.messages_key": "messages",
         "data.train_batch_size": s.batch_size,
-        "data.micro_batch_size_per_gpu": s.micro_batch_size,
+        "data.use_dynamic_bsz": True,
+        "data.max_token_len_per_gpu": sft_token_budget(recipe, stage),
         "data.max_length": s.max_length,
         "data.truncation": "error",
         "model.path": model_path,
+        "model.use_remove_padding": True,
+        "model.enable_gradient_checkpointing": True,
+        "engine.ulysses_sequence_parallel_size": c.ulysses_sp,
+        "engine.param_offload": c.param_offload,
+        "engine.optimizer_offload": c.optimizer_offload,
         "optim.lr": s.optim.learning_rate,
         "optim.lr_scheduler_type": _scheduler(s.optim, f"stage {stage.name}"),
         "optim.lr_warmup_steps_ratio": s.optim.warmup_ratio,
@@ -159,6 +212,7 @@ def sft_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str,
         "trainer.nnodes": c.nnodes,
         "trainer.n_gpus_per_node": c.gpus_per_node,
         "trainer.default_local_dir": ckpt_dir,
+        "trainer.max_ckpt_to_keep": c.max_checkpoints,
         "trainer.logger": ["console", "tensorboard"],
         "trainer.seed": recipe.seed,
     }
@@ -167,14 +221,6 @@ def sft_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str,
     else:
         o["trainer.total_epochs"] = _whole_epochs(s.epochs)
     return [f"{k}={_fmt(v)}" for k, v in o.items()] + list(c.extra_overrides)
-
-
-def _flat(d: dict, prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flat(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
 
 
 def compose_overrides(overrides: list[str], config_name: str = "ppo_trainer"):
@@ -187,30 +233,71 @@ def compose_overrides(overrides: list[str], config_name: str = "ppo_trainer"):
         return compose(config_name=config_name, overrides=overrides)
 
 
+def runtime_env() -> dict:
+    """`ray job submit --runtime-env-json`: the non-secret environment the stage needs on every node."""
+    return {"env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
+
+
 def stage_commands(recipe: Recipe, stage: Stage, model_path: str, sdir: str) -> dict:
     """The commands of one stage: train, then merge the last checkpoint to HF format at sdir/checkpoint."""
     c = recipe.cluster
     ckpt_dir = os.path.join(sdir, "verl_ckpt")
+    data = os.path.join(sdir, "data.parquet")
+    paths = [data, ckpt_dir]
+    # verl's entry points are Hydra apps: without this they write outputs/DATE/TIME/ into the caller's cwd.
+    hydra_dir = f"hydra.run.dir={os.path.join(sdir, 'hydra')}"
     if stage.rl is not None:
-        overrides = rl_overrides(recipe, stage, model_path, os.path.join(sdir, "data.parquet"), ckpt_dir)
-        train = [sys.executable, "-m", "verl.trainer.main_ppo", *overrides]
+        val = os.path.join(sdir, "val.parquet")
+        overrides = rl_overrides(recipe, stage, model_path, data, ckpt_dir, val)
+        train = [sys.executable, "-m", "verl.trainer.main_ppo", *overrides, hydra_dir]
         if c.ray_address:
-            train = ["ray", "job", "submit", f"--address={c.ray_address}", "--", "python3", "-m",
-                     "verl.trainer.main_ppo", *overrides]
+            train = ["ray", "job", "submit", f"--address={c.ray_address}",
+                     f"--runtime-env-json={json.dumps(runtime_env())}", "--", *train]
         actor = os.path.join(ckpt_dir, "global_step_{step}", "actor")
         config = "ppo_trainer"
+        paths += [val, ROUTER_PATH]
     else:
-        overrides = sft_overrides(recipe, stage, model_path, os.path.join(sdir, "data_messages.parquet"), ckpt_dir)
+        data = os.path.join(sdir, "data_messages.parquet")
+        overrides = sft_overrides(recipe, stage, model_path, data, ckpt_dir)
         rdzv = [] if c.nnodes == 1 else ["--node_rank=${NODE_RANK}", "--master_addr=${MASTER_ADDR}",
                                          "--master_port=${MASTER_PORT:-29500}"]
         train = ["torchrun", f"--nnodes={c.nnodes}", f"--nproc_per_node={c.gpus_per_node}", *rdzv,
-                 "-m", "verl.trainer.sft_trainer", *overrides]
+                 "-m", "verl.trainer.sft_trainer", *overrides, hydra_dir]
         actor = os.path.join(ckpt_dir, "global_step_{step}")
         config = "sft_trainer_engine"
+        paths += [data]
+    if os.path.isabs(model_path):
+        paths.append(model_path)
     merge = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", actor,
              "--target_dir", os.path.join(sdir, "checkpoint")]
-    return {"stage": stage.name, "kind": stage.kind, "config": config, "overrides": overrides, "train": train,
+    cmds = {"stage": stage.name, "kind": stage.kind, "config": config, "overrides": overrides, "train": train,
             "merge": merge, "ckpt_dir": ckpt_dir}
+    if c.ray_address:
+        env = {(r.reward_kwargs.get("judge_config") or {}).get("api_key_env", "OPENAI_API_KEY")
+               for r in [stage.rl] if r is not None and r.reward_kwargs.get("judge_config")}
+        from importlib.metadata import version
+
+        cmds["check"] = ["ray", "job", "submit", f"--address={c.ray_address}", "--", sys.executable, "-m",
+                         "loongrl.train.cluster_check", *[f"--path={p}" for p in paths],
+                         *[f"--env={e}" for e in sorted(env) if e in os.environ],
+                         f"--version=verl={version('verl')}", f"--version=loongrl={version('loongrl')}"]
+    return cmds
+
+
+def _describe_limits(recipe: Recipe, stage: Stage) -> list[str]:
+    """What the dry run states besides the data: the limits verl enforces at run time."""
+    c = recipe.cluster
+    keep = f"keep the last {c.max_checkpoints} checkpoints" if c.max_checkpoints else "keep every checkpoint"
+    if stage.sft is not None:
+        b = sft_token_budget(recipe, stage)
+        return [f"SFT token budget: {b} tokens/GPU x SP {c.ulysses_sp} = {b * c.ulysses_sp} >= max_length "
+                f"{stage.sft.max_length}; {keep}"]
+    r = stage.rl
+    out = [f"{keep} (every {r.save_every} steps)"]
+    if r.algorithm == "dapo":
+        out.append(f"DAPO: groups without reward variance on acc are replaced, {r.inflight_gen_batches} batches "
+                   f"in flight; a step fails after {r.max_gen_batches} batches of {r.batch_size} prompts")
+    return out
 
 
 def _describe_data(stage: Stage) -> str:
@@ -240,9 +327,15 @@ def plan(recipe: Recipe, out_dir: str) -> list[dict]:
         sdir = os.path.abspath(os.path.join(out_dir, f"{i:02d}_{stage.name}"))
         cmds = stage_commands(recipe, stage, model, sdir)
         cmds["data"] = _describe_data(stage)
+        cmds["limits"] = _describe_limits(recipe, stage)
         steps.append(cmds)
         model = os.path.join(sdir, "checkpoint")
     return steps
+
+
+def _print_command(cmd: list[str]) -> None:
+    lead = next((j for j, x in enumerate(cmd) if "=" in x and not x.startswith("--")), len(cmd))
+    print(" ".join(map(shlex.quote, cmd[:lead])) + "".join(" \\\n    " + shlex.quote(x) for x in cmd[lead:]))
 
 
 def run(recipe: Recipe, out_dir: str, dry_run: bool = False, resume: bool = True) -> int:
@@ -251,18 +344,54 @@ def run(recipe: Recipe, out_dir: str, dry_run: bool = False, resume: bool = True
         for i, s in enumerate(steps):
             print(f"# stage {i}: {s['stage']} ({s['kind']}, verl config {s['config']})")
             print(f"# {s['data']}")
-            lead = next(j for j, x in enumerate(s["train"]) if "=" in x and not x.startswith("--"))
-            print(" ".join(map(shlex.quote, s["train"][:lead])) + " \\\n    "
-                  + " \\\n    ".join(shlex.quote(x) for x in s["train"][lead:]))
+            for line in s["limits"]:
+                print(f"# {line}")
+            if "check" in s:
+                print("# first, on every node of the Ray cluster: paths visible, loongrl/verl importable")
+                print(" ".join(map(shlex.quote, s["check"])))
+            _print_command(s["train"])
             print("# then: " + " ".join(shlex.quote(x) for x in s["merge"]) + "   ({step} = last saved step)")
             print()
         return 0
-    return _launch(recipe, out_dir, steps, resume)
+    run_stages(recipe, out_dir, resume, SubprocessRunner())
+    return 0
 
 
-def _launch(recipe: Recipe, out_dir: str, steps: list[dict], resume: bool) -> int:
-    """Run the stages for real (GPU cluster): data preparation and transitions as in the TRL backend, then
-    the verl commands; a stage with a completed manifest is skipped."""
+class SubprocessRunner:
+    """Runs a stage's commands as they are (GPU node or Ray cluster); a failure raises."""
+
+    def begin(self, stage: Stage, sdir: str) -> None:
+        print(f"[{stage.name}] {stage.kind} stage in {sdir}")
+
+    def train(self, cmds: dict, sdir: str) -> None:
+        if "check" in cmds:
+            os.makedirs(cmds["ckpt_dir"], exist_ok=True)  # checked writable on every node
+            subprocess.run(cmds["check"], check=True)
+        subprocess.run(cmds["train"], check=True)
+
+    def merge(self, cmds: dict, sdir: str, step: str) -> None:
+        subprocess.run([x.replace("{step}", step) for x in cmds["merge"]], check=True)
+
+
+def write_stage_inputs(stage: Stage, sdir: str, data_path: str) -> None:
+    """What verl reads besides data.parquet: SFT `messages` rows, or the RL stage's small validation set."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from . import transitions
+
+    rows = transitions.read_rows(data_path)
+    if stage.sft is not None:
+        msgs = [{"messages": list(r["prompt"]) + list(r["completion"])} for r in rows]
+        pq.write_table(pa.Table.from_pylist(msgs), os.path.join(sdir, "data_messages.parquet"))
+    else:
+        transitions.write_rows(os.path.join(sdir, "val.parquet"), rows[:VAL_ROWS])
+
+
+def run_stages(recipe: Recipe, out_dir: str, resume: bool, runner, on_stage=None) -> str:
+    """Run the stages: `runner.begin`, data preparation and transitions as in the TRL backend, then
+    `runner.train` and `runner.merge`; a stage with a completed manifest is skipped. `on_stage(i, stage, cmds, manifest)` is
+    called after each completed stage. Returns the last checkpoint."""
     from loongrl.data.io import write_json_atomic
 
     from . import transitions
@@ -270,33 +399,29 @@ def _launch(recipe: Recipe, out_dir: str, steps: list[dict], resume: bool) -> in
     from .recipe import config_hash
 
     model, prev = recipe.model, None
-    for i, (stage, s) in enumerate(zip(recipe.stages, steps)):
-        sdir = os.path.dirname(s["ckpt_dir"])
-        mpath = os.path.join(sdir, "manifest.json")
+    for i, stage in enumerate(recipe.stages):
+        sdir = os.path.abspath(os.path.join(out_dir, f"{i:02d}_{stage.name}"))
         inputs, chash, done = completed_stage(recipe, stage, sdir, model, prev, resume)
         if done is not None:
             prev, model = done, done["checkpoint"]
             continue
         os.makedirs(sdir, exist_ok=True)  # verl resumes its own checkpoints inside (resume_mode=auto)
+        runner.begin(stage, sdir)
         count = transitions.prompt_token_counter(_tokenizer(model), with_completion=stage.sft is not None)
         data_path, stats = prepare_data(recipe, i, stage, model, prev, sdir, count)
-        if stage.sft is not None:
-            rows = transitions.read_rows(data_path)
-            msgs = [{"messages": list(r["prompt"]) + list(r["completion"])} for r in rows]
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.Table.from_pylist(msgs), os.path.join(sdir, "data_messages.parquet"))
-        s = stage_commands(recipe, stage, model, sdir)  # the model path may differ from the plan on resume
-        subprocess.run(s["train"], check=True)
-        with open(os.path.join(s["ckpt_dir"], "latest_checkpointed_iteration.txt")) as f:
+        write_stage_inputs(stage, sdir, data_path)
+        cmds = stage_commands(recipe, stage, model, sdir)
+        runner.train(cmds, sdir)
+        with open(os.path.join(cmds["ckpt_dir"], "latest_checkpointed_iteration.txt")) as f:
             step = f.read().strip()
-        subprocess.run([x.replace("{step}", step) for x in s["merge"]], check=True)
-        prev = {"stage": stage.name, "status": "completed", "backend": "verl", "commands": s,
+        runner.merge(cmds, sdir, step)
+        prev = {"stage": stage.name, "status": "completed", "backend": "verl", "commands": cmds,
                 "config_hash": chash, "inputs": inputs, "checkpoint": os.path.join(sdir, "checkpoint"),
                 "data": {"path": data_path, "rows": stats["rows"]}, "data_stats": stats}
         prev["manifest_hash"] = config_hash(prev)
-        write_json_atomic(mpath, prev)
+        write_json_atomic(os.path.join(sdir, "manifest.json"), prev)
+        if on_stage is not None:
+            on_stage(i, stage, cmds, prev)
         model = prev["checkpoint"]
     print(json.dumps({"out": out_dir, "checkpoint": model}))
-    return 0
+    return model
