@@ -4,6 +4,7 @@ keys exist in verl's own config is checked by tests/test_train_verl.py (slow: Hy
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -19,7 +20,7 @@ RECIPE = {
     "name": "r", "model": "org/base", "seed": 7,
     "cluster": {"nnodes": 3, "gpus_per_node": 4, "rollout": "sglang", "tensor_parallel": 2, "ulysses_sp": 5,
                 "gpu_memory_utilization": 0.6, "param_offload": True, "optimizer_offload": False,
-                "extra_overrides": ["trainer.logger=[console]"]},
+                "max_checkpoints": 4, "extra_overrides": ["trainer.logger=[console]"]},
     "stages": [
         {"name": "warm", "sft": {
             "data": {"components": [{"path": "/d/sft.parquet"}]},
@@ -36,6 +37,7 @@ RECIPE = {
             "optim": {"learning_rate": 2e-6, "lr_scheduler": "constant", "warmup_ratio": 0.03, "min_lr_ratio": 0.1,
                       "weight_decay": 0.04, "grad_clip": 2.0},
             "batch_size": 12, "mini_batch_size": 4, "ppo_epochs": 3, "steps": 9, "save_every": 3,
+            "inflight_gen_batches": 2, "max_gen_batches": 7,
             "reward_kwargs": {"require_think": True, "judge_config": {"model": "j", "base_url": "http://h/v1"}}}},
         {"name": "rl2", "rl": {
             "data": {"components": []},
@@ -56,9 +58,11 @@ def test_rl_overrides_carry_every_knob(recipe):
     a, ro, ref = "actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref"
     kw = "+reward.custom_reward_function.reward_kwargs"
     ob = "+reward.reward_kwargs.overlong_buffer_cfg"
+    sk = "+trainer.v1.sampler.sampler_kwargs"
     assert out == [
         "algorithm.adv_estimator=grpo", "algorithm.norm_adv_by_std_in_grpo=False", "algorithm.use_kl_in_reward=False",
-        "data.train_files=[/s/data.parquet]", "data.val_files=[/s/data.parquet]", "data.prompt_key=prompt",
+        "critic.enable=False",
+        "data.train_files=[/s/data.parquet]", "data.val_files=[/s/val.parquet]", "data.prompt_key=prompt",
         "data.max_prompt_length=1000", "data.max_response_length=500", "data.filter_overlong_prompts=True",
         "data.truncation=error", "data.train_batch_size=12", "data.seed=7",
         "actor_rollout_ref.model.path=/m/sft", "actor_rollout_ref.model.use_remove_padding=True",
@@ -69,7 +73,8 @@ def test_rl_overrides_carry_every_knob(recipe):
         f"{a}.kl_loss_type=mse", f"{a}.clip_ratio_low=0.21", f"{a}.clip_ratio_high=0.28",
         f"{a}.loss_agg_mode=seq-mean-token-mean", f"{a}.entropy_coeff=0.003", f"{a}.use_dynamic_bsz=True",
         f"{a}.ppo_max_token_len_per_gpu=1500",  # no max_tokens_per_gpu: prompt + response tokens
-        f"{a}.ulysses_sequence_parallel_size=5", f"{a}.fsdp_config.param_offload=True",
+        f"{a}.fsdp_config.ulysses_sequence_parallel_size=5", f"{ref}.fsdp_config.ulysses_sequence_parallel_size=5",
+        f"{a}.fsdp_config.param_offload=True",
         f"{a}.fsdp_config.optimizer_offload=False",
         f"{ro}.name=sglang", f"{ro}.n=6", f"{ro}.temperature=0.9", f"{ro}.top_p=0.8",
         f"{ro}.tensor_model_parallel_size=2", f"{ro}.gpu_memory_utilization=0.6", f"{ro}.max_num_batched_tokens=1500",
@@ -78,12 +83,18 @@ def test_rl_overrides_carry_every_knob(recipe):
         f"reward.custom_reward_function.path={verl_backend.ROUTER_PATH}",
         "reward.custom_reward_function.name=compute_score",
         "trainer.project_name=loongrl", "trainer.experiment_name=r-rl1", "trainer.nnodes=3",
-        "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck", "trainer.save_freq=3", "trainer.test_freq=-1",
+        "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck", "trainer.save_freq=3",
+        "trainer.max_actor_ckpt_to_keep=4", "trainer.test_freq=-1",
         "trainer.val_before_train=False", "trainer.resume_mode=auto", "trainer.logger=[console,tensorboard]",
         "trainer.total_training_steps=9",
-        # DAPO: dynamic sampling on accuracy, generating 3 batches' worth of prompts
+        # DAPO: dynamic sampling on accuracy, 2 batches in flight, our capped sampler stops after 7 batches
         "algorithm.filter_groups.enable=True", "algorithm.filter_groups.metric=acc",
-        "algorithm.filter_groups.max_num_gen_batches=10", "data.gen_batch_size=36",
+        "algorithm.filter_groups.max_inflight_gen_batches=2",
+        "trainer.v1.sampler.custom_sampler.path=pkg://loongrl.train.dapo_sampler",
+        "trainer.v1.sampler.custom_sampler.name=CappedDAPOReplayBuffer",
+        f"{sk}.max_gen_batches=7", f"{sk}.filter_groups_metric=${{algorithm.filter_groups.metric}}",
+        f"{sk}.max_inflight_gen_batches=${{algorithm.filter_groups.max_inflight_gen_batches}}",
+        f"{sk}.train_batch_size=${{data.train_batch_size}}",
         f"{kw}.require_think=True", f"{kw}.judge_config.model=j", f"{kw}.judge_config.base_url=http://h/v1",
         "reward.reward_manager.name=dapo", f"{ob}.enable=True", f"{ob}.len=100", f"{ob}.penalty_factor=0.5",
         f"{ob}.log=False", "+reward.reward_kwargs.max_resp_len=500",
@@ -99,21 +110,29 @@ def test_rl_overrides_of_a_grpo_stage_by_epochs_with_the_cluster_token_budget(re
     assert "actor_rollout_ref.actor.ppo_mini_batch_size=8" in out           # no mini-batch: the whole batch
     assert "actor_rollout_ref.actor.use_kl_loss=False" in out                # kl_coef 0: KL loss off
     assert "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=4000" in out   # the cluster's budget wins
-    assert "actor_rollout_ref.rollout.max_num_batched_tokens=4000" in out
     assert "algorithm.norm_adv_by_std_in_grpo=True" in out
-    assert not any("filter_groups" in o or "gen_batch_size" in o or "overlong_buffer" in o or "reward_manager" in o
-                   or "reward_kwargs" in o for o in out)  # GRPO, no overlong buffer, no reward options
+    assert "actor_rollout_ref.rollout.max_num_batched_tokens=4000" in out
+    assert "data.val_files=[/val.parquet]" in out   # beside the data file
+    assert not any("filter_groups" in o or "sampler" in o or "overlong_buffer" in o or "reward_manager" in o
+                   or "reward_kwargs" in o or "py_executable" in o for o in out)  # GRPO, one node, no options
+    with_val = verl_backend.rl_overrides(recipe, recipe.stages[2], "/m", "/d.parquet", "/ck", "/v/val.parquet")
+    assert "data.val_files=[/v/val.parquet]" in with_val
 
 
 def test_sft_overrides_carry_every_knob(recipe):
     assert verl_backend.sft_overrides(recipe, recipe.stages[0], "org/base", "/s/m.parquet", "/s/ck") == [
         "data.train_files=[/s/m.parquet]", "data.val_files=null", "data.messages_key=messages",
-        "data.train_batch_size=16", "data.micro_batch_size_per_gpu=2", "data.max_length=3000",
-        "data.truncation=error", "model.path=org/base", "optim.lr=3e-05", "optim.lr_scheduler_type=cosine",
+        "data.train_batch_size=16", "data.use_dynamic_bsz=True",
+        "data.max_token_len_per_gpu=600",  # max_length 3000 over sequence parallelism 5
+        "data.max_length=3000", "data.truncation=error", "model.path=org/base", "model.use_remove_padding=True",
+        "model.enable_gradient_checkpointing=True", "engine.ulysses_sequence_parallel_size=5",
+        "engine.param_offload=True", "engine.optimizer_offload=False",
+        "optim.lr=3e-05", "optim.lr_scheduler_type=cosine",
         "optim.lr_warmup_steps_ratio=0.1", "optim.min_lr_ratio=0.05", "optim.weight_decay=0.02",
         "optim.clip_grad=0.5", "trainer.project_name=loongrl", "trainer.experiment_name=r-warm",
         "trainer.nnodes=3", "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck",
-        "trainer.logger=[console,tensorboard]", "trainer.seed=7", "trainer.total_epochs=2",
+        "trainer.max_ckpt_to_keep=4", "trainer.logger=[console,tensorboard]", "trainer.seed=7",
+        "trainer.total_epochs=2",
         "trainer.logger=[console]",
     ]
     recipe.stages[0].sft.steps = 5
@@ -159,14 +178,18 @@ def test_plan_chains_each_stage_from_the_previous_merged_checkpoint(recipe, tmp_
     # SFT: torchrun over 3 nodes of 4 GPUs with the rendezvous of a multi-node launch
     assert steps[0]["train"] == ["torchrun", "--nnodes=3", "--nproc_per_node=4", "--node_rank=${NODE_RANK}",
                                  "--master_addr=${MASTER_ADDR}", "--master_port=${MASTER_PORT:-29500}",
-                                 "-m", "verl.trainer.sft_trainer", *steps[0]["overrides"]]
+                                 "-m", "verl.trainer.sft_trainer", *steps[0]["overrides"],
+                                 f"hydra.run.dir={sdir[0]}/hydra"]  # Hydra's outputs in the stage folder
     assert f"data.train_files=[{sdir[0]}/data_messages.parquet]" in steps[0]["overrides"]
     assert "model.path=org/base" in steps[0]["overrides"]
     assert steps[0]["merge"] == [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
                                  "--local_dir", os.path.join(sdir[0], "verl_ckpt", "global_step_{step}"),
                                  "--target_dir", os.path.join(sdir[0], "checkpoint")]
     # RL: main_ppo on this node, from the SFT stage's merged checkpoint, on this stage's parquet
-    assert steps[1]["train"] == [sys.executable, "-m", "verl.trainer.main_ppo", *steps[1]["overrides"]]
+    assert steps[1]["train"] == [sys.executable, "-m", "verl.trainer.main_ppo", *steps[1]["overrides"],
+                                 f"hydra.run.dir={sdir[1]}/hydra"]
+    assert f"data.val_files=[{sdir[1]}/val.parquet]" in steps[1]["overrides"]
+    assert not any("check" in s for s in steps)  # the node check is for Ray clusters
     assert f"actor_rollout_ref.model.path={sdir[0]}/checkpoint" in steps[1]["overrides"]
     assert f"data.train_files=[{sdir[1]}/data.parquet]" in steps[1]["overrides"]
     for s, d in zip(steps, sdir):  # verl saves (and resumes) its checkpoints in the stage's own folder
@@ -174,7 +197,14 @@ def test_plan_chains_each_stage_from_the_previous_merged_checkpoint(recipe, tmp_
     assert f"actor_rollout_ref.model.path={sdir[1]}/checkpoint" in steps[2]["overrides"]
     assert steps[1]["merge"][7] == os.path.join(sdir[1], "verl_ckpt", "global_step_{step}", "actor")
     assert steps[2]["merge"][-1] == os.path.join(sdir[2], "checkpoint")
-    # what the dry run prints about each stage's data
+    # what the dry run prints about each stage: limits and data
+    assert steps[0]["limits"] == ["SFT token budget: 600 tokens/GPU x SP 5 = 3000 >= max_length 3000; "
+                                  "keep the last 4 checkpoints"]
+    assert steps[1]["limits"] == ["keep the last 4 checkpoints (every 3 steps)",
+                                  "DAPO: groups without reward variance on acc are replaced, 2 batches in flight; "
+                                  "a step fails after 7 batches of 12 prompts"]
+    recipe.cluster.max_checkpoints = None
+    assert verl_backend.plan(recipe, out)[2]["limits"] == ["keep every checkpoint (every 20 steps)"]
     assert steps[0]["data"] == "data: sft.parquet; prompt tokens in (0, 3000]"
     assert steps[1]["data"] == "data: a.parquet[:10] x2 + b.parquet; prompt tokens in (5, 900]"
     assert steps[2]["data"] == (
@@ -186,8 +216,21 @@ def test_single_node_sft_and_ray_cluster_rl(recipe, tmp_path):
     recipe.cluster.nnodes, recipe.cluster.ray_address = 1, "http://head:8265"
     steps = verl_backend.plan(recipe, str(tmp_path))
     assert steps[0]["train"][:5] == ["torchrun", "--nnodes=1", "--nproc_per_node=4", "-m", "verl.trainer.sft_trainer"]
-    assert steps[1]["train"] == ["ray", "job", "submit", "--address=http://head:8265", "--", "python3", "-m",
-                                 "verl.trainer.main_ppo", *steps[1]["overrides"]]
+    env = {"env_vars": {k: os.environ[k] for k in ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                                    "HF_DATASETS_OFFLINE") if k in os.environ}}
+    assert steps[1]["train"] == ["ray", "job", "submit", "--address=http://head:8265",
+                                 f"--runtime-env-json={json.dumps(env)}", "--", sys.executable, "-m",
+                                 "verl.trainer.main_ppo", *steps[1]["overrides"],
+                                 f"hydra.run.dir={tmp_path}/01_rl1/hydra"]
+    # every node runs the launcher's interpreter, and is checked first for the stage's paths
+    assert f"ray_kwargs.ray_init.runtime_env.py_executable={sys.executable}" in steps[1]["overrides"]
+    check = steps[1]["check"]
+    assert check[:8] == ["ray", "job", "submit", "--address=http://head:8265", "--", sys.executable, "-m",
+                         "loongrl.train.cluster_check"]
+    assert [c for c in check if c.startswith("--path=")] == [
+        f"--path={tmp_path}/01_rl1/data.parquet", f"--path={tmp_path}/01_rl1/verl_ckpt",
+        f"--path={tmp_path}/01_rl1/val.parquet", f"--path={verl_backend.ROUTER_PATH}",
+        f"--path={tmp_path}/00_warm/checkpoint"]   # the SFT stage's merged model, a local path
 
 
 def test_retrospective_stage_description(tmp_path):
@@ -207,13 +250,19 @@ def test_dry_run_prints_each_stage_without_running_it(recipe, tmp_path, capsys):
     out = capsys.readouterr().out
     assert not (tmp_path / "00_warm").exists()
     stages = out.split("\n\n")[:3]
-    assert stages[0].startswith("# stage 0: warm (sft, verl config sft_trainer_engine)\n# data: sft.parquet; ")
+    assert stages[0].splitlines()[:3] == ["# stage 0: warm (sft, verl config sft_trainer_engine)",
+                                          "# data: sft.parquet; prompt tokens in (0, 3000]",
+                                          "# SFT token budget: 600 tokens/GPU x SP 5 = 3000 >= max_length 3000; "
+                                          "keep the last 4 checkpoints"]
     # the launcher and its flags on one line, then one override per line
-    assert stages[0].splitlines()[2] == ("torchrun --nnodes=3 --nproc_per_node=4 '--node_rank=${NODE_RANK}' "
+    assert stages[0].splitlines()[3] == ("torchrun --nnodes=3 --nproc_per_node=4 '--node_rank=${NODE_RANK}' "
                                          "'--master_addr=${MASTER_ADDR}' '--master_port=${MASTER_PORT:-29500}' "
                                          "-m verl.trainer.sft_trainer \\")
-    assert stages[0].splitlines()[3] == f"    'data.train_files=[{tmp_path}/00_warm/data_messages.parquet]' \\"
-    assert stages[1].splitlines()[2] == f"{sys.executable} -m verl.trainer.main_ppo \\"
+    assert stages[0].splitlines()[4] == f"    'data.train_files=[{tmp_path}/00_warm/data_messages.parquet]' \\"
+    assert stages[0].splitlines()[-2] == f"    hydra.run.dir={tmp_path}/00_warm/hydra"
+    assert stages[1].splitlines()[3:5] == ["# DAPO: groups without reward variance on acc are replaced, 2 batches "
+                                           "in flight; a step fails after 7 batches of 12 prompts",
+                                           f"{sys.executable} -m verl.trainer.main_ppo \\"]
     assert stages[2].splitlines()[-1].startswith(f"# then: {sys.executable} -m verl.model_merger merge --backend fsdp")
 
 
