@@ -159,14 +159,25 @@ def test_row_files_need_distinct_names(kc_files, tmp_path):
         _run([kc_files["musique"], str(copy)], str(tmp_path / "out"), None)
 
 
+PROMPT = "must be a non-empty list of {role, content} messages"
+
+
 def test_rows_that_are_not_objects_or_lack_a_source_are_named(kc_files, tmp_path):
     row = read_rows(kc_files["musique"])[0]
     bad = tmp_path / "bad.jsonl"
     for line, field, problem in [("[1, 2]", "<row>", "not an object"),
                                  (json.dumps({**row, "data_source": ""}), "data_source", "missing or not a string"),
-                                 (json.dumps({**row, "data_source": 3}), "data_source", "missing or not a string")]:
+                                 (json.dumps({**row, "data_source": 3}), "data_source", "missing or not a string"),
+                                 (json.dumps({**row, "prompt": []}), "prompt", PROMPT),
+                                 (json.dumps({**row, "prompt": 5}), "prompt", PROMPT),
+                                 (json.dumps({**row, "prompt": [{"role": 1, "content": "q"}]}), "prompt", PROMPT),
+                                 (json.dumps({**row, "prompt": [{"role": "user"}]}), "prompt", PROMPT),
+                                 (json.dumps({**row, "reward_model": {"ground_truth": []}}),
+                                  "reward_model.ground_truth", "missing or empty")]:
         bad.write_text(json.dumps(row) + "\n" + line + "\n")
         with pytest.raises(ValueError) as err:
             rows_eval.load_items(str(bad))
         assert str(err.value) == f"{bad}: row 1: field '{field}': {problem}"
         assert err.value.reason == ("not_an_object" if field == "<row>" else "bad_field")
+    with pytest.raises(FileNotFoundError, match=f"^row file not found: {tmp_path}/none.jsonl$"):
+        rows_eval.load_items(str(tmp_path / "none.jsonl"))
