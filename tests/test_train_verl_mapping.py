@@ -289,3 +289,23 @@ def test_every_override_composes_against_verls_own_config(recipe):
     assert sft.data.messages_key == "messages" and sft.trainer.total_epochs == 2 and sft.optim.lr == 3e-5
     with pytest.raises((HydraException, OmegaConfBaseException)):
         verl_backend.compose_overrides(rl + ["actor_rollout_ref.actor.kl_coef=0.1"])
+
+
+def test_stage_inputs_beside_the_data_sft_messages_and_a_small_validation_set(recipe, tmp_path):
+    from loongrl.data.io import make_row
+    from loongrl.train import transitions
+
+    rows = [make_row("longqa_musique", "qa", [{"role": "system", "content": "s"}, {"role": "user", "content": f"q{i}"}],
+                     [f"a{i}"], id=f"r{i}") for i in range(10)]
+    rl_dir, sft_dir = tmp_path / "rl", tmp_path / "sft"
+    transitions.write_rows(str(rl_dir / "data.parquet"), rows)
+    verl_backend.write_stage_inputs(recipe.stages[1], str(rl_dir), str(rl_dir / "data.parquet"))
+    val = transitions.read_rows(str(rl_dir / "val.parquet"))
+    assert [r["extra_info"]["id"] for r in val] == [f"r{i}" for i in range(8)]   # the first 8 rows
+    sft = [{**r, "completion": [{"role": "assistant", "content": f"a{i}"}]} for i, r in enumerate(rows[:2])]
+    transitions.write_rows(str(sft_dir / "data.parquet"), sft)
+    verl_backend.write_stage_inputs(recipe.stages[0], str(sft_dir), str(sft_dir / "data.parquet"))
+    assert transitions.read_rows(str(sft_dir / "data_messages.parquet")) == [
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": f"q{i}"},
+                      {"role": "assistant", "content": f"a{i}"}]} for i in range(2)]
+    assert not (sft_dir / "val.parquet").exists() and not (rl_dir / "data_messages.parquet").exists()
