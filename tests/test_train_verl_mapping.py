@@ -309,3 +309,47 @@ def test_stage_inputs_beside_the_data_sft_messages_and_a_small_validation_set(re
         {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": f"q{i}"},
                       {"role": "assistant", "content": f"a{i}"}]} for i in range(2)]
     assert not (sft_dir / "val.parquet").exists() and not (rl_dir / "data_messages.parquet").exists()
+
+
+def test_ray_node_check_covers_the_sft_inputs_and_the_judge_key(recipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOONGRL_TEST_JUDGE_KEY", "secret")
+    recipe.cluster.ray_address = "http://head:8265"
+    recipe.stages[1].rl.reward_kwargs["judge_config"]["api_key_env"] = "LOONGRL_TEST_JUDGE_KEY"
+    steps = verl_backend.plan(recipe, str(tmp_path))
+    sft_paths = [c for c in steps[0]["check"] if c.startswith("--path=")]
+    assert sft_paths == [f"--path={tmp_path}/00_warm/data.parquet", f"--path={tmp_path}/00_warm/verl_ckpt",
+                         f"--path={tmp_path}/00_warm/data_messages.parquet"]
+    # the judge's key is checked on every node by name (its value is never on the command line)
+    assert [c for c in steps[1]["check"] if c.startswith("--env=")] == ["--env=LOONGRL_TEST_JUDGE_KEY"]
+    assert not [c for c in steps[0]["check"] if c.startswith("--env=")] and "secret" not in str(steps)
+    assert [c for c in steps[1]["check"] if c.startswith("--version=verl=")] == ["--version=verl=0.9.1"]
+    monkeypatch.delenv("LOONGRL_TEST_JUDGE_KEY")
+    assert not [c for c in verl_backend.plan(recipe, str(tmp_path))[1]["check"] if c.startswith("--env=")]
+    verl_backend.run(recipe, str(tmp_path), dry_run=True)
+    out = capsys.readouterr().out
+    assert out.count("# first, on every node of the Ray cluster: paths visible, loongrl/verl importable\n"
+                     "ray job submit --address=http://head:8265 -- ") == 3
+
+
+def test_the_subprocess_runner_checks_trains_and_merges_and_fails_loudly(tmp_path):
+    import subprocess
+
+    log = tmp_path / "log"
+
+    def py(text):  # a command that appends `text` to the log
+        return [sys.executable, "-c", f"open({str(log)!r}, 'a').write({text!r})"]
+
+    runner = verl_backend.SubprocessRunner()
+    ckpt = tmp_path / "ck"
+    runner.train({"train": py("train "), "ckpt_dir": str(ckpt)}, str(tmp_path))
+    assert log.read_text() == "train " and not ckpt.exists()           # one node: no check, no folder made
+    runner.train({"check": py("check "), "train": py("train "), "ckpt_dir": str(ckpt)}, str(tmp_path))
+    runner.merge({"merge": py("merge {step}")}, str(tmp_path), "7")
+    assert log.read_text() == "train check train merge 7" and ckpt.is_dir()
+    fail = [sys.executable, "-c", "raise SystemExit(3)"]
+    for call in (lambda: runner.train({"train": fail, "ckpt_dir": str(ckpt)}, str(tmp_path)),
+                 lambda: runner.train({"check": fail, "train": py("never"), "ckpt_dir": str(ckpt)}, str(tmp_path)),
+                 lambda: runner.merge({"merge": fail}, str(tmp_path), "7")):
+        with pytest.raises(subprocess.CalledProcessError):
+            call()
+    assert "never" not in log.read_text()
