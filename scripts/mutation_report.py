@@ -102,6 +102,7 @@ def main() -> int:
     parser.add_argument("--tsv", action="store_true", help="print live survivors as TSV rows (name, line, '')")
     parser.add_argument("--markdown", help="also write the table and the survivors to this Markdown file")
     parser.add_argument("--run-minutes", type=int, help="the run's wall time, recorded in the Markdown file")
+    parser.add_argument("--note", default="", help="a sentence recorded under the Markdown file's title")
     args = parser.parse_args()
 
     equivalent = load_equivalent()
@@ -133,7 +134,7 @@ def main() -> int:
                 "# Mutation testing: the last recorded run", "",
                 f"mutmut {version('mutmut')}, `make mutation`"
                 + (f", {args.run_minutes} min of wall time" if args.run_minutes is not None else "")
-                + f" (docs/mutation.md). {summary}.", "", *lines, ""]
+                + f" (docs/mutation.md). {summary}.", "", *([args.note, ""] if args.note else []), *lines, ""]
         if stale:
             text += ["Stale equivalence entries (the mutant changed):", *[f"- `{n}`" for n in stale], ""]
         text += [f"## Live mutants ({len(survivors)})", "", *live, ""]

@@ -353,3 +353,67 @@ def test_the_subprocess_runner_checks_trains_and_merges_and_fails_loudly(tmp_pat
         with pytest.raises(subprocess.CalledProcessError):
             call()
     assert "never" not in log.read_text()
+
+
+class RecordingRunner:
+    """Stands where verl runs (a GPU node, or the CPU preflight): records each call, and writes what verl
+    would leave behind: the last checkpoint's step, and a merged model (here: the tokenizer, all the next
+    stage reads before its own training)."""
+
+    def __init__(self, tokenizer_dir):
+        self.tokenizer_dir, self.calls = tokenizer_dir, []
+
+    def begin(self, stage, sdir):
+        self.calls.append(("begin", stage.name, os.path.basename(sdir)))
+
+    def train(self, cmds, sdir):
+        self.calls.append(("train", cmds["stage"], os.path.isfile(os.path.join(sdir, "val.parquet"))))
+        os.makedirs(cmds["ckpt_dir"], exist_ok=True)
+        with open(os.path.join(cmds["ckpt_dir"], "latest_checkpointed_iteration.txt"), "w") as f:
+            f.write("12\n")
+
+    def merge(self, cmds, sdir, step):
+        import shutil
+
+        self.calls.append(("merge", cmds["stage"], step, cmds["merge"][7]))
+        shutil.copytree(self.tokenizer_dir, os.path.join(sdir, "checkpoint"))
+
+
+def test_run_stages_prepares_trains_merges_and_resumes_each_stage(kc_files, tmp_path, capsys):
+    from conftest import QWEN
+
+    stage = {"data": {"components": [{"path": kc_files["musique"]}]}, "max_prompt_tokens": 20000,
+             "batch_size": 2, "steps": 1}
+    recipe = parse_recipe({"name": "r", "model": QWEN, "seed": 3,
+                           "stages": [{"name": "one", "rl": stage}, {"name": "two", "rl": stage}]}, "r.yaml", "/")
+    out, seen = str(tmp_path / "out"), []
+    runner = RecordingRunner(QWEN)
+    last = verl_backend.run_stages(recipe, out, True, runner, on_stage=lambda i, s, c, m: seen.append((i, s.name, m)))
+    one, two = os.path.join(out, "00_one"), os.path.join(out, "01_two")
+    assert last == os.path.join(two, "checkpoint")
+    assert runner.calls == [
+        ("begin", "one", "00_one"), ("train", "one", True),
+        ("merge", "one", "12", os.path.join(one, "verl_ckpt", "global_step_{step}", "actor")),
+        ("begin", "two", "01_two"), ("train", "two", True),
+        ("merge", "two", "12", os.path.join(two, "verl_ckpt", "global_step_{step}", "actor"))]
+    assert [(i, name) for i, name, _ in seen] == [(0, "one"), (1, "two")]
+    with open(os.path.join(two, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest == seen[1][2]
+    assert (manifest["stage"], manifest["status"], manifest["backend"], manifest["checkpoint"]) == (
+        "two", "completed", "verl", os.path.join(two, "checkpoint"))
+    assert manifest["data"] == {"path": os.path.join(two, "data.parquet"), "rows": 6}
+    assert manifest["data_stats"]["rows"] == 6 and manifest["commands"]["stage"] == "two"
+    assert f"actor_rollout_ref.model.path={one}/checkpoint" in manifest["commands"]["overrides"]
+    assert len(manifest["config_hash"]) == 16 and len(manifest["manifest_hash"]) == 16
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"out": out, "checkpoint": last}
+    # a rerun skips the completed stages; without resume it redoes them
+    again = RecordingRunner(QWEN)
+    assert verl_backend.run_stages(recipe, out, True, again) == last and again.calls == []
+    for d in (one, two):
+        import shutil
+
+        shutil.rmtree(os.path.join(d, "checkpoint"))
+    redo = RecordingRunner(QWEN)
+    verl_backend.run_stages(recipe, out, False, redo)
+    assert [c[:2] for c in redo.calls if c[0] == "merge"] == [("merge", "one"), ("merge", "two")]
