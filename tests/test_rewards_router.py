@@ -462,3 +462,18 @@ def test_math_dapo_window_edges_and_the_box_fallback():
     # ours: no "Answer:" line after </think>, so the last box is the answer
     result = compute_score("math_dapo", "<think>t</think> so \\boxed{13}.", "13")
     assert (result["pred"], result["score"]) == ("13", 1.0)
+
+
+def test_faithful_longbench_reads_the_box_or_the_answer_is_phrase_as_loongrls_analysis():
+    def lb(response, gold, **kw):
+        r = compute_score("longbench_musique", response, gold, faithful=True, **kw)
+        return r["pred"], r["score"]
+
+    assert lb("<think>t</think> so \\boxed{Paris} and the answer is London", "London") == ("Paris", 1.0)  # either
+    assert lb("<think>t</think> the answer is London.", "London") == ("London", 1.0)   # no box: the phrase
+    assert lb("\\boxed{London}", "London", require_think=True) == ("", 0.0)            # no </think>: nothing
+    assert lb("<think>t</think> \\boxed{London} then \\boxed{}", "London") == ("London", 1.0)  # empty box dropped
+    assert lb("<think>t</think> \\boxed{**Paris**}", "Paris France") == ("Paris", 1.0)  # bold marks removed first
+    assert lb("<think>t</think> \\boxed{the}", "Paris")[1] == 1.0      # the reference: "" matches every gold
+    assert lb("<think>t</think> \\boxed{no}", "Norway")[1] == 1.0
+    assert lb("<think>t</think> \\boxed{no}", "Norway", word_boundary=True)[1] == 0.0
