@@ -323,6 +323,11 @@ def test_ray_node_check_covers_the_sft_inputs_and_the_judge_key(recipe, tmp_path
     assert [c for c in steps[1]["check"] if c.startswith("--env=")] == ["--env=LOONGRL_TEST_JUDGE_KEY"]
     assert not [c for c in steps[0]["check"] if c.startswith("--env=")] and "secret" not in str(steps)
     assert [c for c in steps[1]["check"] if c.startswith("--version=verl=")] == ["--version=verl=0.9.1"]
+    del recipe.stages[1].rl.reward_kwargs["judge_config"]["api_key_env"]   # the judge's default key variable
+    monkeypatch.setenv("OPENAI_API_KEY", "secret")
+    assert [c for c in verl_backend.plan(recipe, str(tmp_path))[1]["check"] if c.startswith("--env=")] == [
+        "--env=OPENAI_API_KEY"]
+    monkeypatch.delenv("OPENAI_API_KEY")
     monkeypatch.delenv("LOONGRL_TEST_JUDGE_KEY")
     assert not [c for c in verl_backend.plan(recipe, str(tmp_path))[1]["check"] if c.startswith("--env=")]
     verl_backend.run(recipe, str(tmp_path), dry_run=True)
