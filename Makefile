@@ -4,10 +4,13 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 SHARED  ?= ../shared
 STAMP   := $(VENV)/.installed
+# Every pip install below is held to the versions pinned in constraints.txt, so `make demo` and `make test`
+# run on the same library versions everywhere. Change them on purpose: edit pyproject/Makefile, `make lock`.
+export PIP_CONSTRAINT := $(abspath constraints.txt)
 
-.PHONY: setup model demo test bench mutation clean
+.PHONY: setup model demo test bench lock mutation clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU build of torch from local disk; a bare `torch` would pull a multi-GB CUDA build.
@@ -45,8 +48,18 @@ mutation: setup
 	minutes=$$(( ($$(date +%s) - start) / 60 )); echo "mutmut run: $$minutes min (log: mutation.log)"; \
 	$(BIN)/python scripts/mutation_report.py --markdown docs/mutation-results.md --run-minutes $$minutes
 
+# The reference KeyChain pipeline to compare with: a clone of github.com/Wangmerlyn/KeyChain.
+KEYCHAIN_REF ?= ../KeyChain
 bench: setup
-	$(BIN)/python benchmarks/bench_keychain.py
+	$(BIN)/python benchmarks/bench_keychain.py --reference $(KEYCHAIN_REF)
+
+# Re-pin constraints.txt to what a set-up without it installs (then review and commit the diff).
+lock:
+	rm -rf $(VENV)-lock
+	touch constraints.txt
+	$(MAKE) --no-print-directory setup VENV=$(VENV)-lock PIP_CONSTRAINT=
+	$(VENV)-lock/bin/python -m pip freeze --exclude-editable > constraints.txt
+	rm -rf $(VENV)-lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_out mutants mutation.log

@@ -57,3 +57,55 @@ def test_strict_stops_at_bad_row_with_location(tmp_path):
     assert not os.path.exists(out)
     lenient = run(*common)
     assert lenient.returncode == 0 and "skipped 1: bad_question=1" in lenient.stdout
+
+
+def test_mistyped_paths_are_one_line_errors_naming_the_path(tmp_path):
+    out = str(tmp_path / "kc.parquet")
+    base = ["data", "keychain", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--max-prompt-tokens", "2048",
+            "--num", "2", "--out", out, "--quiet"]
+    cases = [
+        (["data", "validate", str(tmp_path / "missing.parquet")], "missing.parquet"),
+        ([*base, "--tokenizer", str(tmp_path / "no-tokenizer")], f"tokenizer {tmp_path}/no-tokenizer: no such folder"),
+        # a path that does not exist is not taken as the system prompt's text
+        ([*base, "--tokenizer", QWEN, "--system-prompt", str(tmp_path / "sys.txt")],
+         f"system prompt '{tmp_path}/sys.txt': no such file"),
+        (["score", str(tmp_path / "preds.jsonl")], "preds.jsonl"),
+    ]
+    for args, message in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("error: ") and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not os.path.exists(out)
+    (tmp_path / "sys.txt").write_text("Answer briefly.\n")
+    r = run(*base, "--tokenizer", QWEN, "--system-prompt", str(tmp_path / "sys.txt"))
+    assert r.returncode == 0, r.stderr
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out).to_pylist()
+    assert [m["content"] for m in rows[0]["prompt"]][0] == "Answer briefly."
+
+
+def test_validate_counts_with_the_tokenizer_the_rows_record(tmp_path, smollm2):
+    out = str(tmp_path / "qa.parquet")
+    r = run("data", "qa", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--tokenizer", smollm2,
+            "--max-prompt-tokens", "2048", "--num", "3", "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    v = run("data", "validate", out, "--quiet")  # no --tokenizer: SmolLM2's, as the rows record
+    assert v.returncode == 0 and "3 rows checked, 0 failed" in v.stdout and "note:" not in v.stderr
+    q = run("data", "validate", out, "--quiet", "--tokenizer", QWEN)
+    assert "note: 3 rows were made with another tokenizer than" in q.stderr
+
+
+def test_filter_refuses_a_keep_band_that_k_cannot_hold(tmp_path):
+    r = run("data", "filter", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--model", "hf:unused",
+            "--out", str(tmp_path / "ids.txt"), "--k", "4", "--keep-max", "4")
+    assert r.returncode == 2, r.stderr
+    assert "keep_max (4) < k (4)" in r.stderr and "solved 4 of 4 times is never kept" in r.stderr
+
+
+def test_filter_band_follows_k():
+    from loongrl.data.filter import FilterConfig
+
+    assert (FilterConfig().keep_max, FilterConfig().rescue_max) == (6, 7)  # the reference's 1..6 and 1..7 of 8
+    assert (FilterConfig(k=4).keep_max, FilterConfig(k=4).rescue_max) == (3, 3)
+    assert FilterConfig(k=2).keep_max == 1

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import signal
 import statistics
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import INPUTS, QWEN, read_rows
@@ -180,22 +184,20 @@ def test_placement_policies_move_gold_passages(tmp_path):
     assert statistics.mean(abs(d - 0.5) for d in mid) < 0.12 < statistics.mean(abs(d - 0.5) for d in uniform)
 
 
-def test_interrupted_run_leaves_no_file_that_looks_complete(tmp_path, monkeypatch):
-    from loongrl.data import synth
-
+def test_interrupted_run_leaves_no_file_that_looks_complete(tmp_path):
+    """Ctrl-C in the middle of a real run: the previous output stays as it was and no .tmp is left."""
     out = tmp_path / "kc.parquet"
     out.write_bytes(b"previous complete output")
-    real_build, calls = synth.RowBuilder.build, []
-
-    def build_then_die(self, rec):
-        calls.append(rec.id)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_build(self, rec)
-
-    monkeypatch.setattr(synth.RowBuilder, "build", build_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        synthesize(_cfg(), str(out), progress=False)
+    cmd = [sys.executable, "-m", "loongrl.cli", "data", "keychain", "--source", "musique", "--input",
+           INPUTS["musique"], "--tokenizer", QWEN, "--max-prompt-tokens", "16384", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "kc.parquet.tmp").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()  # still writing rows
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
     assert out.read_bytes() == b"previous complete output"
     assert not (tmp_path / "kc.parquet.tmp").exists()
 

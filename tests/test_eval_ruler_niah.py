@@ -171,3 +171,17 @@ def test_niah_cli_heatmap_from_scripted_answers(server, tmp_path):
     assert "| 0% | 100.00 | 100.00 |" in open(os.path.join(out, "niah.md")).read()
     with open(os.path.join(out, "niah.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_window_defaults_to_the_model_folders_context_length(tmp_path, capsys):
+    import argparse
+    import json
+
+    from loongrl.eval.cli import _window
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
+    for backend in (f"hf:{tmp_path}", f"vllm:{tmp_path}", f"openai:http://127.0.0.1:1/v1#{tmp_path}"):
+        assert _window(argparse.Namespace(window=None, backend=backend)) == 8192
+    assert "window 8192 tokens, from" in capsys.readouterr().err
+    assert _window(argparse.Namespace(window=4096, backend=f"hf:{tmp_path}")) == 4096  # --window wins
+    assert _window(argparse.Namespace(window=None, backend="openai:http://127.0.0.1:1/v1#served-name")) == 131072

@@ -63,8 +63,26 @@ def test_score_groups_items_and_reports_pass_at_k(hotpot_items, tmp_path, capsys
     assert summary["by_data_source"]["keychain_hotpotqa"]["accuracy"] == 1.0     # --data-source filled item c
     assert summary["by_data_source"]["longqa_hotpotqa"]["items"] == 2
     assert summary["rows_skipped"] == {} and summary["judge_stats"] is None
-    printed = capsys.readouterr().out
-    assert "OVERALL" in printed and "pass@2" in printed
+    printed = capsys.readouterr()
+    assert "OVERALL" in printed.out and "pass@2" in printed.out
+    assert "note: pass@" not in printed.err  # every item has 4 samples
+
+
+def test_pass_at_k_says_which_items_it_leaves_out(hotpot_items, tmp_path, capsys):
+    a, b, _ = hotpot_items
+    rows = [{"id": a["_id"], "response": response(a["answer"]), "answers": [a["answer"]],
+             "data_source": "longqa_hotpotqa"}] * 8 + \
+           [{"id": b["_id"], "response": response(b["answer"]), "answers": [b["answer"]],
+             "data_source": "longqa_hotpotqa"}] * 2
+    path = tmp_path / "preds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "summary.json"
+    assert run([str(path), "--k", "2,8,16", "--summary-out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "note: pass@8 leaves out 1 of 2 items with fewer than 8 samples\n" in err
+    assert "note: pass@16 leaves out 2 of 2 items with fewer than 16 samples (all of them: nan)" in err
+    assert "pass@2 " not in err
+    assert json.loads(out.read_text())["overall"]["pass_at_k"] == {"2": 1.0, "8": 1.0}
 
 
 def test_bad_rows_are_counted_by_reason_or_stop_in_strict_mode(tmp_path, capsys):

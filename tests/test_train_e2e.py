@@ -137,3 +137,27 @@ def test_cli_resumes_unless_told_not_to(demo_files, tmp_path):
     assert main(["train", str(path), "--out", out]) == 0 and os.stat(manifest).st_mtime_ns == first   # resumed
     assert main(["train", str(path), "--out", out, "--no-resume"]) == 0
     assert os.stat(manifest).st_mtime_ns != first                                                   # trained again
+
+
+def test_same_seed_same_numbers(demo_files):
+    """Two runs of the same recipe and seed on this machine: identical per-step metrics, held-out accuracy and
+    weights after every stage (mining included: its samples are seeded too)."""
+    data, d, _ = demo_files
+    raw = _recipe(data, str(d / "model_det"), data["rl"])
+    raw["stages"] = raw["stages"][:3]  # sft, grpo1, mining + grpo2
+    outs = [str(d / f"det{i}") for i in range(2)]
+    reports = [run_recipe(parse_recipe(raw, "mini.yaml", str(d)), out, resume=False) for out in outs]
+    assert [s["eval"] for s in reports[0]["stages"]] == [s["eval"] for s in reports[1]["stages"]]
+    assert open(os.path.join(outs[0], "metrics.csv")).read() == open(os.path.join(outs[1], "metrics.csv")).read()
+    for stage in ("00_sft", "01_grpo1", "02_grpo2"):
+        a, b = (open(os.path.join(o, stage, "checkpoint", "model.safetensors"), "rb").read() for o in outs)
+        assert a == b, stage
+    # the multi-seed summary of `make demo` over these two runs: spread 0, a row per stage, the plot
+    from loongrl.demo import seeds
+
+    assert seeds.main([*outs, "--out", str(d / "seeds")]) == 0
+    table = open(d / "seeds" / "seeds.md").read().splitlines()
+    acc = reports[0]["stages"][-1]["eval"]["eval_1x"]["acc"]
+    assert table[-1].startswith("| grpo2 (rl, 2 steps); mining kept ")
+    assert table[-1].endswith(f"| {acc:.3f} ± 0.000 [{acc:.3f}, {acc:.3f}] |")
+    assert len(table) == 4 + 4 and (d / "seeds" / "seeds.png").stat().st_size > 10_000

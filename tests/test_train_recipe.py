@@ -66,6 +66,10 @@ def _with(**rl):
     ("name: t\nmodel: m\nstages: [{name: a}]\n", "stages[0]: set exactly one of 'sft' or 'rl'"),
     ("name: t\nmodel: m\nstages: [{name: a, sft: {}}]\n", "stages[0].sft.data.components: an SFT stage needs data"),
     ("name: [\n", "not valid YAML"),
+    (_with(save_every=0), "stages[0].rl.save_every: must be >= 1 (verl saves nothing when it is 0)"),
+    ("name: t\nmodel: m\nstages: [{name: a, rl: {data: {components: [{path: x}]}}},\n"
+     "  {name: b, rl: {transition: {hard_mining: {solved_threshold: 2.0}}}}]\n",
+     "stages[1].rl.transition.hard_mining.solved_threshold: must be in (0, 1]"),
 ])
 def test_bad_recipes_name_file_and_field(tmp_path, text, message):
     path = _write(tmp_path, text)

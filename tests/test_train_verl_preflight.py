@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -34,7 +35,8 @@ STAGES = ["sft", "stage1", "stage2", "dapo"]
 def _recipe(demo_dir: str) -> dict:
     """demo-cpu as shipped (its placeholders resolved to `demo_dir`), smaller data, plus a DAPO stage."""
     text = open(os.path.join(REPO, "recipes", "demo-cpu.yaml")).read()
-    raw = yaml.safe_load(text.replace("${LOONGRL_DEMO_DIR:-../demo_out/train}", demo_dir))
+    text = text.replace("${LOONGRL_DEMO_DIR:-../demo_out/train}", demo_dir)
+    raw = yaml.safe_load(re.sub(r"\$\{[A-Za-z_]\w*:-([^}]*)\}", r"\1", text))  # other placeholders: defaults
     raw["demo_data"].update(num_sft=8 * SFT_STEPS, num_rl=64, num_eval=8)
     # responses of the taught model are ~12 tokens: a 16-token cap with an 8-token buffer shapes most of them
     dapo = dict(raw["stages"][1]["rl"], algorithm="dapo", max_response_tokens=16,

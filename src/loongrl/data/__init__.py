@@ -2,10 +2,21 @@
 
 Library entry points:
     from loongrl.data import SynthConfig, synthesize, validate_file
+
+They are imported on first use, so that `loongrl` subcommands that only parse arguments here (and the
+other packages' commands) do not pay for pyarrow.
 """
 
-from loongrl.data.pipeline import Summary, synthesize
-from loongrl.data.synth import SynthConfig
-from loongrl.data.validate import validate_file
+from __future__ import annotations
 
-__all__ = ["SynthConfig", "Summary", "synthesize", "validate_file"]
+import importlib
+
+_EXPORTS = {"SynthConfig": "loongrl.data.synth", "Summary": "loongrl.data.pipeline",
+            "synthesize": "loongrl.data.pipeline", "validate_file": "loongrl.data.validate"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'loongrl.data' has no attribute {name!r}")

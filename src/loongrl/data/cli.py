@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from loongrl.data.fill import PLACEMENTS
 from loongrl.data.sources import SOURCES, InputError, read_id_list
-from loongrl.data.tokens import default_tokenizer
+from loongrl.data.tokens import ENGINES, default_tokenizer
 
 
 def _add_synth_args(p: argparse.ArgumentParser, keychain: bool) -> None:
@@ -62,11 +62,14 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from loongrl.data.validate import validate_file
+    from loongrl.data.validate import recorded_tokenizer, validate_file
 
+    tokenizer = args.tokenizer or recorded_tokenizer(args.file) or default_tokenizer()
     with tqdm(unit="row", desc="validate", disable=args.quiet or None, file=sys.stderr) as bar:
-        report = validate_file(args.file, args.tokenizer or default_tokenizer(), args.max_prompt_tokens,
-                               progress=bar.update)
+        report = validate_file(args.file, tokenizer, args.max_prompt_tokens, progress=bar.update, engine=args.engine)
+    if report.other_tokenizer:
+        print(f"note: {report.other_tokenizer} rows were made with another tokenizer than {tokenizer}: their budget "
+              "was checked with it, their recorded token counts were not", file=sys.stderr)
     for e in report.errors[: args.max_errors]:
         print(e)
     if len(report.errors) > args.max_errors:
@@ -81,9 +84,9 @@ def _run_filter(args: argparse.Namespace) -> int:
     from loongrl.data.filter import FilterConfig, difficulty_filter
     from loongrl.generation.backends import BackendError, make_backend
 
-    cfg = FilterConfig(**{f.name: getattr(args, f.name) for f in fields(FilterConfig)})
     options = {"concurrency": args.concurrency, "batch_size": args.batch_size}
     try:
+        cfg = FilterConfig(**{f.name: getattr(args, f.name) for f in fields(FilterConfig)})
         backend = make_backend(args.model, **options)
         rescue = make_backend(args.rescue_model, **options) if args.rescue_model else None
         with tqdm(unit="item", desc="filter", disable=args.quiet or None, file=sys.stderr) as bar:
@@ -169,13 +172,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     flt.add_argument("--rescue-model", default=None, help="second model for the all-wrong items (optional)")
     flt.add_argument("--out", required=True, help="id list to write (plus .stats.json and .cache.jsonl)")
     flt.add_argument("--k", type=int, default=8, help="samples per question")
-    flt.add_argument("--temperature", type=float, default=1.0)
-    flt.add_argument("--top-p", dest="top_p", type=float, default=1.0)
-    flt.add_argument("--max-new-tokens", type=int, default=2048)
-    flt.add_argument("--keep-min", type=int, default=1)
-    flt.add_argument("--keep-max", type=int, default=6)
-    flt.add_argument("--rescue-min", type=int, default=1)
-    flt.add_argument("--rescue-max", type=int, default=7)
+    flt.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    flt.add_argument("--top-p", dest="top_p", type=float, default=1.0, help="nucleus mass")
+    flt.add_argument("--max-new-tokens", type=int, default=2048, help="cap per sample")
+    flt.add_argument("--keep-min", type=int, default=1, help="keep items solved at least this many of k times")
+    flt.add_argument("--keep-max", type=int, default=None, help="... and at most this many (< k; None: min(6, k-1))")
+    flt.add_argument("--rescue-min", type=int, default=1, help="rescue pass (all-wrong items): at least")
+    flt.add_argument("--rescue-max", type=int, default=None, help="rescue pass: at most (< k; None: min(7, k-1))")
     flt.add_argument("--batch-size", type=int, default=16, help="items per generation call and cache write")
     flt.add_argument("--concurrency", type=int, default=8, help="requests in flight (OpenAI backend)")
     flt.add_argument("--seed", type=int, default=0)
@@ -199,9 +202,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     mix.set_defaults(func=_run_mix)
     val = dsub.add_parser("validate", help="re-check every row: chains, keys, token budget")
     val.add_argument("file", help=".parquet or .jsonl row file")
-    val.add_argument("--tokenizer", default=None, help="HF tokenizer to count with (default: ../shared qwen2.5)")
+    val.add_argument("--tokenizer", default=None,
+                     help="HF tokenizer to count with (default: the one the rows record, if it is a local folder "
+                          "here, else ../shared qwen2.5)")
     val.add_argument("--max-prompt-tokens", type=int, default=None, help="budget (default: each row's own)")
     val.add_argument("--max-errors", type=int, default=50, help="problems to print")
+    val.add_argument("--engine", choices=ENGINES, default="auto",
+                     help="count with tokenizers + jinja2 (auto: whenever that equals transformers) or transformers")
     val.add_argument("--quiet", action="store_true")
     val.set_defaults(func=_run_validate)
     dec = dsub.add_parser("decontaminate", help="flag training items whose question is in an evaluation set")

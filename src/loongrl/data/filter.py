@@ -44,7 +44,8 @@ class FilterConfig:
         top_p: Nucleus mass (1.0: not set in the reference).
         max_new_tokens: Cap per sample (2,048).
         keep_min, keep_max: First pass keeps items with keep_min <= correct <= keep_max (1..6: 7/8 is dropped
-            too, as in the reference code; the paper says only 0 and 8 are dropped).
+            too, as in the reference code; the paper says only 0 and 8 are dropped). keep_max defaults to
+            min(6, k - 1) and rescue_max to min(7, k - 1), so a smaller k never keeps always-solved items.
         rescue_min, rescue_max: Rescue pass (all-wrong items, second model) keeps rescue_min..rescue_max (1..7).
         batch_size: Items per generation call; also how often the cache is written.
         seed: Sampling seed.
@@ -55,11 +56,24 @@ class FilterConfig:
     top_p: float = 1.0
     max_new_tokens: int = 2048
     keep_min: int = 1
-    keep_max: int = 6
+    keep_max: int | None = None  # min(6, k - 1)
     rescue_min: int = 1
-    rescue_max: int = 7
+    rescue_max: int | None = None  # min(7, k - 1)
     batch_size: int = 16
     seed: int = 0
+
+    def __post_init__(self):
+        # counts out of k: 6 and 7 of 8 by default; with fewer samples they come down with k
+        if self.keep_max is None:
+            self.keep_max = min(6, self.k - 1)
+        if self.rescue_max is None:
+            self.rescue_max = min(7, self.k - 1)
+        if not 0 <= self.keep_min <= self.keep_max < self.k:
+            raise ValueError(f"filter: need 0 <= keep_min ({self.keep_min}) <= keep_max ({self.keep_max}) < k "
+                             f"({self.k}): an item solved {self.k} of {self.k} times is never kept")
+        if not 0 <= self.rescue_min <= self.rescue_max < self.k:
+            raise ValueError(f"filter: need 0 <= rescue_min ({self.rescue_min}) <= rescue_max ({self.rescue_max}) "
+                             f"< k ({self.k})")
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(n=self.k, temperature=self.temperature, top_p=self.top_p,

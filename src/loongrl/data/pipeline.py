@@ -21,12 +21,17 @@ class Summary:
     read: int = 0
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
+    fit: Counter = field(default_factory=Counter)  # non-additive tokenizers: rows verified / trimmed / topped up
     setup_seconds: float = 0.0  # loading the source and the tokenizer
     rows_seconds: float = 0.0  # building and writing the rows
 
     def line(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
-        return f"read {self.read} / written {self.written} / skipped {sum(self.skipped.values())}: {reasons}"
+        line = f"read {self.read} / written {self.written} / skipped {sum(self.skipped.values())}: {reasons}"
+        if self.fit:
+            line += (f"; {self.fit['verified']} prompts counted whole ({self.fit['trimmed']} trimmed, "
+                     f"{self.fit['topped_up']} topped up)")
+        return line
 
 
 _BUILDER: RowBuilder | None = None  # set in the parent before workers fork, so they share it
@@ -35,7 +40,7 @@ _BUILDER: RowBuilder | None = None  # set in the parent before workers fork, so 
 def _build_one(i: int):
     rec = _BUILDER.data.records[i]
     try:
-        return "row", _BUILDER.build(rec)
+        return "row", (_BUILDER.build(rec), _BUILDER.last_fit)
     except Skip as s:
         return "skip", s.reason
 
@@ -79,7 +84,9 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
             for status, value in results:
                 consumed += 1
                 if status == "row":
-                    writer.write(value)
+                    row, fit = value
+                    writer.write(row)
+                    summary.fit.update(fit)
                     bar.update(1)
                 else:
                     summary.skipped[value] += 1
@@ -105,6 +112,8 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
     write_json_atomic(out + ".summary.json", {
         "read": summary.read, "written": summary.written, "skipped": dict(sorted(summary.skipped.items())),
         "config": cfg, "input_sha256": file_sha256(config.input), "tokenizer_fingerprint": counter.fingerprint,
-        "exact_fast_counting": counter.fast,
+        "exact_fast_counting": counter.fast, "additive_counting": counter.additive,
+        "tokenizer_engine": counter.engine, "fit": dict(sorted(summary.fit.items())),
+        "setup_seconds": round(summary.setup_seconds, 3), "rows_seconds": round(summary.rows_seconds, 3),
     })
     return summary

@@ -46,4 +46,8 @@ def resolve_system_prompt(value: str | None) -> str | None:
     if os.path.isfile(value):
         with open(value, encoding="utf-8") as f:
             return f.read().strip() or None
+    # One word that names a file (a path or a text file's name) is a mistyped path, not a system prompt.
+    if not any(c.isspace() for c in value) and (os.sep in value or value.endswith((".txt", ".md"))):
+        raise FileNotFoundError(f"system prompt {value!r}: no such file (give {', '.join(SYSTEM_PROMPTS)}, a file, "
+                                "or the prompt text itself)")
     return value

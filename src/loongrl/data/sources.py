@@ -10,7 +10,6 @@ import gzip
 import io
 import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -20,8 +19,6 @@ SOURCES = ("hotpotqa", "musique", "2wikimqa", "jsonl")
 # Hub datasets for users with network access: `--input hf:` picks the default below.
 # Only HotpotQA has an official hub copy; pass `hf:OWNER/NAME` for the others.
 HUB_DEFAULTS = {"hotpotqa": ("hotpotqa/hotpot_qa", "distractor")}
-
-_WS = re.compile(r"\s+")
 
 
 class InputError(ValueError):
@@ -75,8 +72,9 @@ class LoadedSource:
 
 
 def clean(text: str) -> str:
-    """Collapse runs of whitespace and strip: passage and question text is one line of prose."""
-    return _WS.sub(" ", text).strip()
+    """Collapse runs of whitespace and strip: passage and question text is one line of prose.
+    (`str.split()` splits at exactly the characters `re`'s `\\s` matches, and is several times faster.)"""
+    return " ".join(text.split())
 
 
 def _open_text(path: str) -> io.TextIOBase:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import RawArray
 
@@ -97,12 +98,24 @@ def item_rng(seed: int, source: str, item_id: str) -> random.Random:
 
 
 class RowBuilder:
-    """Turns source items into rows. Holds per-passage caches (token counts, insertion sites)."""
+    """Turns source items into rows. Holds per-passage caches (token counts, insertion sites).
+
+    With an additive tokenizer (tokens.py) piecewise counts are exact and a row is assembled once. With
+    any other tokenizer they are estimates: the cost of a passage is measured in context (between two
+    headers, so what the joins cost is included) and the cost of a key-value pair at each kind of site
+    is learned on real passages; every assembled prompt is then counted whole, trimmed (fillers
+    dropped) while it is over the budget and topped up while a filler still fits. A row is skipped only
+    if it is over the budget with no filler left.
+    """
+
+    MAX_TOPUPS = 2  # attempts to add fillers into the slack a full count revealed
+    ESTIMATE_MARGIN = 0.05  # an item whose own passages are estimated this far over the budget is skipped uncounted
 
     def __init__(self, config: SynthConfig, data: LoadedSource, counter: TokenCounter):
         self.cfg = config
         self.data = data
         self.counter = counter
+        self.exact = counter.additive
         self.system = prompts.resolve_system_prompt(config.system_prompt)
         pool = data.pool
         self.bodies = [prompts.passage_body(t, x) for t, x in zip(pool.titles, pool.texts)]
@@ -118,15 +131,24 @@ class RowBuilder:
         self.overhead = counter.chat_overhead(self.system, probe) + counter.count(self.intro)
         # " {" + '"' vs '{"': the only token difference between the two inserted forms of a pair.
         self.lead = counter.count(' {"') - counter.count('{"')
+        # Tokens a pair adds beyond count(pair + ".") at a site of each kind: proven for additive tokenizers.
+        self.site_extra = {kc.SENTENCE: self.lead, kc.LINE: 0} if self.exact else self._learn_site_extra()
         questions = [clean(r.question) for r in data.records]
         self._distractors = [i for i, q in enumerate(questions) if '"}' not in q]
         self._qnorm = [q.lower() for q in questions]
+        self.last_fit: tuple[str, ...] = ()  # how the last row was fitted: verified, trimmed, topped_up
 
     # -- cached per-passage facts ------------------------------------------------------------------
     def block_tokens(self, pid: int) -> int:
         n = self._block[pid]
         if not n:
-            n = self._block[pid] = self.counter.count(self.bodies[pid] + prompts.PASSAGE_JOIN)
+            block = self.bodies[pid] + prompts.PASSAGE_JOIN
+            if self.exact:
+                n = self.counter.count(block)
+            else:  # the passage's cost in context: its two joins with the headers around it included
+                a, b = prompts.PASSAGE_HEADER.format(i=1), prompts.PASSAGE_HEADER.format(i=2)
+                n = self.counter.count(a + block + b) - self.counter.count(a) - self.counter.count(b)
+            n = self._block[pid] = max(n, 1)
         return n
 
     def header_tokens(self, i: int) -> int:
@@ -140,6 +162,28 @@ class RowBuilder:
             s = self._sites[pid] = kc.insertion_sites(self.bodies[pid])
         return s
 
+    def _learn_site_extra(self) -> dict[int, int]:
+        """What inserting a pair costs beyond count(pair + "."), per site kind: the most common value over
+        pairs inserted at real sites of up to 64 pool passages (an estimate; rows are verified whole)."""
+        rng = random.Random(0)
+        seen: dict[int, Counter] = {kc.SENTENCE: Counter(), kc.LINE: Counter()}
+        fmt = self.cfg.key_format
+        for pid in rng.sample(range(len(self.bodies)), min(64, len(self.bodies))):
+            block = prompts.PASSAGE_HEADER.format(i=1) + self.bodies[pid] + prompts.PASSAGE_JOIN
+            base = self.counter.count(block)
+            for off, kind in self.sites(pid)[:4]:
+                pair = kc.pair_text(kc.make_key(rng, fmt), kc.make_key(rng, fmt))
+                at = len(prompts.PASSAGE_HEADER.format(i=1)) + off
+                with_pair = block[:at] + kc.inserted_form(pair, kind) + block[at:]
+                seen[kind][self.counter.count(with_pair) - base - self.counter.count(pair + ".")] += 1
+        return {kind: (c.most_common(1)[0][0] if c else 0) for kind, c in seen.items()}
+
+    def _pair_tokens(self, pairs: list[str]) -> int:
+        """Sum of count(pair + ".") over the pairs."""
+        if self.exact:  # one call: joined by spaces, each later pair costs `lead` more
+            return self.counter.count(" ".join(p + "." for p in pairs)) - (len(pairs) - 1) * self.lead
+        return sum(self.counter.count(p + ".") for p in pairs)
+
     # -- one row --------------------------------------------------------------------------------------
     def build(self, rec: Record) -> dict:
         cfg = self.cfg
@@ -147,11 +191,8 @@ class RowBuilder:
         question = clean(rec.question)
         if not cfg.keychain:
             tail = prompts.QA_TAIL.format(question=question)
-            fixed = self.overhead + self.counter.count(tail)
-            layout = self._layout(rng, rec, cfg.max_prompt_tokens - fixed)
-            ctx, offsets, _ = self._render(layout, {})
-            return self._row(rec, question, ctx, tail, fixed + layout.tokens, layout, offsets, head="", chain=[],
-                             link_depths=[])
+            a = self._fit(rng, rec, tail, [], 0)
+            return self._row(rec, question, tail, a, head="", chain=[])
 
         if '"}' in question:
             raise Skip("question_contains_pair_delimiter")
@@ -159,38 +200,103 @@ class RowBuilder:
         for _ in range(4):  # new keys only if a key happens to occur in the text already
             chains = kc.make_chains(rng, cfg.chains(), cfg.hops, cfg.key_format)
             pairs = kc.chain_pairs(chains, questions)
-            # Sum of count(pair + ".") in one call: joined by spaces, each later pair costs `lead` more.
-            pair_tokens = self.counter.count(" ".join(p + "." for p in pairs)) - (len(pairs) - 1) * self.lead
             tail = prompts.KEYCHAIN_TAIL.format(head=chains[0][0])
-            fixed = self.overhead + self.counter.count(tail)
-            # Sentence sites add `lead` tokens each; reserve for the worst case before sites are known.
-            reserve = pair_tokens + max(0, self.lead) * len(pairs)
-            if fixed + reserve > cfg.max_prompt_tokens:
-                raise Skip("chains_over_budget")
-            layout = self._layout(rng, rec, cfg.max_prompt_tokens - fixed - reserve)
+            # Reserve the worst case of the sites' extra tokens before the sites are known.
+            reserve = self._pair_tokens(pairs) + max(0, *self.site_extra.values()) * len(pairs)
+            a = self._fit(rng, rec, tail, pairs, reserve)
             keys = [k for c in chains for k in c]
-            plain = "\n".join([self.bodies[p] for p in layout.order] + questions + [prompts.KEYCHAIN_TAIL])
+            plain = "\n".join([self.bodies[p] for p in a.order] + questions + [prompts.KEYCHAIN_TAIL])
             if not kc.keys_in_text(keys, plain, cfg.key_format):
                 break
         else:
             raise Skip("key_collision")
-        all_sites = [(slot, off, kind) for slot, pid in enumerate(layout.order) for off, kind in self.sites(pid)]
-        if len(all_sites) < len(pairs):
-            raise Skip("too_few_insertion_sites")
-        chosen = rng.sample(range(len(all_sites)), len(pairs))
-        order = list(range(len(pairs)))
-        rng.shuffle(order)  # which pair goes to which site: the links of a chain land anywhere
+        return self._row(rec, question, tail, a, head=chains[0][0], chain=chains[0])
+
+    def _fit(self, rng: random.Random, rec: Record, tail: str, pairs: list[str], reserve: int) -> "Assembly":
+        """Choose, place and (with pairs) interleave passages so that the prompt fits the budget exactly."""
+        budget = self.cfg.max_prompt_tokens
+        fixed = self.overhead + self.counter.count(tail)
+        far = budget * (1 + self.ESTIMATE_MARGIN) + 32  # surely over, even for an estimate
+        if fixed + reserve > (budget if self.exact else far):
+            raise Skip("chains_over_budget")
+        chosen = self._fill(rng, rec.passage_ids, budget - fixed - reserve)
+        if chosen is None:
+            # Exact counts decide at once. An estimate decides only far over the budget (the in-context
+            # estimate is off by well under 1 %); near it, the full count below decides.
+            if self.exact or fixed + reserve + self._passages_tokens(rec.passage_ids) > far:
+                raise Skip("own_passages_over_budget")
+            chosen = list(rec.passage_ids)
+        a = self._arrange(rng, rec, chosen, tail, pairs, fixed)
+        if self.exact:
+            self.last_fit = ()
+            return a
+        best, topups, trimmed, topped_up = None, 0, False, False
+        while True:
+            a.tokens = self.counter.count_chat(self._messages(self._user(a.context, tail)))
+            if a.tokens <= budget:
+                best, topped_up = a, topups > 0
+                if topups == self.MAX_TOPUPS:
+                    break
+                topups += 1
+                more = self._fill(rng, chosen, self._passages_tokens(chosen) + budget - a.tokens)
+                if len(more) == len(chosen):
+                    break
+                chosen = more
+            elif best is not None:  # a top-up overshot: keep the verified assembly
+                break
+            else:
+                chosen, trimmed = self._drop_fillers(chosen, len(rec.passage_ids), a.tokens - budget), True
+            a = self._arrange(rng, rec, chosen, tail, pairs, fixed)
+        self.last_fit = ("verified",) + (("trimmed",) if trimmed else ()) + (("topped_up",) if topped_up else ())
+        return best
+
+    def _fill(self, rng: random.Random, own: list[int], budget: int) -> list[int] | None:
+        return fill_context(rng, own, len(self.data.pool), budget, self.block_tokens, self.header_tokens,
+                            self.cfg.max_misses)
+
+    def _passages_tokens(self, chosen: list[int]) -> int:
+        return sum(self.block_tokens(p) for p in chosen) + sum(self.header_tokens(i) for i in
+                                                               range(1, len(chosen) + 1))
+
+    def _drop_fillers(self, chosen: list[int], num_own: int, over: int) -> list[int]:
+        """`chosen` without the fewest filler tokens that cover `over`: the smallest filler at least as
+        large, else the largest ones. Raises Skip when there is no filler left to drop."""
+        kept = list(chosen)
+        while over > 0:
+            fillers = kept[num_own:]
+            if not fillers:
+                raise Skip("own_passages_over_budget")
+            cost = {p: self.block_tokens(p) + self.header_tokens(len(kept)) for p in fillers}
+            enough = [p for p in fillers if cost[p] >= over]
+            drop = min(enough, key=cost.get) if enough else max(fillers, key=cost.get)
+            kept.remove(drop)
+            over -= cost[drop]
+        return kept
+
+    def _arrange(self, rng: random.Random, rec: Record, chosen: list[int], tail: str, pairs: list[str],
+                 fixed: int) -> "Assembly":
+        """Place the chosen passages, insert the pairs at random sites and render the context; `tokens` is
+        the prompt's piecewise count (exact for additive tokenizers)."""
+        cfg = self.cfg
+        gold_set = {p for p, g in zip(rec.passage_ids, rec.gold) if g}
+        order = place_passages(rng, chosen, [p in gold_set for p in chosen], cfg.placement, cfg.depth, cfg.sigma)
+        tokens = fixed + self._passages_tokens(order)
         inserts: dict[int, list[tuple[int, str, int]]] = {}
-        tokens = fixed + layout.tokens + pair_tokens
-        for j, site_idx in zip(order, chosen):
-            slot, off, kind = all_sites[site_idx]
-            inserts.setdefault(slot, []).append((off, kc.inserted_form(pairs[j], kind), j))
-            tokens += self.lead if kind == kc.SENTENCE else 0
-        ctx, offsets, pair_pos = self._render(layout, inserts)
-        real = range(cfg.hops)  # chain 0's pairs come first in `pairs`
-        link_depths = [round(pair_pos[j] / len(ctx), 6) for j in real]
-        return self._row(rec, question, ctx, tail, tokens, layout, offsets, head=chains[0][0], chain=chains[0],
-                         link_depths=link_depths)
+        if pairs:
+            all_sites = [(slot, off, kind) for slot, pid in enumerate(order) for off, kind in self.sites(pid)]
+            if len(all_sites) < len(pairs):
+                raise Skip("too_few_insertion_sites")
+            picked = rng.sample(range(len(all_sites)), len(pairs))
+            which = list(range(len(pairs)))
+            rng.shuffle(which)  # which pair goes to which site: the links of a chain land anywhere
+            tokens += self._pair_tokens(pairs)
+            for j, site_idx in zip(which, picked):
+                slot, off, kind = all_sites[site_idx]
+                inserts.setdefault(slot, []).append((off, kc.inserted_form(pairs[j], kind), j))
+                tokens += self.site_extra[kind]
+        ctx, offsets, pair_pos = self._render(order, inserts)
+        return Assembly(order, [p in gold_set for p in order], len(chosen) - len(rec.passage_ids), ctx, offsets,
+                        pair_pos, tokens)
 
     def _pick_distractor_questions(self, rng: random.Random, rec: Record, k: int) -> list[str]:
         own = clean(rec.question).lower()
@@ -209,25 +315,13 @@ class RowBuilder:
             raise Skip("too_few_distractor_questions")
         return picked
 
-    def _layout(self, rng: random.Random, rec: Record, budget: int) -> "Layout":
-        chosen = fill_context(rng, rec.passage_ids, len(self.data.pool), budget, self.block_tokens,
-                              self.header_tokens, self.cfg.max_misses)
-        if chosen is None:
-            raise Skip("own_passages_over_budget")
-        gold_set = {p for p, g in zip(rec.passage_ids, rec.gold) if g}
-        order = place_passages(rng, chosen, [p in gold_set for p in chosen], self.cfg.placement, self.cfg.depth,
-                               self.cfg.sigma)
-        tokens = sum(self.block_tokens(p) for p in order) + sum(self.header_tokens(i) for i in
-                                                                 range(1, len(order) + 1))
-        return Layout(order, [p in gold_set for p in order], len(chosen) - len(rec.passage_ids), tokens)
-
-    def _render(self, layout: "Layout", inserts: dict[int, list[tuple[int, str, int]]]):
+    def _render(self, order: list[int], inserts: dict[int, list[tuple[int, str, int]]]):
         """Join the passage blocks, with pairs inserted; returns text, block offsets, pair offsets."""
         parts: list[str] = []
         pos = 0
         block_offsets, pair_pos = [], {}
-        last_slot = len(layout.order) - 1
-        for slot, pid in enumerate(layout.order):
+        last_slot = len(order) - 1
+        for slot, pid in enumerate(order):
             block_offsets.append(pos)
             header = prompts.PASSAGE_HEADER.format(i=slot + 1)
             parts.append(header)
@@ -248,22 +342,24 @@ class RowBuilder:
                 pos += len(prompts.PASSAGE_JOIN)
         return "".join(parts), block_offsets, pair_pos
 
-    def _row(self, rec, question, ctx, tail, tokens, layout, offsets, *, head, chain, link_depths) -> dict:
-        cfg = self.cfg
-        user = self.intro + ctx + prompts.PASSAGE_JOIN + tail
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
+    def _user(self, context: str, tail: str) -> str:
+        return self.intro + context + prompts.PASSAGE_JOIN + tail
+
+    def _messages(self, user: str) -> list[dict]:
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [
             {"role": "user", "content": user}]
-        if not self.counter.additive:  # unknown tokenizer: trust only a full count
-            tokens = self.counter.count_chat(messages)
-            if tokens > cfg.max_prompt_tokens:
-                raise Skip("over_budget_unsupported_tokenizer")
+
+    def _row(self, rec: Record, question: str, tail: str, a: "Assembly", *, head: str, chain: list[str]) -> dict:
+        cfg = self.cfg
+        ctx = a.context
+        link_depths = [round(a.pair_pos[j] / len(ctx), 6) for j in range(cfg.hops)] if chain else []
         return make_row(
-            f"{'keychain' if cfg.keychain else 'longqa'}_{cfg.source}", ABILITY, messages, rec.answers,
-            split=cfg.split, id=rec.id, source=cfg.source, kind="keychain" if cfg.keychain else "qa",
-            question=question, prompt_tokens=int(tokens), max_prompt_tokens=cfg.max_prompt_tokens,
+            f"{'keychain' if cfg.keychain else 'longqa'}_{cfg.source}", ABILITY, self._messages(self._user(ctx, tail)),
+            rec.answers, split=cfg.split, id=rec.id, source=cfg.source, kind="keychain" if cfg.keychain else "qa",
+            question=question, prompt_tokens=int(a.tokens), max_prompt_tokens=cfg.max_prompt_tokens,
             tokenizer=self.counter.name, tokenizer_fingerprint=self.counter.fingerprint, seed=cfg.seed,
-            num_passages=len(layout.order), num_fillers=layout.fillers, placement=cfg.placement,
-            gold_passage_depths=[round(offsets[i] / len(ctx), 6) for i, g in enumerate(layout.gold) if g],
+            num_passages=len(a.order), num_fillers=a.fillers, placement=cfg.placement,
+            gold_passage_depths=[round(a.offsets[i] / len(ctx), 6) for i, g in enumerate(a.gold) if g],
             chain_head=head, chain=list(chain), real_link_depths=link_depths,
             num_chains=cfg.chains() if cfg.keychain else 0, hops=cfg.hops if cfg.keychain else 0,
             key_format=cfg.key_format if cfg.keychain else "",
@@ -271,8 +367,13 @@ class RowBuilder:
 
 
 @dataclass
-class Layout:
+class Assembly:
+    """One arrangement of a row's context."""
+
     order: list[int]  # pool ids in context order
     gold: list[bool]  # parallel to order
     fillers: int
-    tokens: int  # exact tokens of all passage blocks and headers
+    context: str
+    offsets: list[int]  # character offset of each passage block
+    pair_pos: dict[int, int]  # pair index -> character offset (chain 0's pairs come first)
+    tokens: int  # the prompt's tokens: exact (additive tokenizer or counted whole)

@@ -1,10 +1,14 @@
 """Independent re-check of synthesised rows: chains, keys and the token budget.
 
 Nothing here trusts the synthesiser: chains are re-parsed from the prompt text, and the prompt is
-re-tokenised whole with the named Hugging Face tokenizer (the slow, reference way).
+rendered with the tokenizer's chat template and tokenised whole (the reference way), by default with
+`tokenizers` and jinja2 (tokens.py; proven identical to transformers in the tests), or with transformers
+itself (`engine="transformers"`).
 """
 
 from __future__ import annotations
+
+import os
 
 import re
 from collections import Counter
@@ -12,7 +16,7 @@ from dataclasses import dataclass, field
 
 from loongrl.data.io import iter_rows
 from loongrl.data.keychain import key_regex
-from loongrl.data.tokens import TokenCounter
+from loongrl.data.tokens import get_counter
 
 REQUIRED = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
@@ -22,6 +26,7 @@ class Report:
     rows: int = 0
     failed_rows: int = 0
     errors: list[str] = field(default_factory=list)
+    other_tokenizer: int = 0  # rows made with another tokenizer: budget checked, recorded count not
 
     @property
     def ok(self) -> bool:
@@ -94,9 +99,17 @@ def check_chains(user: str, info: dict) -> list[str]:
     return errors
 
 
-def validate_file(path: str, tokenizer: str, max_prompt_tokens: int | None = None, progress=None) -> Report:
+def recorded_tokenizer(path: str) -> str | None:
+    """The tokenizer the file's first row says it was made with, when it is a local folder here."""
+    row = next(iter_rows(path), None)
+    name = ((row or {}).get("extra_info") or {}).get("tokenizer")
+    return name if isinstance(name, str) and os.path.isdir(name) else None
+
+
+def validate_file(path: str, tokenizer: str, max_prompt_tokens: int | None = None, progress=None,
+                  engine: str = "auto") -> Report:
     """Check every row of a row file; see `check_chains` and the token rules in the CLI help."""
-    counter = TokenCounter(tokenizer)
+    counter = get_counter(tokenizer, engine)
     report = Report()
     keysets = None
     for i, row in enumerate(iter_rows(path)):
@@ -120,8 +133,11 @@ def validate_file(path: str, tokenizer: str, max_prompt_tokens: int | None = Non
             budget = max_prompt_tokens or info.get("max_prompt_tokens")
             if budget and n > budget:
                 errs.append(f"prompt has {n} tokens, over the budget of {budget}")
-            if info.get("tokenizer_fingerprint") == counter.fingerprint and n != info.get("prompt_tokens"):
-                errs.append(f"recorded prompt_tokens {info.get('prompt_tokens')} != actual {n}")
+            if info.get("tokenizer_fingerprint") == counter.fingerprint:
+                if n != info.get("prompt_tokens"):
+                    errs.append(f"recorded prompt_tokens {info.get('prompt_tokens')} != actual {n}")
+            elif info.get("tokenizer_fingerprint"):
+                report.other_tokenizer += 1
         if errs:
             report.failed_rows += 1
             report.errors += [f"{path}: row {i}: {e}" for e in errs]

@@ -6,6 +6,7 @@ Nothing in the library depends on it except the orchestrator's call of ``prepare
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 
@@ -13,16 +14,27 @@ from collections.abc import Mapping, Sequence
 def prepare(demo_data: Mapping | None, tiny_model: Mapping | None, model_path: str, data_paths: Sequence[str],
             seed: int) -> None:
     """Write the demo task files (`demo_data`: `dir` plus `make_demo_data` arguments) and build the tiny
-    model at `model_path` (`tiny_model`: `build_tiny_model` arguments), each only if missing. The tiny
-    tokenizer is trained on the texts of every file in `data_paths` that exists."""
+    model at `model_path` (`tiny_model`: `build_tiny_model` arguments). Each is made again only when missing
+    or made with other arguments (recorded in `demo_data.json` / `tiny_model.json` beside it), so a rerun
+    reuses them and an edited recipe does not. The tiny tokenizer is trained on the texts of every file in
+    `data_paths` that exists."""
+    from loongrl.data.io import write_json_atomic
+
+    made_data = False
     if demo_data is not None:
         from loongrl.demo.task import make_demo_data
 
         args = dict(demo_data)
         out = args.pop("dir")
-        if not os.path.isfile(os.path.join(out, "eval_4x.parquet")):
+        if _recorded(os.path.join(out, "demo_data.json")) != args:
             make_demo_data(out, **args)
-    if tiny_model is None or os.path.isfile(os.path.join(model_path, "config.json")):
+            write_json_atomic(os.path.join(out, "demo_data.json"), args)
+            made_data = True
+    if tiny_model is None:
+        return
+    marker = os.path.join(model_path, "tiny_model.json")
+    wanted = {"tiny_model": dict(tiny_model), "seed": seed, "demo_data": demo_data}
+    if not made_data and _recorded(marker) == wanted:
         return
     from loongrl.data.io import iter_rows
     from loongrl.demo.tiny import build_tiny_model
@@ -33,3 +45,11 @@ def prepare(demo_data: Mapping | None, tiny_model: Mapping | None, model_path: s
             texts += [m["content"] for m in row["prompt"]]
             texts += [m["content"] for m in row.get("completion") or []]
     build_tiny_model(model_path, texts, seed=seed, **tiny_model)
+    write_json_atomic(marker, wanted)
+
+
+def _recorded(path: str):
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 
 from loongrl.data.keychain import chain_pairs, make_chains
 from loongrl.data.prompts import LOONGRL_SYSTEM
@@ -71,22 +72,25 @@ def with_gold_completion(rows: list[dict]) -> list[dict]:
 
 
 def make_demo_data(out_dir: str, seed: int = 0, num_sft: int = 400, num_rl: int = 400, num_eval: int = 100,
-                   num_chains: int = 3, hops: int = 2, long_factor: int = 4, rl_factor: int = 1,
+                   num_chains: int = 3, hops: int = 2, long_factors: Sequence[int] = (4,), rl_factor: int = 1,
                    key_format: str = "alnum1", system_prompt: bool = False) -> dict:
     """Write the demo files to `out_dir`; returns their paths by name.
 
     sft: gold traces at training length; rl: RL rows (disjoint items) with `rl_factor * num_chains` chains;
-    eval_1x / eval_4x: held-out items with `num_chains` and `long_factor * num_chains` chains.
+    eval_1x and eval_{f}x for each f in `long_factors`: held-out items with `num_chains` and `f * num_chains`
+    chains.
     `system_prompt` adds LoongRL's system prompt (off by default: on a tiny model it is most of the
     sequence, and without it "4x length" is about 4x the prompt tokens).
     """
-    rng = random.Random(seed)
     files = {}
+    # One generator per file, so that resizing one part (e.g. more RL items) leaves the others unchanged.
+    rng = random.Random(f"{seed}-sft")
     sft = [make_item(rng, num_chains, hops, key_format, system_prompt=system_prompt) for _ in range(num_sft)]
     files["sft"] = write_rows(os.path.join(out_dir, "sft.parquet"), with_gold_completion(sft))
-    for name, n, chains, split in (("rl", num_rl, num_chains * rl_factor, "train"),
-                                   ("eval_1x", num_eval, num_chains, "test"),
-                                   ("eval_4x", num_eval, num_chains * long_factor, "test")):
+    parts = [("rl", num_rl, num_chains * rl_factor, "train")]
+    parts += [(f"eval_{f}x", num_eval, num_chains * f, "test") for f in [1, *long_factors]]
+    for name, n, chains, split in parts:
+        rng = random.Random(f"{seed}-{name}")
         files[name] = write_rows(os.path.join(out_dir, f"{name}.parquet"),
                                  [make_item(rng, chains, hops, key_format, split, system_prompt) for _ in range(n)])
     return files

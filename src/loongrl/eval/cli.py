@@ -8,6 +8,7 @@ its extracted answer and score; a rerun resumes from it), ``<name>.json`` (summa
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import asdict, replace
@@ -54,6 +55,24 @@ def _model_tokenizer(args) -> str | None:
         return args.backend[3:]
     model = args.backend.rpartition("#")[2]
     return model if args.backend.startswith("openai:") and os.path.isdir(model) else None
+
+
+def _window(args) -> int:
+    """--window, else the model's own context length (config.json of a local model folder), else 131072."""
+    from loongrl.eval.ruler import DEFAULT_WINDOW
+
+    if args.window:
+        return args.window
+    folder = args.backend.split(":", 1)[1] if args.backend.startswith(("hf:", "vllm:")) else \
+        args.backend.rpartition("#")[2]
+    config = os.path.join(folder, "config.json")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            window = json.load(f).get("max_position_embeddings")
+        if isinstance(window, int) and window > 0:
+            print(f"note: window {window} tokens, from {config} (--window to change)", file=sys.stderr)
+            return window
+    return DEFAULT_WINDOW
 
 
 def _backend(args):
@@ -148,6 +167,7 @@ def _run_ruler(args) -> int:
         skipped.append("qa_1")
         print("note: qa_1 skipped: it needs SQuAD v2 dev, pass --squad PATH", file=sys.stderr)
     counter = _counter(args)
+    args.window = _window(args)
     backend = _backend(args)
     records = []
     for name in names:
@@ -178,6 +198,7 @@ def _run_niah(args) -> int:
     from loongrl.eval.run import run_eval
 
     counter = _counter(args)
+    args.window = _window(args)
     lengths, depths = niah.grid(args.min_len, args.max_len, args.num_lengths, args.num_depths)
     new_tokens = args.max_new_tokens or (8192 if args.reasoning else 64)
     items = niah.build_grid(counter, lengths, depths, args.needle, args.seed, args.data_dir,
@@ -265,8 +286,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="reasoning models: no answer prefix, 8192 new tokens, answer after </think>")
     ru.add_argument("--no-require-think", action="store_true",
                     help="reasoning: score the whole output when there is no </think> (default: score 0)")
-    ru.add_argument("--window", type=int, default=131072,
-                    help="model context window: prompt + new tokens never exceed it (default 131072)")
+    ru.add_argument("--window", type=int, default=None,
+                    help="model context window: prompt + new tokens never exceed it (default: the model folder's "
+                         "max_position_embeddings, else 131072)")
     ru.set_defaults(func=_guard(_run_ruler))
 
     ni = esub.add_parser("niah", help="needle in a haystack grid and heatmap")
@@ -278,8 +300,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ni.add_argument("--needle", default="magic-number", choices=["magic-number", "kamradt"])
     ni.add_argument("--reasoning", action="store_true", help="8192 new tokens, answer after </think>")
     ni.add_argument("--no-require-think", action="store_true")
-    ni.add_argument("--window", type=int, default=131072,
-                    help="model context window: prompt + new tokens never exceed it (default 131072)")
+    ni.add_argument("--window", type=int, default=None,
+                    help="model context window: prompt + new tokens never exceed it (default: the model folder's "
+                         "max_position_embeddings, else 131072)")
     ni.set_defaults(func=_guard(_run_niah))
 
     ro = esub.add_parser("rows", help="the project's own row files (KeyChain, QA, Book RULER...), shared scorer")

@@ -98,11 +98,17 @@ def read_rows(path: str, default_data_source: str | None, strict: bool) -> tuple
     return rows, skipped
 
 
+def _groups(rows: list[dict], results: list | None = None) -> dict[tuple[str, str], list]:
+    """Samples (or their results) by item: (data_source, id)."""
+    groups: dict[tuple[str, str], list] = defaultdict(list)
+    for row, result in zip(rows, results if results is not None else rows):
+        groups[(row["data_source"], row["id"])].append(result)
+    return groups
+
+
 def summarise(rows: list[dict], results: list[dict], ks: list[int]) -> dict:
     """Group samples by (data_source, id); report accuracy, mean score and pass@k."""
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for row, result in zip(rows, results):
-        groups[(row["data_source"], row["id"])].append(result)
+    groups = _groups(rows, results)
 
     def block(items: list[list[dict]]) -> dict:
         out = {"items": len(items), "samples": sum(len(s) for s in items),
@@ -155,6 +161,12 @@ def run_score(args: argparse.Namespace) -> int:
                **summarise(rows, results, ks),
                "judge_stats": dict(judge.stats) if judge else None}
     _print_table(summary, ks)
+    sizes = Counter(len(v) for v in _groups(rows).values())
+    for k in ks:
+        short = sum(n for size, n in sizes.items() if size < k)
+        if short:
+            print(f"note: pass@{k} leaves out {short} of {sum(sizes.values())} items with fewer than {k} samples"
+                  + (" (all of them: nan)" if short == sum(sizes.values()) else ""), file=sys.stderr)
     if skipped:
         print(f"skipped rows: {dict(skipped)}")
     if args.summary_out:
@@ -179,7 +191,7 @@ def register(subparsers) -> None:
                         help="score as the reference implementations do, departures included (docs/rewards.md)")
     parser.add_argument("--judge-url", help="OpenAI-compatible base URL (…/v1); enables the hybrid judge")
     parser.add_argument("--judge-model", default=JudgeConfig.model, help="judge model name")
-    parser.add_argument("--judge-api-key-env", default=JudgeConfig.api_key_env,
+    parser.add_argument("--judge-key-env", "--judge-api-key-env", dest="judge_api_key_env", default=JudgeConfig.api_key_env,
                         help="NAME of the env variable holding the judge API key")
     parser.add_argument("--judge-cache", help="SQLite verdict cache file (reruns pay nothing twice)")
     parser.add_argument("--judge-concurrency", type=int, default=JudgeConfig.max_concurrency,

@@ -58,7 +58,9 @@ STEPS = 2
 # few batches show the filter at work; a given model gets room to find groups with reward variance.
 MAX_GEN_BATCHES = {"random": 3, "given": 12}
 ROWS = 8
-TIMEOUT = 900
+# Watchdog per stage. It is there to stop a hang, not to time the run: a paper recipe's stage (151K-token
+# vocabulary) took 2-3 min on a quiet 2-core machine and over 15 min with the load average at 10.
+TIMEOUT = 2400
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
             num_key_value_heads=1, head_dim=64)  # head_dim 64: what vLLM's CPU kernels and flash attention take
 SHARED_TOKENIZER = os.path.join("data", "tokenizers", "qwen2.5")

@@ -503,6 +503,8 @@ def _validate(recipe: Recipe) -> None:
         _check(not unknown, f"{sub}.reward_kwargs", f"unknown {unknown}; known: {', '.join(REWARD_KWARGS)}")
         _check(r.inflight_gen_batches >= 1, f"{sub}.inflight_gen_batches", "must be >= 1")
         _check(r.max_gen_batches >= 1, f"{sub}.max_gen_batches", "must be >= 1")
+        # verl saves only when save_freq > 0 (the last step included): 0 would leave nothing to merge
+        _check(r.save_every >= 1, f"{sub}.save_every", "must be >= 1 (verl saves nothing when it is 0)")
         _check(r.data.max_prompt_tokens is None or r.data.max_prompt_tokens <= r.max_prompt_tokens,
                f"{sub}.data.max_prompt_tokens", "exceeds the stage's max_prompt_tokens")
         if r.overlong_buffer is not None:
@@ -517,6 +519,9 @@ def _validate(recipe: Recipe) -> None:
             sp = (hm or rs).sampling
             kind = "hard_mining" if hm else "retrospective"
             _check(sp.k >= 1, f"{sub}.transition.{kind}.sampling.k", "must be >= 1")
+            if hm is not None:
+                _check(0 < hm.solved_threshold <= 1, f"{sub}.transition.hard_mining.solved_threshold",
+                       "must be in (0, 1]: it is a mean accuracy over the K samples")
             if rs is not None:
                 _check(0 <= rs.carry_share < 1, f"{sub}.transition.retrospective.carry_share", "must be in [0, 1)")
                 _check(len(r.data.components) > 0, f"{sub}.data.components",
