@@ -385,6 +385,8 @@ class RecordingRunner:
 
 
 def test_run_stages_prepares_trains_merges_and_resumes_each_stage(kc_files, tmp_path, capsys):
+    import hashlib
+
     from conftest import QWEN
 
     stage = {"data": {"components": [{"path": kc_files["musique"]}]}, "max_prompt_tokens": 20000,
@@ -393,7 +395,8 @@ def test_run_stages_prepares_trains_merges_and_resumes_each_stage(kc_files, tmp_
                            "stages": [{"name": "one", "rl": stage}, {"name": "two", "rl": stage}]}, "r.yaml", "/")
     out, seen = str(tmp_path / "out"), []
     runner = RecordingRunner(QWEN)
-    last = verl_backend.run_stages(recipe, out, True, runner, on_stage=lambda i, s, c, m: seen.append((i, s.name, m)))
+    last = verl_backend.run_stages(recipe, out, True, runner,
+                                   on_stage=lambda i, s, c, m: seen.append((i, s.name, c["stage"], m)))
     one, two = os.path.join(out, "00_one"), os.path.join(out, "01_two")
     assert last == os.path.join(two, "checkpoint")
     assert runner.calls == [
@@ -401,10 +404,23 @@ def test_run_stages_prepares_trains_merges_and_resumes_each_stage(kc_files, tmp_
         ("merge", "one", "12", os.path.join(one, "verl_ckpt", "global_step_{step}", "actor")),
         ("begin", "two", "01_two"), ("train", "two", True),
         ("merge", "two", "12", os.path.join(two, "verl_ckpt", "global_step_{step}", "actor"))]
-    assert [(i, name) for i, name, _ in seen] == [(0, "one"), (1, "two")]
+    assert [(i, name, cmds) for i, name, cmds, _ in seen] == [(0, "one", "one"), (1, "two", "two")]
     with open(os.path.join(two, "manifest.json")) as f:
         manifest = json.load(f)
-    assert manifest == seen[1][2]
+    with open(os.path.join(one, "manifest.json")) as f:
+        first = json.load(f)
+    assert manifest == seen[1][3]
+    with open(kc_files["musique"], "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    # what decides a later resume: the model it started from, the stage before it, the data's bytes
+    assert manifest["inputs"] == {"model": os.path.join(one, "checkpoint"),
+                                  "previous_manifest_hash": first["manifest_hash"],
+                                  "data": {kc_files["musique"]: digest}}
+    assert first["inputs"]["model"] == QWEN and first["inputs"]["previous_manifest_hash"] is None
+    assert first["manifest_hash"] != manifest["manifest_hash"]
+    # rows counted with the model's tokenizer and bounded by the stage's prompt budget
+    assert manifest["data_stats"]["mixture"]["length_filter"] == {"kept": 6, "min_prompt_tokens": 0,
+                                                                  "max_prompt_tokens": 20000, "dropped": {}}
     assert (manifest["stage"], manifest["status"], manifest["backend"], manifest["checkpoint"]) == (
         "two", "completed", "verl", os.path.join(two, "checkpoint"))
     assert manifest["data"] == {"path": os.path.join(two, "data.parquet"), "rows": 6}
