@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 # run on the same library versions everywhere. Change them on purpose: edit pyproject/Makefile, `make lock`.
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 
-.PHONY: setup model demo test bench lock clean
+.PHONY: setup model demo test bench lock mutation clean
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,19 @@ demo: setup model
 test: setup model
 	$(BIN)/python -m pytest -q
 
+# Mutation testing of the modules whose mistakes cost GPU-hours (docs/mutation.md); slow, not part of `test`.
+# A fresh run each time (mutmut keeps results per function, which would hide what new tests kill).
+mutation: setup
+	$(BIN)/mutmut --version 2>/dev/null | grep -q 3.8.1 || $(BIN)/python -m pip install -q -e '.[mutation]'
+	rm -rf mutants
+	@# The tests run inside mutants/, so ../shared is named absolutely.
+	@start=$$(date +%s); \
+	LOONGRL_SHARED=$(abspath $(SHARED)) LOONGRL_DATA=$(abspath $(SHARED))/data \
+	LOONGRL_TOKENIZER=$(abspath $(SHARED))/data/tokenizers/qwen2.5 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
+		nice -n 10 $(BIN)/mutmut run --max-children 2 > mutation.log 2>&1 || { tail -c 3000 mutation.log; exit 1; }; \
+	minutes=$$(( ($$(date +%s) - start) / 60 )); echo "mutmut run: $$minutes min (log: mutation.log)"; \
+	$(BIN)/python scripts/mutation_report.py --markdown docs/mutation-results.md --run-minutes $$minutes
+
 # The reference KeyChain pipeline to compare with: a clone of github.com/Wangmerlyn/KeyChain.
 KEYCHAIN_REF ?= ../KeyChain
 bench: setup
@@ -49,4 +62,4 @@ lock:
 	rm -rf $(VENV)-lock
 
 clean:
-	rm -rf $(VENV) build *.egg-info demo_out
+	rm -rf $(VENV) build *.egg-info demo_out mutants mutation.log

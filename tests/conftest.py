@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from collections import Counter
 
 import pytest
 
@@ -18,6 +21,18 @@ INPUTS = {
 
 if not os.path.isdir(DATA):
     raise RuntimeError(f"shared data not found at {DATA}: clone the project next to ../shared or set LOONGRL_SHARED")
+
+if "MUTANT_UNDER_TEST" in os.environ and "LOONGRL_TEST_PRELOADED" not in os.environ:
+    # `make mutation` forks each mutant's test run from a process that only collected the tests: import the
+    # heavy libraries there, once (loading a tokenizer pulls in transformers' lazy modules), not per mutant.
+    os.environ["LOONGRL_TEST_PRELOADED"] = "1"  # this file runs again in every forked run
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(QWEN)
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +110,53 @@ def smollm2_server(smollm2, tmp_path_factory):
 
     with transformers_serve(smollm2, str(tmp_path_factory.mktemp("serve") / "serve.log")) as base_url:
         yield f"openai:{base_url}#{smollm2}"
+
+
+def pytest_collection_modifyitems(items):
+    """Tests on the real model are slow (`-m "not slow"` leaves them out, as `make mutation` does)."""
+    for item in items:
+        if "smollm2" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+    if "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
+        _cheapest_first(items)
+
+
+# `make mutation` runs each mutant's tests with -x in a fresh process: cheap tests first, so that a killed
+# mutant stops early and builds no expensive fixture. mutmut's stats run records each test's call time
+# (mutants/mutmut-stats.json); the hooks below add each fixture's set-up time (mutants/fixture-seconds.json).
+_FIXTURE_SECONDS: dict[str, float] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    start = time.perf_counter()
+    yield
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        seconds = time.perf_counter() - start
+        _FIXTURE_SECONDS[fixturedef.argname] = max(seconds, _FIXTURE_SECONDS.get(fixturedef.argname, 0.0))
+
+
+def pytest_sessionfinish(session):
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats" and _FIXTURE_SECONDS:
+        with open("fixture-seconds.json", "w", encoding="utf-8") as f:
+            json.dump(_FIXTURE_SECONDS, f)
+
+
+def _cheapest_first(items) -> None:
+    try:
+        with open("mutmut-stats.json", encoding="utf-8") as f:
+            durations = json.load(f)["duration_by_test"]
+        with open("fixture-seconds.json", encoding="utf-8") as f:
+            fixtures = json.load(f)
+    except (OSError, ValueError, KeyError):
+        return
+    files = Counter()
+    for item in items:
+        files[item.nodeid.split("::")[0]] += durations.get(item.nodeid, 1.0)
+
+    def cost(item):  # tests needing the same expensive fixtures stay together, a file's tests stay together
+        setup = round(sum(fixtures.get(name, 0.0) for name in getattr(item, "fixturenames", ())))
+        path = item.nodeid.split("::")[0]
+        return setup, files[path], path, durations.get(item.nodeid, 1.0)
+
+    items.sort(key=cost)

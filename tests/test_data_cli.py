@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import INPUTS, QWEN
+
+pytestmark = pytest.mark.slow  # CLI subprocesses: left out of mutation runs
 
 LOONGRL = [sys.executable, "-m", "loongrl.cli"]
 

@@ -77,6 +77,7 @@ def test_resume_makes_no_repeated_calls(tmp_path):
     assert sum(other.prompts_seen) == 164
 
 
+@pytest.mark.slow
 def test_filter_with_a_tiny_local_model(tmp_path):
     from loongrl.generation.backends import TransformersBackend
     from loongrl.demo.tiny import build_tiny_model

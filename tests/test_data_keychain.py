@@ -33,7 +33,9 @@ def test_keychain_rows_resolve_and_fit_the_budget(source, kc_files, counter):
         # Exact, and as close to the budget as passage granularity allows.
         n = counter.count_chat(row["prompt"])
         assert n == info["prompt_tokens"] <= 16384
-        assert n > 16384 - 250
+        assert 16384 - n <= 64                                   # README: within ~50 tokens at 16K
+        assert n == len(counter.tokenizer.apply_chat_template(   # what verl and TRL will feed the model
+            row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False))
         # 64 chains x 4 hex8 keys, all distinct, each once as a key.
         pairs, problems = parse_pairs(user, "hex8")
         keys = [k for k, _ in pairs]
@@ -75,7 +77,9 @@ def test_plain_qa_rows(source, qa_files, counter):
         assert user.startswith("The following are given passages.\nPassage 1:\n")
         assert user.endswith("\n\nQuestion: " + info["question"])
         assert '{"' not in user.replace(info["question"], "") or source == "2wikimqa"
-        assert 16384 - 250 < counter.count_chat(row["prompt"]) == info["prompt_tokens"] <= 16384
+        assert 16384 - 64 <= counter.count_chat(row["prompt"]) == info["prompt_tokens"] <= 16384
+        assert info["prompt_tokens"] == len(counter.tokenizer.apply_chat_template(
+            row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False))
 
 
 def test_rows_share_one_schema_and_load_with_datasets(kc_files, qa_files):
@@ -89,6 +93,7 @@ def test_rows_share_one_schema_and_load_with_datasets(kc_files, qa_files):
     assert [r["extra_info"]["index"] for r in ds][:6] == list(range(6))
 
 
+@pytest.mark.slow
 def test_validate_accepts_real_rows(kc_files, qa_files):
     for path in list(kc_files.values()) + [qa_files["hotpotqa"]]:
         report = validate_file(path, QWEN)

@@ -60,6 +60,7 @@ def mix_inputs(tmp_path_factory):
     return d, str(path)
 
 
+@pytest.mark.slow
 def test_mix_has_exact_proportions_and_valid_rows(mix_inputs, tmp_path):
     d, recipe = mix_inputs
     out = str(tmp_path / "mix.parquet")
@@ -92,6 +93,7 @@ def test_mix_has_exact_proportions_and_valid_rows(mix_inputs, tmp_path):
     assert open(out, "rb").read() == open(again, "rb").read()
 
 
+@pytest.mark.slow
 def test_mix_scores_through_the_shared_router(mix_inputs, tmp_path):
     from loongrl.rewards.router import compute_score
 
@@ -122,6 +124,7 @@ def test_bad_recipes_name_the_key(tmp_path):
         load_mix_recipe(str(bad))
 
 
+@pytest.mark.slow
 def test_mix_cli_reports_unreachable_sizes(mix_inputs, tmp_path):
     d, _ = mix_inputs
     recipe = tmp_path / "big.yaml"
@@ -134,6 +137,7 @@ def test_mix_cli_reports_unreachable_sizes(mix_inputs, tmp_path):
     assert not (tmp_path / "m.parquet").exists()
 
 
+@pytest.mark.slow
 def test_shipped_recipes(tmp_path):
     """The paper-scale template loads; the shipped-sample mixture builds exactly and validates."""
     import os
@@ -151,3 +155,233 @@ def test_shipped_recipes(tmp_path):
     assert card["qa_questions_disjoint"]
     report = validate_file(out, QWEN)
     assert report.ok and report.rows == 64, report.errors[:3]
+
+
+# ---- issue 13: small mixes (a generic-JSONL slice of the shipped HotpotQA), rules checked one by one ----
+
+@pytest.fixture(scope="module")
+def hotpot_jsonl(tmp_path_factory):
+    """The first 16 shipped HotpotQA items in the generic JSONL format (ids, questions in file order)."""
+    import gzip
+
+    with gzip.open(INPUTS["hotpotqa"], "rt", encoding="utf-8") as f:
+        raw = json.load(f)[:16]
+    path = tmp_path_factory.mktemp("hotpot16") / "hotpot16.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for r in raw:
+            gold = {t for t, _ in r["supporting_facts"]}
+            f.write(json.dumps({"id": r["_id"], "question": r["question"], "answers": [r["answer"]],
+                                "passages": [{"title": t, "text": "".join(s), "supporting": t in gold}
+                                             for t, s in r["context"]]}) + "\n")
+    return str(path), [r["_id"] for r in raw], [r["question"] for r in raw]
+
+
+def _mix(tmp_path, parts, **top) -> str:
+    recipe = {"seed": 3, "tokenizer": QWEN, "max_prompt_tokens": 4096, "system_prompt": "none", "parts": parts, **top}
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def test_mix_exclude_list_ids_and_disjoint_questions(hotpot_jsonl, tmp_path):
+    path, ids, questions = hotpot_jsonl
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text(f"{ids[0]}\n\n  {questions[1].upper()}  \n")       # an id, and a question in another case
+    only = tmp_path / "ids.txt"
+    only.write_text(f"{ids[12]}\n{ids[10]}\n{ids[14]}\n")
+    part = {"kind": "qa", "source": "jsonl", "input": path, "size": 2}
+    recipe = _mix(tmp_path, [{**part, "name": "kc", "kind": "keychain", "num_chains": 2}, {**part, "name": "qa"},
+                             {**part, "name": "chosen", "ids": str(only)}], exclude=str(exclude))
+    out = str(tmp_path / "m.parquet")
+    card = build_mix(recipe, out)
+    rows = read_rows(out)
+    by_kind = {(row["extra_info"]["kind"], row["extra_info"]["id"]): row for row in rows}
+    kinds = [row["extra_info"]["kind"] for row in rows]
+    assert kinds != sorted(kinds) and kinds != sorted(kinds, reverse=True)          # parts shuffled together
+    # items 0 (id) and 1 (question) are excluded; KeyChain takes 2 and 3, plain QA the next unused (4, 5);
+    # the id list gives 10 and 12 (file order), never an excluded or already used item
+    assert sorted(by_kind) == sorted([("keychain", ids[2]), ("keychain", ids[3]), ("qa", ids[4]), ("qa", ids[5]),
+                                      ("qa", ids[10]), ("qa", ids[12])])
+    assert card["qa_questions_disjoint"] and card["exclude"] == str(exclude)
+    assert [(p["name"], p["requested"], p["rows"], p["share"]) for p in card["parts"]] == \
+        [("kc", 2, 2, 0.333333), ("qa", 2, 2, 0.333333), ("chosen", 2, 2, 0.333333)]
+
+
+def test_mix_card_records_inputs_and_lengths(hotpot_jsonl, tmp_path):
+    from loongrl.data.io import file_sha256
+
+    path, _, _ = hotpot_jsonl
+    recipe = _mix(tmp_path, [{"name": "qa", "kind": "qa", "source": "jsonl", "input": path, "size": 3}])
+    out = str(tmp_path / "m.parquet")
+    card = build_mix(recipe, out)
+    tokens = sorted(r["extra_info"]["prompt_tokens"] for r in read_rows(out))
+    assert card["parts"] == [{"name": "qa", "kind": "qa", "requested": 3, "rows": 3, "share": 1.0, "input": path,
+                              "input_sha256": file_sha256(path),
+                              "prompt_tokens": {"min": tokens[0], "median": tokens[1], "max": tokens[2]}}]
+    assert (card["recipe"], card["recipe_sha256"], card["seed"], card["tokenizer"], card["max_prompt_tokens"],
+            card["rows"]) == (recipe, file_sha256(recipe), 3, QWEN, 4096, 3)
+    assert 4096 - 100 < tokens[0] and tokens[2] <= 4096
+    assert card["length_histograms"] == ["m.parquet.lengths.qa.png"]
+    assert json.load(open(out + ".card.json")) == card
+    build_mix(recipe, str(tmp_path / "again.parquet"))
+    assert open(out, "rb").read() == open(tmp_path / "again.parquet", "rb").read()     # same seed, same bytes
+
+
+MATHQA_USER = ("Question: what is 15 % of 80 ?\nChoices:(A) 8\n(B) 10\n(C) 12\n(D) 15\n(E) 20")
+TRAIN_USER = ("Question: a train running at the speed of 60 km / hr crosses a pole in 9 seconds . what is the length "
+              "of the train ?\nChoices:(A) 120 metres\n(B) 180 metres\n(C) 324 metres\n(D) 150 metres\n(E) none of these")
+
+
+def test_mathqa_prompts_keep_each_option_under_its_letter(mix_inputs):
+    from collections import Counter
+
+    from loongrl.data.math import mathqa_rows
+
+    d, _ = mix_inputs
+    skipped = Counter()
+    rows = dict(mathqa_rows(str(d / "mathqa.json"), skipped))
+    assert rows["1"] == {"question": MATHQA[1]["Problem"], "user": TRAIN_USER, "answers": ["D"]}
+    assert rows["2"] == {"question": "what is 15 % of 80 ?", "user": MATHQA_USER, "answers": ["C"]}
+    assert rows["0"]["user"].endswith("Choices:(A) rs . 400\n(B) rs . 300\n(C) rs . 500\n(D) rs . 350\n(E) none of these")
+    assert sorted(rows) == ["0", "1", "2"] and skipped == {"missing_options": 1}
+
+
+@pytest.mark.parametrize("options, message", [
+    ("a ) 1 , b ) 2 , c ) 3 , d ) 4", "field 'options': expected five options labelled a ) to e )"),
+    ("b ) 1 , a ) 2 , c ) 3 , d ) 4 , e ) 5", "field 'options': expected five options labelled a ) to e )"),
+    (["1", "2", "3", "4"], "field 'options': expected 5 non-empty options, got 4"),
+    (["1", "2", "", "4", "5"], "field 'options': expected 5 non-empty options, got 5"),
+])
+def test_bad_mathqa_options_name_the_row(tmp_path, options, message):
+    from loongrl.data.math import mathqa_rows
+    from loongrl.data.sources import InputError
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"Problem": "p", "options": options, "correct": "a"}) + "\n")
+    with pytest.raises(InputError) as err:
+        list(mathqa_rows(str(path), __import__("collections").Counter(), strict=True))
+    assert str(err.value) == f"{path}: row 1: {message}" and err.value.reason == "bad_options"
+
+
+def test_mathqa_correct_letter_and_dapo_rows_are_checked(tmp_path):
+    from collections import Counter
+
+    from loongrl.data.math import dapo_rows, mathqa_rows
+    from loongrl.data.sources import InputError
+
+    path = tmp_path / "m.jsonl"
+    ok = {"Problem": "p", "options": "a ) 1 , b ) 2 , c ) 3 , d ) 4 , e ) 5"}
+    path.write_text("\n".join(json.dumps({**ok, "correct": c, "id": f"m{c}"}) for c in ("e", "f", "B")) + "\n")
+    skipped = Counter()
+    assert [(rid, f["answers"]) for rid, f in mathqa_rows(str(path), skipped)] == [("me", ["E"]), ("mB", ["B"])]
+    assert skipped == {"bad_correct": 1}
+    rows = [dict(DAPO[0], extra_info={"index": 7}), dict(DAPO[1], reward_model={"ground_truth": ["48", "forty-eight"]}),
+            dict(DAPO[2], reward_model={"ground_truth": ""}), dict(DAPO[0], prompt=[]), dict(DAPO[0], extra_info=None)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    skipped = Counter()
+    got = list(dapo_rows(str(tmp_path / "d.jsonl"), skipped))
+    assert [(rid, f["answers"]) for rid, f in got] == [("7", ["4"]), ("id-1", ["48", "forty-eight"]), ("4", ["4"])]
+    assert got[0][1]["user"] == got[0][1]["question"] == DAPO[0]["prompt"][0]["content"]
+    assert skipped == {"missing_ground_truth": 1, "bad_prompt": 1}
+    for bad, field, problem in ((dict(DAPO[0], prompt=[{"role": "user", "content": ""}]), "prompt",
+                                 "expected a chat list ending in a message"),
+                                (dict(DAPO[0], reward_model={}), "reward_model.ground_truth", "missing"),
+                                ({k: v for k, v in DAPO[0].items() if k != "prompt"}, "prompt", "missing"),
+                                (dict(DAPO[0], reward_model="4"), "reward_model", "expected dict, got str")):
+        (tmp_path / "bad.jsonl").write_text(json.dumps(DAPO[1]) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(InputError) as err:
+            list(dapo_rows(str(tmp_path / "bad.jsonl"), Counter(), strict=True))
+        assert str(err.value) == f"{tmp_path / 'bad.jsonl'}: row 1: field '{field}': {problem}"
+
+
+def test_file_parts_count_skips_and_take_a_seeded_subset(mix_inputs, tmp_path):
+    d, _ = mix_inputs
+    part = {"name": "mathqa", "kind": "mathqa", "input": str(d / "mathqa.json"), "size": 2}
+    out = str(tmp_path / "m.parquet")
+    card = build_mix(_mix(tmp_path, [part], max_prompt_tokens=200), out)
+    rows = read_rows(out)
+    assert card["parts"][0]["rows"] == 2 and {r["extra_info"]["id"] for r in rows} <= {"0", "1", "2"}
+    assert all(r["prompt"] == [{"role": "user", "content": r["prompt"][0]["content"]}] for r in rows)   # no system
+    assert all(r["data_source"] == "mathqa_choice" and r["ability"] == "math_qa_choices" for r in rows)
+    # every prompt is counted with the chat template: 15 template tokens around the user text (see the test of
+    # transitions.prompt_token_counter), which Qwen renders with its default system prompt when none is given
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(QWEN)
+    for r in rows:
+        expected = len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False))
+        assert r["extra_info"]["prompt_tokens"] == expected and r["extra_info"]["max_prompt_tokens"] == 200
+    # a budget below the longest problem skips it, counted by reason
+    longest = max(r["extra_info"]["prompt_tokens"] for r in rows)
+    with pytest.raises(MixError, match=r"only [0-2] usable rows in .* for 3 requested \(skipped: .*'over_budget': [1-3]"):
+        build_mix(_mix(tmp_path, [dict(part, size=3)], max_prompt_tokens=longest - 1), out)
+
+
+def _load(tmp_path, recipe) -> dict:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return load_mix_recipe(str(path))
+
+
+def _parts(*specs) -> list[dict]:
+    return [{"name": f"p{i}", "kind": "qa", "source": "jsonl", "input": "f", **spec} for i, spec in enumerate(specs)]
+
+
+@pytest.mark.parametrize("total, specs, sizes", [
+    (10, [{"ratio": 0.5}, {"ratio": 0.3}, {"ratio": 0.2}], [5, 3, 2]),
+    (7, [{"ratio": 1 / 3}] * 3, [3, 2, 2]),                          # 2.33 each: the one row left goes to the first
+    (10, [{"ratio": 0.25}, {"ratio": 0.75}], [3, 7]),                 # 2.5 / 7.5: ties go to the first part
+    (11, [{"size": 3}, {"ratio": 1}, {"ratio": 1}], [3, 4, 4]),       # fixed sizes first, ratios share the rest
+    (10, [{"size": 3}, {"ratio": 2}, {"ratio": 1}], [3, 5, 2]),       # 14/3 = 4.67 and 2.33: the larger remainder
+    (None, [{"size": 0}, {"size": 4}], [0, 4]),
+])
+def test_ratios_become_exact_sizes_by_largest_remainder(tmp_path, total, specs, sizes):
+    recipe = {"parts": _parts(*specs)} | ({"total": total} if total is not None else {})
+    assert [p["size"] for p in _load(tmp_path, recipe)["parts"]] == sizes
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ([1], "expected a mapping at the top level"),
+    ({"parts": _parts({"size": 1}), "seeed": 1}, "unknown key(s) ['seeed']; allowed: ['exclude', 'max_prompt_tokens', "
+                                                   "'out', 'parts', 'seed', 'system_prompt', 'tokenizer', 'total']"),
+    ({"parts": []}, "'parts' must be a non-empty list"),
+    ({"parts": {"a": 1}}, "'parts' must be a non-empty list"),
+    ({"parts": [3]}, "parts[0]: expected a mapping"),
+    ({"parts": [{"name": "x", "kind": "mathqa_v2", "size": 1}]},
+     "parts[0]: 'kind' must be one of ['keychain', 'qa', 'mathqa', 'dapo', 'book_ruler_multikey', "
+     "'book_ruler_multivalue'], got 'mathqa_v2'"),
+    ({"parts": [{"name": "x", "kind": "mathqa", "input": "f", "size": 1, "needles": 3}]},
+     "parts[0] (mathqa): unknown key(s) ['needles']"),
+    ({"parts": [{"name": "x", "kind": "book_ruler_multikey", "size": 1, "num_chains": 3}]},
+     "parts[0] (book_ruler_multikey): unknown key(s) ['num_chains']"),
+    ({"parts": _parts({"size": 1}) + [{"name": "p0", "kind": "mathqa", "input": "f", "size": 1}]},
+     "parts[0]: every part needs a unique 'name'"),
+    ({"parts": [{"kind": "mathqa", "input": "f", "size": 1}]}, "parts[0]: every part needs a unique 'name'"),
+    ({"parts": [{"name": "x", "kind": "dapo", "size": 1}]}, "parts[0]: 'input' is required"),
+    ({"parts": [{"name": "x", "kind": "keychain", "input": "f", "size": 1}]},
+     "parts[0]: 'source' is required for kind keychain"),
+    ({"parts": _parts({})}, "parts[0]: give exactly one of 'size' or 'ratio'"),
+    ({"parts": _parts({"size": 1, "ratio": 0.5})}, "parts[0]: give exactly one of 'size' or 'ratio'"),
+    ({"parts": _parts({"ratio": 1.0})}, "'total' (a positive integer) is required when a part gives a ratio"),
+    ({"parts": _parts({"ratio": 1.0}), "total": 0}, "'total' (a positive integer) is required when a part gives a ratio"),
+    ({"parts": _parts({"ratio": 1.0}), "total": 2.5}, "'total' (a positive integer) is required when a part gives a ratio"),
+    ({"parts": _parts({"ratio": 0.5}, {"ratio": 0.4}), "total": 10}, "ratios sum to 0.9, not 1"),
+    ({"parts": _parts({"size": -1})}, "part p0: size must be a non-negative integer"),
+    ({"parts": _parts({"size": 1.5})}, "part p0: size must be a non-negative integer"),
+])
+def test_mix_recipe_errors_name_the_key(tmp_path, recipe, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(MixError) as err:
+        load_mix_recipe(str(path))
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_book_parts_pass_their_options(tmp_path):
+    recipe = _mix(tmp_path, [{"name": "mv", "kind": "book_ruler_multivalue", "size": 1, "needles": 4}],
+                  max_prompt_tokens=1024, system_prompt="loongrl")
+    out = str(tmp_path / "m.parquet")
+    build_mix(recipe, out)
+    [row] = read_rows(out)
+    assert len(row["reward_model"]["ground_truth"]) == 4 and row["data_source"] == "book_ruler_multivalue"
+    assert row["prompt"][0]["role"] == "system" and 1024 - 100 < row["extra_info"]["prompt_tokens"] <= 1024

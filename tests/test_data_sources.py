@@ -110,3 +110,123 @@ def test_strict_names_file_row_and_field(tmp_path):
 def test_missing_file_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="input file not found: /nope.json"):
         load_source("hotpotqa", "/nope.json")
+
+
+# ---- issue 13: every unusable row, with its reason and its whole message ---------------------------
+
+def _write_rows(tmp_path, rows, name="rows.jsonl") -> str:
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+HOTPOT_ROW = {"_id": "h1", "question": "Q?", "answer": "A", "context": [["T1", ["One. ", "Two."]], ["T2", ["Three."]]],
+              "supporting_facts": [["T2", 0]]}
+MUSIQUE_ROW = {"id": "m1", "question": "Q?", "answer": "A", "answer_aliases": ["a1", "A", " "], "answerable": True,
+               "paragraphs": [{"title": "T1", "paragraph_text": "P one", "is_supporting": True},
+                              {"title": "T2", "paragraph_text": "P two"}]}
+JSONL_ROW = {"id": 7, "question": "Q?", "answers": "A", "passages": [{"title": "T", "text": "x"}, {"text": "y"}]}
+
+
+@pytest.mark.parametrize("source, row, field, problem, reason", [
+    ("hotpotqa", "a string", "<row>", "not a JSON object", "not_an_object"),
+    ("hotpotqa", {**HOTPOT_ROW, "question": None}, "question", "missing", "missing_question"),
+    ("hotpotqa", {**HOTPOT_ROW, "question": 3}, "question", "expected str, got int", "bad_question"),
+    ("hotpotqa", {**HOTPOT_ROW, "answer": " \t"}, "answer", "empty", "empty_answer"),
+    ("hotpotqa", {**HOTPOT_ROW, "context": []}, "context", "expected a non-empty list of [title, sentences]", "bad_context"),
+    ("hotpotqa", {**HOTPOT_ROW, "context": [["T1", "not a list"]]}, "context", "entry is not [title, [sentences]]",
+     "bad_context"),
+    ("hotpotqa", {**HOTPOT_ROW, "context": [["T1", [""]]]}, "context", "no non-empty passage", "no_passages"),
+    ("2wikimqa", {k: v for k, v in HOTPOT_ROW.items() if k != "_id"}, "id", "missing", "missing_id"),
+    ("musique", {**MUSIQUE_ROW, "answerable": False}, "answerable", "false (MuSiQue keeps answerable rows only)",
+     "unanswerable"),
+    ("musique", {**MUSIQUE_ROW, "answer_aliases": "a1"}, "answer_aliases", "expected a list", "bad_answer_aliases"),
+    ("musique", {**MUSIQUE_ROW, "paragraphs": [{"title": "T"}]}, "paragraphs", "entry lacks paragraph_text",
+     "bad_paragraphs"),
+    ("jsonl", {**JSONL_ROW, "answers": ["", " "]}, "answers", "no non-empty answer", "empty_answers"),
+    ("jsonl", {**JSONL_ROW, "passages": [{"title": "T"}]}, "passages", "entry lacks text", "bad_passages"),
+    ("jsonl", {**JSONL_ROW, "id": 1.5}, "id", "expected str or int, got float", "bad_id"),
+])
+def test_each_bad_row_is_named_and_counted(tmp_path, source, row, field, problem, reason):
+    path = _write_rows(tmp_path, [json.dumps(row)])
+    with pytest.raises(InputError) as err:
+        load_source(source, path, strict=True)
+    assert str(err.value) == f"{path}: row 1: field '{field}': {problem}" and err.value.reason == reason
+    data = load_source(source, path)
+    assert (data.read, len(data.records), dict(data.skipped)) == (1, 0, {reason: 1})
+
+
+def test_good_rows_of_each_format_by_hand(tmp_path):
+    hot = load_source("hotpotqa", _write_rows(tmp_path, [HOTPOT_ROW], "h.jsonl"))
+    [rec] = hot.records
+    assert (rec.id, rec.source, rec.question, rec.answers, rec.gold) == ("h1", "hotpotqa", "Q?", ["A"], [False, True])
+    assert hot.pool.titles == ["T1", "T2"] and hot.pool.texts == ["One. Two.", "Three."]   # HotpotQA: joined with ""
+    wiki = load_source("2wikimqa", _write_rows(tmp_path, [{**HOTPOT_ROW, "context": [["T1", ["One.", "Two."]]]}], "w.jsonl"))
+    assert wiki.pool.texts == ["One. Two."]                                                  # 2Wiki: joined with " "
+    hf = {**HOTPOT_ROW, "context": {"title": ["T1", "T2"], "sentences": [["a"], ["b"]]},
+          "supporting_facts": {"title": ["T1"], "sent_id": [0]}}                             # the hub layout
+    assert load_source("hotpotqa", _write_rows(tmp_path, [hf], "hf.jsonl")).records[0].gold == [True, False]
+    mus = load_source("musique", _write_rows(tmp_path, [MUSIQUE_ROW], "m.jsonl"))
+    assert mus.records[0].answers == ["A", "a1"] and mus.records[0].gold == [True, False]   # aliases deduplicated
+    gen = load_source("jsonl", _write_rows(tmp_path, [JSONL_ROW], "g.jsonl"))
+    assert (gen.records[0].id, gen.records[0].answers, gen.records[0].gold) == ("7", ["A"], [True, True])
+    assert gen.pool.titles == ["T", ""]
+
+
+def test_duplicates_pools_and_extra_passages(tmp_path):
+    second = {**HOTPOT_ROW, "_id": "h2", "context": [["T2", ["Three."]], ["T2", ["Three."]], ["T3", ["Four."]]]}
+    path = _write_rows(tmp_path, [HOTPOT_ROW, second, {**HOTPOT_ROW, "question": "again"}])
+    extra = tmp_path / "pool.json"
+    extra.write_text(json.dumps([{"title": "E", "text": "Extra  one"}, {"title": "E2"}, {"text": "Three."}]))
+    data = load_source("hotpotqa", path, extra_pool=str(extra))
+    assert [r.id for r in data.records] == ["h1", "h2"] and dict(data.skipped) == {"duplicate_id": 1,
+                                                                                   "bad_pool_passage": 1}
+    assert data.records[1].passage_ids == [1, 2]                       # "Three." once, shared with h1's pool entry
+    assert data.pool.texts == ["One. Two.", "Three.", "Four.", "Extra one", "Three."]
+    with pytest.raises(InputError, match=r"pool.json: row 1: field 'text': missing or empty"):
+        load_source("hotpotqa", _write_rows(tmp_path, [HOTPOT_ROW], "one.jsonl"), extra_pool=str(extra), strict=True)
+    with pytest.raises(InputError, match=r"row 3: field 'id': duplicate id 'h1'"):
+        load_source("hotpotqa", path, strict=True)
+
+
+def test_broken_json_is_named(tmp_path):
+    lines = _write_rows(tmp_path, ["", json.dumps(JSONL_ROW), "{broken"], "l.jsonl")
+    data = load_source("jsonl", lines)
+    assert (data.read, len(data.records), dict(data.skipped)) == (2, 1, {"invalid_json": 1})
+    with pytest.raises(InputError) as err:
+        load_source("jsonl", lines, strict=True)
+    assert str(err.value).startswith(f"{lines}: row 3: field '<line>': invalid JSON (Expecting property name")
+    listing = tmp_path / "list.json"
+    listing.write_text("\n\n[" + json.dumps(JSONL_ROW) + ",\n{]")
+    with pytest.raises(InputError) as err:
+        load_source("jsonl", str(listing))
+    assert str(err.value).startswith(f"{listing}: row 0: field '<file>': invalid JSON list (") and "at line 4)" in str(err.value)
+    with pytest.raises(ValueError, match="unknown source 'squad' \\(choose from hotpotqa, musique, 2wikimqa, jsonl\\)"):
+        load_source("squad", lines)
+
+
+def test_id_lists(tmp_path):
+    from loongrl.data.sources import read_id_list
+
+    path = tmp_path / "ids.txt"
+    path.write_text("  A1 \n\nWho  is X?\n")
+    assert read_id_list(str(path)) == {"A1", "Who is X?"}
+    assert read_id_list(str(path), fold=True) == {"A1", "a1", "Who is X?", "who is x?"}
+
+
+def test_hub_inputs_stream_a_dataset_folder(tmp_path):
+    # `hf:NAME[:CONFIG]` goes to datasets.load_dataset (streaming): a local dataset folder works offline
+    folder = tmp_path / "my_hotpot"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps(HOTPOT_ROW) + "\n" + json.dumps({**HOTPOT_ROW, "_id": "h2"}) + "\n")
+    data = load_source("hotpotqa", f"hf:{folder}")
+    assert [r.id for r in data.records] == ["h1", "h2"] and data.read == 2
+    # a named configuration (`hf:NAME:CONFIG`): declared in the folder's README, as on the hub
+    for config in ("first", "second"):
+        (folder / config).mkdir()
+        (folder / config / "train.jsonl").write_text(json.dumps({**HOTPOT_ROW, "_id": f"{config}-1"}) + "\n")
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: first\n  data_files: first/*.jsonl\n"
+                                      "- config_name: second\n  data_files: second/*.jsonl\n---\n")
+    assert [r.id for r in load_source("hotpotqa", f"hf:{folder}:second").records] == ["second-1"]
+    with pytest.raises(ValueError, match="no default hub dataset for source 'musique': pass --input hf:OWNER/NAME"):
+        load_source("musique", "hf:")

@@ -109,6 +109,7 @@ def test_load_rows_from_data_zip(tmp_path, hotpot):
         lb.load_rows("hotpotqa", broken)
 
 
+@pytest.mark.slow
 def test_load_rows_from_the_hub_reads_data_zip(tmp_path, hotpot):
     # item 8: hf:THUDM/LongBench downloads data.zip with huggingface_hub (no loading script). Offline
     # here: the real hf_hub_download resolves it from a local cache laid out as the hub client writes it.
@@ -239,6 +240,7 @@ def test_resume_requests_only_missing_items(srv, hotpot, tmp_path):
     assert main(args + ["--max-new-tokens", "16"]) == 2
 
 
+@pytest.mark.timing
 def test_backend_concurrency_retry_and_timeout(srv):
     srv.key_of = question_key
     prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(8)]

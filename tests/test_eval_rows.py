@@ -4,6 +4,7 @@ bad input, resume. (The real model in process and through transformers serve: te
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import read_rows
@@ -112,3 +113,71 @@ def test_cli_writes_reports(kc_files, tmp_path, capsys):
     # a folder that is not a model: a clear error, exit 2
     assert main(["eval", "rows", kc_files["hotpotqa"], "--backend", "hf:/nonexistent/model", "--out", out]) == 2
     assert "model folder /nonexistent/model does not exist" in capsys.readouterr().err
+
+
+class Right(ScriptedResponder):
+    """Every prompt answered right (after </think>, boxed); records how many prompts each call carried."""
+
+    def __init__(self, golds):
+        super().__init__(golds)
+        self.batches = []
+
+    def generate(self, prompts, sampling):
+        self.batches.append(len(prompts))
+        return [[f"<think>t</think> \\boxed{{{self.golds[m[-1]['content']][0]}}}"] * sampling.n for m in prompts]
+
+
+def test_chunks_of_eight_a_row_limit_and_the_judge_in_the_run_settings(kc_files, qa_files, tmp_path):
+    rows = read_rows(kc_files["musique"]) + read_rows(qa_files["hotpotqa"])[:3]       # 9 rows in one file
+    path = tmp_path / "nine.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = Right(_responder([kc_files["musique"], qa_files["hotpotqa"]]).golds)
+    assert len(_run([str(path)], str(tmp_path / "all"), model)) == 9 and model.batches == [8, 1]
+    rows_eval.evaluate([str(path)], model, SamplingConfig(n=1), str(tmp_path / "three"), chunk_size=3, progress=False)
+    assert model.batches[2:] == [3, 3, 3]
+    two = rows_eval.evaluate([str(path)], model, SamplingConfig(n=1), str(tmp_path / "lim"), limit=2, progress=False)
+    assert [r["meta"]["row"] for r in two] == [0, 1] and model.batches[-1] == 2
+    # every answer is right, so the judge is never asked; its model is still part of what a rerun must match
+    judge = {"model": "j1", "base_url": "http://127.0.0.1:9/v1"}
+    out = str(tmp_path / "judged")
+    first = _run([str(path)], out, model, {"judge_config": judge})
+    calls = len(model.batches)
+    assert _run([str(path)], out, model, {"judge_config": {**judge, "base_url": "http://other:1/v1"}}) == first
+    assert len(model.batches) == calls                          # where the judge runs is not what it is
+    with pytest.raises(ResumeError, match="written by a run with other settings"):
+        _run([str(path)], out, model, {"judge_config": {**judge, "model": "j2"}})
+
+
+def test_row_files_need_distinct_names(kc_files, tmp_path):
+    (tmp_path / "a").mkdir()
+    name = os.path.basename(kc_files["musique"])
+    copy = tmp_path / "a" / name
+    copy.write_bytes(open(kc_files["musique"], "rb").read())
+    stem = name.removesuffix(".parquet")
+    with pytest.raises(ValueError, match=rf"^row files need distinct names \(their samples files are "
+                                         rf"samples_<name>.jsonl\): \['{stem}', '{stem}'\]$"):
+        _run([kc_files["musique"], str(copy)], str(tmp_path / "out"), None)
+
+
+PROMPT = "must be a non-empty list of {role, content} messages"
+
+
+def test_rows_that_are_not_objects_or_lack_a_source_are_named(kc_files, tmp_path):
+    row = read_rows(kc_files["musique"])[0]
+    bad = tmp_path / "bad.jsonl"
+    for line, field, problem in [("[1, 2]", "<row>", "not an object"),
+                                 (json.dumps({**row, "data_source": ""}), "data_source", "missing or not a string"),
+                                 (json.dumps({**row, "data_source": 3}), "data_source", "missing or not a string"),
+                                 (json.dumps({**row, "prompt": []}), "prompt", PROMPT),
+                                 (json.dumps({**row, "prompt": 5}), "prompt", PROMPT),
+                                 (json.dumps({**row, "prompt": [{"role": 1, "content": "q"}]}), "prompt", PROMPT),
+                                 (json.dumps({**row, "prompt": [{"role": "user"}]}), "prompt", PROMPT),
+                                 (json.dumps({**row, "reward_model": {"ground_truth": []}}),
+                                  "reward_model.ground_truth", "missing or empty")]:
+        bad.write_text(json.dumps(row) + "\n" + line + "\n")
+        with pytest.raises(ValueError) as err:
+            rows_eval.load_items(str(bad))
+        assert str(err.value) == f"{bad}: row 1: field '{field}': {problem}"
+        assert err.value.reason == ("not_an_object" if field == "<row>" else "bad_field")
+    with pytest.raises(FileNotFoundError, match=f"^row file not found: {tmp_path}/none.jsonl$"):
+        rows_eval.load_items(str(tmp_path / "none.jsonl"))

@@ -13,6 +13,8 @@ from longbench_rows import rows, write
 from loongrl.cli import main
 from loongrl.demo.tiny import build_tiny_model
 
+pytestmark = pytest.mark.slow  # a tiny transformers model: left out of mutation runs
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -33,6 +33,7 @@ def ask(prompt: str) -> list[dict]:
     return [{"role": "user", "content": prompt}]
 
 
+@pytest.mark.timing
 def test_keep_alive_trickle_cannot_outlive_the_deadline(srv):
     # Status 200 at once, then a newline every 0.1 s for 5 s: each read is quick, the request is not.
     srv.script["slow"] = [("trickle", 5.0, 0.1)] * 3
@@ -83,6 +84,7 @@ def test_errors_carry_the_servers_detail_and_never_the_key(srv, monkeypatch):
         backend(srv).generate([ask("down")], SamplingConfig())
 
 
+@pytest.mark.timing
 def test_retry_after_is_honoured_and_backoff_is_capped_after_jitter(srv):
     srv.script["busy"] = [("status", 429, {"Retry-After": "0.3"})]
     start = time.perf_counter()
@@ -93,6 +95,7 @@ def test_retry_after_is_honoured_and_backoff_is_capped_after_jitter(srv):
     assert {round(backoff_delay(1, 1.0, 100.0), 1) for _ in range(200)} <= {x / 10 for x in range(20, 26)}
 
 
+@pytest.mark.timing
 def test_concurrency_is_bounded_and_overlapping(srv):
     srv.fixed_delay_s = 0.2
     start = time.perf_counter()

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # alone, then GPT-2's regex.
 SMOLLM_SPLITS = (r"\p{N}", r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
 
+pytestmark = pytest.mark.slow  # the real model: left out of mutation runs
+
 
 def _bytes_to_unicode() -> dict[int, str]:
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))

@@ -32,6 +32,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.timing
 def test_timeout_kills_and_replaces_the_worker():
     pool = WorkerPool("math:factorial", max_workers=1)
     try:
@@ -68,6 +69,7 @@ def test_errors_in_the_function_keep_the_worker_and_start_errors_raise():
         broken.close()
 
 
+@pytest.mark.slow
 def test_pathological_answer_from_many_threads_returns_within_budget():
     budget = 1.0
     compute_score("math_dapo", "</think>Answer: 1", "1")      # start-up is not part of the budget
@@ -97,6 +99,7 @@ def _run(script: str, timeout: float) -> str:
     return out.stdout
 
 
+@pytest.mark.slow
 def test_workers_exit_with_the_interpreter():
     out = _run("""
         from loongrl.rewards import compute_score
@@ -108,6 +111,7 @@ def test_workers_exit_with_the_interpreter():
     assert all(_gone(int(p)) for p in pids)
 
 
+@pytest.mark.slow
 def test_an_orphaned_runaway_worker_stops_itself():
     # the parent dies mid-call (SIGKILL: no atexit); the worker's CPU limit (budget + 2 s) ends it
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
@@ -128,6 +132,7 @@ def test_an_orphaned_runaway_worker_stops_itself():
     assert _gone(pid)
 
 
+@pytest.mark.slow
 def test_verl_reward_loop_survives_a_pathological_answer():
     """verl 0.9.1's RewardLoopWorker.compute_score_batch -> NaiveRewardManager.run_single ->
     loop.run_in_executor(None, compute_score): our reward runs on the executor's worker threads."""

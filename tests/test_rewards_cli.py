@@ -108,3 +108,90 @@ def test_strict_error_names_the_field(tmp_path, capsys):
     assert run([str(path), "--strict"]) == 2
     err = capsys.readouterr().err
     assert f"{path}:1: field 'data_source'" in err and "gsm8k" in err
+
+
+# ---- issue 13: the options and the judge reach the scorer; the summary, field by field -----------
+
+SCORED_ROWS = [  # (row, default acc, acc with --word-boundary --no-require-think --faithful)
+    ({"id": "a", "response": r"</think>\boxed{no}", "answers": ["Norway"]}, 1.0, 0.0),
+    ({"id": "b", "response": r"\boxed{Paris}", "answers": ["Paris"]}, 0.0, 1.0),
+    ({"id": "c", "response": "</think>So the answer is Paris.", "answers": ["Paris"]}, 1.0, 0.0),
+    ({"id": "d", "response": r"</think>\boxed{JFK}", "answers": ["John F. Kennedy"],
+      "question": "Who was the 35th president?"}, 1.0, 0.0),          # the judge says yes
+    ({"id": "e", "response": r"</think>\boxed{Nixon}", "answers": ["John F. Kennedy"]}, 0.0, 0.0),  # judge: HTTP 400
+    ({"id": "f", "response": r"</think>\boxed{(B)}", "answers": "B", "data_source": "mathqa",
+      "ability": "math_qa_choices"}, 1.0, 1.0),                       # routed by ability
+]
+
+
+def test_score_options_judge_and_summary(server, tmp_path, monkeypatch, capsys):
+    server.reset()
+    server.fixed_delay_s = 0.2                          # concurrent requests would overlap in the server
+    server.verdicts["JFK"] = "[[YES]]"
+    server.script["Nixon"] = [("status", 400)]
+    monkeypatch.setenv("LOONGRL_TEST_SCORE_KEY", "sk-score")
+    path = tmp_path / "p.jsonl"
+    lines = [json.dumps({"data_source": "keychain_x", **row}) for row, _, _ in SCORED_ROWS]
+    path.write_text("\n".join(lines[:3] + ["  "] + lines[3:]) + "\n")   # a blank line is skipped, not the end
+    out, cache = tmp_path / "s.json", tmp_path / "verdicts.sqlite"
+    assert run([str(path), "--summary-out", str(out), "--judge-url", server.base_url, "--judge-model", "judge-s",
+                "--judge-api-key-env", "LOONGRL_TEST_SCORE_KEY", "--judge-cache", str(cache),
+                "--judge-concurrency", "1"]) == 0
+    summary = json.loads(out.read_text())
+    keychain = {"items": 5, "samples": 5, "accuracy": 0.6, "mean_score": 0.6, "pass_at_k": {"1": 0.6}}
+    assert summary == {
+        "predictions": str(path), "rows_scored": 6, "rows_skipped": {},
+        "overall": {"items": 6, "samples": 6, "accuracy": 4 / 6, "mean_score": 4 / 6, "pass_at_k": {"1": 4 / 6}},
+        "by_data_source": {"keychain_x": keychain,
+                           "mathqa": {"items": 1, "samples": 1, "accuracy": 1.0, "mean_score": 1.0,
+                                      "pass_at_k": {"1": 1.0}}},
+        "judge_status": {"skipped": 4, "yes": 1, "error": 1},
+        "judge_stats": {"requests": 2, "errors": 1}}
+    assert out.read_text().startswith('{\n  "predictions": ')
+    assert server.max_in_flight == 1                   # --judge-concurrency 1
+    assert capsys.readouterr().out.splitlines() == [
+        "data_source  items  samples  accuracy  mean    pass@1",
+        "keychain_x   5      5        0.6000    0.6000  0.6000",
+        "mathqa       1      1        1.0000    1.0000  1.0000",
+        "OVERALL      6      6        0.6667    0.6667  0.6667"]
+    requests = {r["answer"]: r for r in server.requests}
+    assert requests["JFK"]["body"]["model"] == "judge-s"
+    assert requests["JFK"]["headers"]["Authorization"] == "Bearer sk-score"
+    assert "\nProblem: Who was the 35th president?\n" in requests["JFK"]["body"]["messages"][-1]["content"]
+    assert cache.exists()
+    assert run([str(path), "--summary-out", str(out), "--word-boundary", "--no-require-think", "--faithful"]) == 0
+    again = json.loads(out.read_text())
+    assert again["overall"]["accuracy"] == sum(flag for _, _, flag in SCORED_ROWS) / 6 == 2 / 6
+    assert again["judge_status"] == {"off": 6} and again["judge_stats"] is None
+    capsys.readouterr()
+    assert run([str(path), "--k", "1,2"]) == 0                       # no judge: 3 of 6; one sample each: no pass@2
+    assert capsys.readouterr().out.splitlines()[-1] == "OVERALL      6      6        0.5000    0.5000  0.5000  nan   "
+
+
+def test_every_bad_row_is_named(tmp_path, capsys):
+    rows = ["[1]", json.dumps({"response": "x", "answers": ["a"], "data_source": "keychain_x"}),
+            json.dumps({"id": 1, "response": 5, "answers": ["a"], "data_source": "keychain_x"}),
+            json.dumps({"id": 1, "response": "x", "answers": [1], "data_source": "keychain_x"}),
+            json.dumps({"id": 1, "response": "x", "answers": ["a"]})]
+    expected = [("not_an_object", "row is not a JSON object"),
+                ("missing_id", "missing field 'id' (or 'item_id')"),
+                ("missing_response", "field 'response' (or 'prediction'/'completion') must be a string"),
+                ("bad_ground_truth", "field 'ground_truth' (or 'answers') must be a string or non-empty list of strings"),
+                ("missing_data_source", "missing field 'data_source' (or pass --data-source)")]
+    for line, (reason, message) in zip(rows, expected):
+        with pytest.raises(cli.RowError) as err:
+            cli.parse_row(json.loads(line), None)
+        assert (err.value.reason, str(err.value)) == (reason, message)
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(rows + rows[:2]) + "\n")
+    assert run([str(path)]) == 2                                             # nothing left to score
+    assert f"error: no scorable rows in {path} (skipped: " in capsys.readouterr().err
+    assert cli.read_rows(str(path), None, strict=False) == ([], {"not_an_object": 2, "missing_id": 2,
+                                                                 "missing_response": 1, "bad_ground_truth": 1,
+                                                                 "missing_data_source": 1})
+    with pytest.raises(cli.RowError) as err:
+        cli.read_rows(str(path), None, strict=True)
+    assert (err.value.reason, str(err.value)) == ("not_an_object", f"{path}:1: row is not a JSON object")
+    # a row with a reward_model but an answers field keeps the answers
+    row = {"id": 1, "response": "x", "answers": ["a"], "reward_model": {"ground_truth": "b"}, "data_source": "keychain_x"}
+    assert cli.parse_row(row, None)["ground_truth"] == ["a"]

@@ -95,3 +95,9 @@ def test_verl_last_boxed_brace_form_only():
     assert extract.verl_last_boxed(r"a \boxed{1} b \boxed{ 2 }") == " 2 "
     assert extract.verl_last_boxed(r"\boxed 2") is None
     assert extract.verl_last_boxed(r"\boxed{2") is None
+
+
+def test_minerva_answer_reads_the_last_300_characters():
+    # "Answer: 7\n" is 10 characters: with 290 more it starts 300 from the end, with 291, 301
+    assert extract.minerva_answer("Answer: 7\n" + "y" * 290) == "7"
+    assert extract.minerva_answer("Answer: 7\n" + "y" * 291) is None

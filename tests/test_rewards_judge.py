@@ -111,6 +111,7 @@ def test_malformed_then_good_body(judge_server):
     assert LLMJudge(fast_config(judge_server)).judge("q", "x", "y").verdict == 1.0
 
 
+@pytest.mark.timing
 def test_timeout_is_retried_and_bounded(judge_server):
     judge_server.script["slow"] = [("delay", 1.0)] * 10
     judge = LLMJudge(fast_config(judge_server, timeout_s=0.2, max_retries=1))
@@ -175,6 +176,7 @@ def test_api_key_sent_but_never_logged_or_cached(judge_server, tmp_path, monkeyp
     assert secret not in json.dumps(judge.stats)
 
 
+@pytest.mark.timing
 def test_concurrency_overlaps_requests(judge_server):
     judge_server.fixed_delay_s = 0.2
     items = [("q", f"answer {i}", ["gold"]) for i in range(8)]
@@ -197,3 +199,33 @@ def test_trl_batch_judges_only_rule_failures(judge_server):
                     data_source=["keychain_hotpotqa"] * 3, extra_info=[{"question": QUESTION}] * 3)
     assert scores == [1.0, 1.0, 0.0]
     assert sorted(r["answer"] for r in judge_server.requests) == ["JFK", "Nixon"]
+
+
+@pytest.mark.parametrize("change", [{"temperature": 0.7}, {"max_tokens": 64}, {"strict_verdict": False},
+                                    {"extra_body": {"top_p": 0.5}}, {"system_prompt": "Judge."}])
+def test_cache_key_covers_sampling_and_verdict_settings(judge_server, tmp_path, change):
+    judge_server.verdicts["JFK"] = "[[YES]]"
+    cache = str(tmp_path / "verdicts.sqlite")
+    assert LLMJudge(fast_config(judge_server, cache_path=cache)).judge(QUESTION, "JFK", "Kennedy").status == "yes"
+    assert LLMJudge(fast_config(judge_server, cache_path=cache)).judge(QUESTION, "JFK", "Kennedy").status == "cached-yes"
+    other = LLMJudge(fast_config(judge_server, cache_path=cache, **change)).judge(QUESTION, "JFK", "Kennedy")
+    assert other.status == "yes" and len(judge_server.requests) == 2      # asked again, not read from the cache
+    body = judge_server.requests[-1]["body"]
+    assert (body["temperature"], body["max_tokens"], body["n"]) == (change.get("temperature", 0.0),
+                                                                    change.get("max_tokens", 512), 1)
+    assert body.get("top_p") == change.get("extra_body", {}).get("top_p")
+
+
+def test_judge_any_tries_each_gold_and_reports_an_error_only_without_verdicts(judge_server):
+    judge_server.key_of = lambda body: body["messages"][-1]["content"].rsplit("Answer 2: ", 1)[1].strip()
+    judge_server.verdicts["Kennedy"] = "[[YES]]"
+    judge_server.script["Jack"] = [("status", 400)]
+    judge = LLMJudge(fast_config(judge_server))
+    assert judge.judge_any("q", "JFK", ["Jack", "Kennedy", "John"]).status == "yes"
+    assert [r["answer"] for r in judge_server.requests] == ["Jack", "Kennedy"]     # stops at the first YES
+    judge_server.script["Jack"] = [("status", 400)]
+    assert judge.judge_any("q", "JFK", ["Jack", "John"]).status == "no"             # a verdict beats the error
+    judge_server.script["Jack"] = [("status", 400)]
+    assert judge.judge_any("q", "JFK", ["Jack"]).status == "error: HTTP 400: scripted"
+    assert judge.judge_any("q", "JFK", []).status == "error: no gold answers"
+    assert judge.judge_many([]) == []

@@ -3,6 +3,7 @@
 import copy
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -297,8 +298,182 @@ def test_faithful_math_dapo_agrees_with_verl_itself():
     for a in answers:
         assert scorers.minerva_normalize(a) == math_dapo.normalize_final_answer(a), a
     responses = ["</think>The final answer: 13", "answer: 13", "Answer: \\frac12", "so \\boxed{13}", "x" * 400 + "\\boxed{13}",
-                 "Answer: 13\n" + "y" * 320, "no answer at all", "ANSWER:13", "\\boxed{ 13}"]
+                 "Answer: 13\n" + "y" * 320, "no answer at all", "ANSWER:13", "\\boxed{ 13}",
+                 # at the edges of verl's windows: "Answer:" in the last 300 characters, a box in the last 100
+                 "Answer: 13\n" + "y" * 289, "Answer: 13\n" + "y" * 290, "\\boxed{13}" + "y" * 90,
+                 "\\boxed{13}" + "y" * 91]
     for response in responses:
         for gold in ("13", "\\frac{1}{2}"):
             verl_acc = float(math_dapo.compute_score(response, gold)["acc"])
             assert compute_score("math_dapo", response, gold, faithful=True)["score"] == verl_acc, (response, gold)
+
+
+# ---- issue 13: every option reaches the scorer through each adapter ------------------------------
+
+def _columns(completions, golds, data_source="keychain_hotpotqa", **extra):
+    return dict(prompts=["q"] * len(completions), completions=completions,
+                reward_model=[{"style": "rule", "ground_truth": g} for g in golds],
+                data_source=[data_source] * len(completions), **extra)
+
+
+@pytest.mark.parametrize("option, completion, gold, default, changed", [
+    ("require_think", r"\boxed{Paris}", ["Paris"], 0.0, 1.0),                 # require_think=False
+    ("word_boundary", r"</think>\boxed{no}", ["Norway"], 1.0, 0.0),            # word_boundary=True
+    ("faithful", "</think>So the answer is Paris.", ["Paris"], 1.0, 0.0),      # faithful=True: the box only
+])
+def test_trl_adapter_honours_each_option(option, completion, gold, default, changed):
+    flipped = {"require_think": False, "word_boundary": True, "faithful": True}[option]
+    assert router.make_trl_reward()(**_columns([completion], [gold])) == [default]
+    assert router.make_trl_reward(**{option: flipped})(**_columns([completion], [gold])) == [changed]
+
+
+def test_trl_adapter_logs_the_pass_rate_and_reads_every_gold_column():
+    logged = []
+    reward = router.make_trl_reward()
+    completions = [r"</think>\boxed{Paris}", r"</think>\boxed{Rome}", r"</think>\boxed{Oslo}", r"</think>\boxed{x}"]
+    scores = reward(**_columns(completions, [["Paris"], ["Paris"], ["Oslo"], ["Oslo"]]),
+                    log_metric=lambda name, value: logged.append((name, value)))
+    assert scores == [1.0, 0.0, 1.0, 0.0] and logged == [("pass_rate", 0.5)]
+    for column in ("ground_truth", "answers", "answer"):
+        assert reward(prompts=["q"], completions=[r"</think>\boxed{Paris}"], data_source=["keychain_x"],
+                      **{column: [["Paris"]]}) == [1.0], column
+    with pytest.raises(ValueError, match="TRL reward needs a 'reward_model', 'ground_truth', 'answers' or 'answer'"):
+        reward(prompts=["q"], completions=["x"], data_source=["keychain_x"])
+    math = router.make_trl_reward(math_timeout_s=10.0)
+    assert math(**_columns(["</think>Answer: \\frac{1}{2}"], ["0.5"], data_source="math_dapo")) == [1.0]
+
+
+def test_trl_adapter_routes_by_ability_when_no_prefix_matches():
+    reward = router.make_trl_reward()
+    columns = _columns([r"</think>\boxed{(B)}"], ["B"], data_source="mathqa")
+    assert reward(**columns, ability=["math_qa_choices"]) == [1.0]
+    with pytest.raises(ValueError, match="data_source='mathqa' ability=None"):
+        reward(**columns)
+
+
+@pytest.mark.timing
+def test_trl_adapter_bounds_math_verify_by_its_math_timeout(server):
+    from test_rewards_bounded import PATHOLOGICAL
+
+    reward = router.make_trl_reward(math_timeout_s=0.5)
+    assert reward(**_columns(["</think>Answer: 5"], ["5"], data_source="math_dapo")) == [1.0]   # workers warm
+    start = time.perf_counter()
+    assert reward(**_columns([PATHOLOGICAL], ["5"], data_source="math_dapo")) == [0.0]
+    assert time.perf_counter() - start < 3.0                     # 0.5 s, not the default 5 s
+
+
+def test_trl_adapter_and_mining_scorer_send_the_question_to_the_judge(server):
+    server.reset()
+    server.verdicts["JFK"] = "[[YES]]"
+    judge = {"base_url": server.base_url, "model": "judge-q", "timeout_s": 2.0, "max_retries": 0,
+             "api_key_env": "LOONGRL_TEST_JUDGE_KEY"}
+    reward = router.make_trl_reward(judge_config=judge)
+    assert reward(**_columns([r"</think>\boxed{JFK}"], [["John F. Kennedy"]],
+                             extra_info=[{"question": "Who was the 35th president?"}])) == [1.0]
+    row = {"data_source": "keychain_hotpotqa", "reward_model": {"ground_truth": ["John F. Kennedy"]},
+           "extra_info": {"question": "Who was the 35th president?"}}
+    [mined] = router.row_scorer({"judge_config": judge})([row], [r"</think>\boxed{JFK}"])
+    assert (mined["score"], mined["rule"], mined["judge"], mined["exact"]) == (1.0, 0.0, "yes", 0.0)
+    assert [r["body"]["messages"][-1]["content"].split("\n")[1] for r in server.requests] == \
+        ["Problem: Who was the 35th president?"] * 2
+    [rule_only] = router.row_scorer({"judge_config": judge}, judge=False)([row], [r"</think>\boxed{JFK}"])
+    assert (rule_only["score"], rule_only["judge"]) == (0.0, "off") and len(server.requests) == 2
+
+
+def test_mining_scorer_honours_reward_kwargs():
+    row = {"data_source": "keychain_hotpotqa", "reward_model": {"ground_truth": ["Norway"]}, "extra_info": {}}
+    assert router.row_scorer()([row], [r"</think>\boxed{no}"])[0]["score"] == 1.0
+    assert router.row_scorer({"word_boundary": True})([row], [r"</think>\boxed{no}"])[0]["score"] == 0.0
+    with pytest.raises(ValueError, match=r"unknown reward_kwargs \['word_boundry'\]"):
+        router.row_scorer({"word_boundry": True})
+
+
+def test_score_input_carries_ability_and_question():
+    row = {"data_source": "mathqa", "ability": "math_qa_choices", "reward_model": {"ground_truth": ["B"]},
+           "extra_info": {"question": "2 + 2?", "id": "7"}}
+    assert router.score_input(row, "r") == {"data_source": "mathqa", "ability": "math_qa_choices", "response": "r",
+                                            "ground_truth": ["B"], "question": "2 + 2?"}
+    assert router.score_input({**row, "extra_info": None}, "r")["question"] is None
+
+
+@pytest.mark.parametrize("data_source, response, gold", [
+    ("musique_0", "So the answer is Paris.", "Paris"),
+    ("docmath_0", "So the answer is 12.", "12"),
+    ("long_toc_choices_0", "The correct answer is (B).", "B"),
+])
+def test_qwenlong_tasks_require_think_even_when_faithful(data_source, response, gold):
+    # the QwenLong-L1 references read only the text after </think>: faithful keeps that requirement
+    assert compute_score(data_source, "<think>x</think>" + response, gold, faithful=True)["score"] == 1.0
+    assert compute_score(data_source, response, gold, faithful=True)["score"] == 0.0
+    assert compute_score(data_source, response, gold, require_think=False)["score"] == 1.0
+
+
+def test_qwenlong_docqa_options():
+    stars = compute_score("musique_0", "</think>So the answer is **Paris**.", "Paris", word_boundary=True)
+    assert (stars["pred"], stars["score"]) == ("Paris", 1.0)                    # "*" removed before matching
+    assert compute_score("musique_0", "</think>So the answer is no.", "Norway")["score"] == 1.0
+    assert compute_score("musique_0", "</think>So the answer is no.", "Norway", word_boundary=True)["score"] == 0.0
+    assert compute_score("musique_0", "</think>So the answer is the.", "Paris")["score"] == 0.0   # empty guard
+    assert compute_score("musique_0", "</think>So the answer is the.", "Paris", faithful=True)["score"] == 1.0
+
+
+@pytest.mark.parametrize("response, gold, ours, faithful", [
+    ("</think>" + r"\boxed{(B)}" * 4, "B", 1.0, 1.0),                        # up to 4 boxes...
+    ("</think>" + r"\boxed{(B)}" * 5, "B", 0.0, 0.0),                        # ...not 5
+    ("</think>\\boxed{(B) " + "x" * 28 + "}", "B", 1.0, 1.0),                # a 32-character box...
+    ("</think>\\boxed{(B) " + "x" * 29 + "}", "B", 0.0, 0.0),                # ...not 33
+    (r"</think>\boxed{(B) {x}}", "B", 1.0, 1.0),                              # one "{", "}" and...
+    (r"</think>\boxed{(B) {{x}}}", "B", 0.0, 0.0),                            # ...not two
+    (r"</think>\boxed{(B) \in}", "B", 1.0, 1.0), (r"</think>\boxed{(B) \a\b}", "B", 0.0, 0.0),   # backslashes
+    (r"</think>$\boxed (C)$ then \boxed{(B)}", "B", 1.0, 0.0),              # LoongRL: a "\boxed " anywhere wins
+    (r"\boxed{(B)}", "B", 0.0, 1.0),                                          # the reference reads the whole text
+])
+def test_math_choice_guards_and_faithful_box(response, gold, ours, faithful):
+    assert compute_score("mathqa_choice", response, gold)["score"] == ours
+    assert compute_score("mathqa_choice", response, gold, faithful=True)["score"] == faithful
+    if response.startswith("</think>"):                                      # require_think=False reads the same box
+        assert compute_score("mathqa_choice", response[8:], gold, require_think=False)["score"] == ours
+
+
+def test_ruler_rows_options():
+    golds = ["8230912", "1094587"]
+    assert compute_score("book_ruler_mv", r"\boxed{8230912 1094587}", golds, require_think=False)["score"] == 1.0
+    assert compute_score("book_ruler_mk", r"</think>\boxed{key-7a0f9ecc}", ["7a0f9ecc"])["score"] == 1.0
+    assert compute_score("book_ruler_mk", r"</think>\boxed{key7a0f9ecc}", ["7a0f9ecc"], word_boundary=True)["score"] == 0.0
+    # faithful: LoongRL's last box of the whole text, space form first; an empty gold is "found"
+    assert compute_score("book_ruler_mk", r"$\boxed 8230912$ \boxed{0}", golds, faithful=True)["score"] == 1.0
+    assert compute_score("book_ruler_mk", r"\boxed{anything}", ["..."], faithful=True)["score"] == 1.0
+    assert compute_score("book_ruler_mk", r"</think>\boxed{anything}", ["..."])["score"] == 0.0
+
+
+def test_faithful_math_dapo_reads_a_box_at_the_very_start():
+    # verl's math_dapo: no "Answer:" line, so the last box of the last 100 characters, even at position 0
+    assert compute_score("math_dapo", r"\boxed{12}", "12", faithful=True)["score"] == 1.0
+    assert compute_score("math_dapo", r"\boxed{12}", "13", faithful=True)["score"] == 0.0
+
+
+def test_math_dapo_window_edges_and_the_box_fallback():
+    # "Answer: 13\n" is 11 characters: with 289 more it starts 300 from the end (read), with 290, 301 (not)
+    assert [compute_score("math_dapo", "Answer: 13\n" + "y" * n, "13", faithful=True)["score"]
+            for n in (289, 290)] == [1.0, 0.0]
+    # "\\boxed{13}" is 10 characters: the box must start within the last 100
+    assert [compute_score("math_dapo", "\\boxed{13}" + "y" * n, "13", faithful=True)["score"]
+            for n in (90, 91)] == [1.0, 0.0]
+    # ours: no "Answer:" line after </think>, so the last box is the answer
+    result = compute_score("math_dapo", "<think>t</think> so \\boxed{13}.", "13")
+    assert (result["pred"], result["score"]) == ("13", 1.0)
+
+
+def test_faithful_longbench_reads_the_box_or_the_answer_is_phrase_as_loongrls_analysis():
+    def lb(response, gold, **kw):
+        r = compute_score("longbench_musique", response, gold, faithful=True, **kw)
+        return r["pred"], r["score"]
+
+    assert lb("<think>t</think> so \\boxed{Paris} and the answer is London", "London") == ("Paris", 1.0)  # either
+    assert lb("<think>t</think> the answer is London.", "London") == ("London", 1.0)   # no box: the phrase
+    assert lb("\\boxed{London}", "London", require_think=True) == ("", 0.0)            # no </think>: nothing
+    assert lb("<think>t</think> \\boxed{London} then \\boxed{}", "London") == ("London", 1.0)  # empty box dropped
+    assert lb("<think>t</think> \\boxed{**Paris**}", "Paris France") == ("Paris", 1.0)  # bold marks removed first
+    assert lb("<think>t</think> \\boxed{the}", "Paris")[1] == 1.0      # the reference: "" matches every gold
+    assert lb("<think>t</think> \\boxed{no}", "Norway")[1] == 1.0
+    assert lb("<think>t</think> \\boxed{no}", "Norway", word_boundary=True)[1] == 0.0

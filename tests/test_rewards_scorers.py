@@ -209,3 +209,54 @@ def test_math_verify_match_in_worker_thread():
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(1) as pool:  # the check runs in a worker process, so any thread works
         assert pool.submit(scorers.math_verify_match, r"\frac{1}{2}", ["0.5"]).result() == 1.0
+
+
+# ---- issue 13: cases that pin each rule's constants and boundaries (values worked out by hand) ----
+
+@pytest.mark.parametrize("text, expected", [
+    ("12.", 12),                        # the trailing period goes before parsing: an int, not 12.0
+    ("9" * 200, int("9" * 200)),        # exactly DOCMATH_MAX_CHARS is still read
+    ("£12", 12), ("€3.5", 3.5), ("¥7", 7),
+    ("x=3.5", 3.5),                     # the right of "=", spaces or not
+    ("y = 2x = 14", 14),                # the right of the LAST "="
+    ("pi≈3.14", 3.14), ("1/3 ≈ 0.333 ≈ 0.33", 0.33),   # the right of the last "≈"
+    ("true", True), ("no", False),
+    ("-5", -5), ("-2.5", -2.5),         # signs are kept (the comparison ignores them)
+    ("6X2", None),                      # only "*" and "/" join factors
+])
+def test_docmath_value_steps(text, expected):
+    value = scorers.docmath_value(text)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("0.1", "1", 1.0),                 # (a) a power of ten apart, the larger being exactly 1
+    ("2", "20", 1.0),                  # (a) log10(20) - log10(2) = 1 (a sum of logs would not be whole)
+    ("1", "99850.72", 1.0),            # (b) x100,000 = 100,000 <= 99,850.72 x 1.0015 = 100,000.496
+    ("0.0331", "0.0334", 1.0),         # (c) 0.0331 and 0.0334 both round UP to 0.034
+    ("2003", "2000", 1.0), ("1997", "2000", 1.0),   # (d) exactly 0.15% off, both sides inclusive
+    ("2003.01", "2000", 0.0),
+    ("1e999", "5", 0.0),               # inf never matches (the reference crashes on it)
+])
+def test_docmath_match_boundaries(pred, gold, expected):
+    assert scorers.docmath_match(pred, [gold]) == expected
+
+
+def test_docmath_unparsable_gold_reads_as_zero_only_when_faithful():
+    assert scorers.docmath_match("0", "n/a", unparsable_is_zero=True) == 1.0
+    assert scorers.docmath_match("0", "n/a") == 0.0
+
+
+def test_no_prediction_never_matches():
+    for scorer in (scorers.exact_match, scorers.minerva_match, scorers.prediction_in_gold, scorers.token_f1,
+                   scorers.string_match_part, scorers.covered_match, scorers.two_way_match, scorers.docmath_match):
+        assert scorer(None, ["0"]) == 0.0, scorer.__name__
+
+
+@pytest.mark.parametrize("pred, golds, expected", [
+    (r"\frac{1}{2}", ["0.5"], 1.0), ("1/2", ["0.5"], 1.0), (r"\boxed{4}", ["4"], 1.0), ("$x^2$", ["x^2"], 1.0),
+    ("2", ["3"], 0.0), ("2", ["3", "2"], 1.0), ("", ["1"], 0.0), ("x", [""], 0.0),
+])
+def test_math_verify_worker_function_in_process(pred, golds, expected):
+    # the function the scoring workers run, called here in the main thread (its own signal timeouts work)
+    assert scorers.math_verify_unbounded(pred, golds) == expected

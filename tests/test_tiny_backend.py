@@ -7,6 +7,8 @@ import pytest
 from loongrl.generation.backends import SamplingConfig, TransformersBackend
 from loongrl.demo.tiny import build_tiny_model
 
+pytestmark = pytest.mark.slow  # a tiny transformers model: left out of mutation runs
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -9,24 +9,28 @@ import os
 
 import pytest
 
+from conftest import read_rows
+
 from loongrl.demo.task import make_demo_data
 from loongrl.train.orchestrate import run_recipe
 from loongrl.train.recipe import parse_recipe
 
+pytestmark = pytest.mark.slow  # TRL training: left out of mutation runs
+
 
 def _recipe(data: dict, model: str, late_file: str) -> dict:
     rl = {"data": {"components": [{"path": data["rl"]}]}, "group_size": 2, "kl_coef": 0.001, "batch_size": 2,
-          "steps": 2, "max_prompt_tokens": 400, "max_response_tokens": 8, "temperature": 1.0,
+          "steps": 2, "max_prompt_tokens": 400, "max_response_tokens": 32, "temperature": 1.0,
           "optim": {"learning_rate": 1e-3}, "reward_kwargs": {"word_boundary": True}}
-    sampling = {"k": 2, "temperature": 1.0, "max_new_tokens": 8, "backend": "transformers", "batch_size": 16}
+    sampling = {"k": 2, "temperature": 1.0, "max_new_tokens": 32, "backend": "transformers", "batch_size": 16}
     return {
         "name": "mini", "model": model, "seed": 0,
         "tiny_model": {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1},
         "eval": [{"name": "eval_1x", "path": data["eval_1x"], "max_new_tokens": 8}],
         "stages": [
             {"name": "sft", "sft": {"data": {"components": [{"path": data["sft"]}]}, "batch_size": 4,
-                                    "micro_batch_size": 4, "steps": 3, "max_length": 256,
-                                    "optim": {"learning_rate": 1e-3}}},
+                                    "micro_batch_size": 4, "steps": 120, "max_length": 256,
+                                    "optim": {"learning_rate": 1e-2}}},
             {"name": "grpo1", "rl": rl},
             {"name": "grpo2", "rl": {**rl, "data": {"components": []},
                                      "transition": {"hard_mining": {"sampling": sampling}}}},
@@ -37,10 +41,23 @@ def _recipe(data: dict, model: str, late_file: str) -> dict:
     }
 
 
+ALWAYS = "<think>a</think> \\boxed{river}"
+
+
 @pytest.fixture(scope="module")
 def demo_files(tmp_path_factory):
+    """Demo rows where the SFT stage teaches one fixed answer, "river", and half the RL items (the even
+    rows) have that gold: the model then solves exactly those, so mining has something to drop."""
+    from loongrl.data.io import iter_rows, write_rows
+
     d = tmp_path_factory.mktemp("demo")
-    return make_demo_data(str(d / "data"), seed=0, num_sft=24, num_rl=12, num_eval=6, num_chains=2, hops=1), d
+    data = make_demo_data(str(d / "data"), seed=0, num_sft=24, num_rl=12, num_eval=6, num_chains=2, hops=1)
+    write_rows(data["sft"], [dict(r, completion=[{"role": "assistant", "content": ALWAYS}]) for r in iter_rows(data["sft"])])
+    rl = list(iter_rows(data["rl"]))
+    for i, row in enumerate(rl):
+        row["reward_model"]["ground_truth"] = ["river" if i % 2 == 0 else "stone"]
+    write_rows(data["rl"], rl)
+    return data, d, {r["extra_info"]["id"] for i, r in enumerate(rl) if i % 2 == 0}
 
 
 def _mtimes(folder):
@@ -48,7 +65,7 @@ def _mtimes(folder):
 
 
 def test_multi_stage_run_and_resume(demo_files):
-    data, d = demo_files
+    data, d, river = demo_files
     late = str(d / "late.parquet")  # phase2's data: absent on the first run, so phase2 fails for real
     raw = _recipe(data, str(d / "model"), late)
     recipe = parse_recipe(raw, "mini.yaml", str(d))
@@ -67,6 +84,12 @@ def test_multi_stage_run_and_resume(demo_files):
     tr = m2["data_stats"]["transition"]
     assert tr["kind"] == "hard_mining" and tr["input"] == m1["data"]["rows"] == 12
     assert tr["kept"] + tr["dropped_solved"] == 12 and m2["data"]["rows"] == tr["kept"]
+    # the model answers "river" to everything: the six "river" items are solved 2/2 and dropped, the rest kept
+    items = [json.loads(line) for line in open(os.path.join(out, "02_grpo2", "transition_items.jsonl"))]
+    assert {i["id"] for i in items if i["mean_acc"] == 1.0} == river and {i["mean_acc"] for i in items} == {0.0, 1.0}
+    assert (tr["kept"], tr["dropped_solved"]) == (6, 6)
+    mined = read_rows(os.path.join(out, "02_grpo2", "data.parquet"))
+    assert len(mined) == 6 and not {r["extra_info"]["id"] for r in mined} & river
     assert os.path.isfile(os.path.join(out, "02_grpo2", "transition_stats.json"))
     assert m2["inputs"]["model"] == m1["checkpoint"]  # sampled and trained from the previous checkpoint
     assert m1["metrics"]["steps"] == 2 and "reward" in m1["metrics"] and "kl" in m1["metrics"]
@@ -78,6 +101,7 @@ def test_multi_stage_run_and_resume(demo_files):
     m3 = json.load(open(os.path.join(out, "03_phase2", "manifest.json")))
     tr3 = m3["data_stats"]["transition"]
     assert tr3["kind"] == "retrospective" and tr3["new"] == 12 and m3["data"]["rows"] == 12 + tr3["carried"]
+    assert tr3["hard"] == tr3["carried"] == 6                     # grpo2's items all score 0: all hard, all carried
     assert [s["after"] for s in report["stages"]] == ["init", "sft", "grpo1", "grpo2", "phase2"]
     assert all("eval_1x" in s["eval"] for s in report["stages"])
     with open(os.path.join(out, "metrics.csv")) as f:
@@ -94,10 +118,31 @@ def test_multi_stage_run_and_resume(demo_files):
     assert json.load(open(os.path.join(out, "03_phase2", "manifest.json")))["metrics"]["steps"] == 1
 
 
+def test_cli_resumes_unless_told_not_to(demo_files, tmp_path):
+    import yaml
+
+    from loongrl.cli import main
+
+    data, d, _ = demo_files
+    recipe = {"name": "one", "model": str(d / "model_cli"), "seed": 0,
+              "tiny_model": {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1},
+              "stages": [{"name": "sft", "sft": {"data": {"components": [{"path": data["sft"]}]}, "batch_size": 4,
+                                                 "micro_batch_size": 4, "steps": 1, "max_length": 256}}]}
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = str(tmp_path / "run")
+    manifest = os.path.join(out, "00_sft", "manifest.json")
+    assert main(["train", str(path), "--out", out]) == 0
+    first = os.stat(manifest).st_mtime_ns
+    assert main(["train", str(path), "--out", out]) == 0 and os.stat(manifest).st_mtime_ns == first   # resumed
+    assert main(["train", str(path), "--out", out, "--no-resume"]) == 0
+    assert os.stat(manifest).st_mtime_ns != first                                                   # trained again
+
+
 def test_same_seed_same_numbers(demo_files):
     """Two runs of the same recipe and seed on this machine: identical per-step metrics, held-out accuracy and
     weights after every stage (mining included: its samples are seeded too)."""
-    data, d = demo_files
+    data, d, _ = demo_files
     raw = _recipe(data, str(d / "model_det"), data["rl"])
     raw["stages"] = raw["stages"][:3]  # sft, grpo1, mining + grpo2
     outs = [str(d / f"det{i}") for i in range(2)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import typing
 
 import pytest
 import yaml
@@ -87,3 +88,193 @@ def test_env_expansion_and_relative_paths(tmp_path, monkeypatch):
     assert r.model == str(tmp_path / "models" / "m")
     with pytest.raises(RecipeError, match=r"NOT_SET_AT_ALL\} is not set"):
         load_recipe(_write(tmp_path, _with().replace("x.parquet", "${NOT_SET_AT_ALL}/x.parquet")))
+
+
+# ---- issue 13: every check at its boundary, with its whole message --------------------------------
+
+def _two_stages(**rl2) -> dict:
+    """A valid recipe: an SFT stage, then an RL stage (whose keys `rl2` overrides)."""
+    rl = {"data": {"components": [{"path": "x.parquet"}]}}
+    rl.update(rl2)
+    return {"name": "t", "model": "m", "stages": [
+        {"name": "warm-up_1", "sft": {"data": {"components": [{"path": "s.parquet"}]}, "batch_size": 4,
+                                      "micro_batch_size": 2}},
+        {"name": "rl", "rl": rl}]}
+
+
+def _sft(**sft) -> dict:
+    raw = _two_stages()
+    raw["stages"][0]["sft"].update(sft)
+    return raw
+
+
+def _with_raw(edit) -> dict:
+    raw = _two_stages()
+    edit(raw)
+    return raw
+
+
+HARD = {"hard_mining": {}}
+RETRO = {"retrospective": {}}
+R = "stages[1].rl"
+
+
+@pytest.mark.parametrize("raw, message", [
+    (_two_stages(), None),
+    (_with_raw(lambda r: r.update(stages=[])), "stages: at least one stage is required"),
+    (_with_raw(lambda r: r["stages"][1].update(name="my stage")), "stages[1].name: 'my stage' must use letters, digits, '-' or '_'"),
+    (_with_raw(lambda r: r["stages"][1].update(name="warm-up_1")), "stages[1].name: duplicate stage name 'warm-up_1'"),
+    (_with_raw(lambda r: r["stages"][1].update(sft={"data": {"components": [{"path": "s"}]}})),
+     "stages[1]: set exactly one of 'sft' or 'rl'"),
+    (_two_stages(optim={"learning_rate": 0.0}), f"{R}.optim.learning_rate: must be > 0"),
+    (_two_stages(optim={"warmup_ratio": 0.0}), None),
+    (_two_stages(optim={"warmup_ratio": 1.0}), f"{R}.optim.warmup_ratio: must be in [0, 1)"),
+    (_two_stages(optim={"warmup_ratio": -0.1}), f"{R}.optim.warmup_ratio: must be in [0, 1)"),
+    (_two_stages(data={"components": [{"path": "x", "repeat": 1, "max_items": 1}]}), None),
+    (_two_stages(data={"components": [{"path": "x", "repeat": 0}]}), f"{R}.data.components[0].repeat: must be >= 1"),
+    (_two_stages(data={"components": [{"path": "x", "max_items": 0}]}), f"{R}.data.components[0].max_items: must be > 0"),
+    (_sft(batch_size=0, micro_batch_size=1), "stages[0].sft.batch_size: batch sizes must be >= 1"),
+    (_sft(batch_size=4, micro_batch_size=0), "stages[0].sft.batch_size: batch sizes must be >= 1"),
+    (_sft(batch_size=5, micro_batch_size=2), "stages[0].sft.batch_size: 5 is not a multiple of micro_batch_size 2"),
+    (_sft(batch_size=1, micro_batch_size=1), None),
+    (_two_stages(group_size=2), None),
+    (_two_stages(group_size=1), f"{R}.group_size: GRPO needs at least 2 rollouts per prompt"),
+    (_two_stages(kl_coef=0.0), None),
+    (_two_stages(kl_coef=-0.001), f"{R}.kl_coef: must be >= 0"),
+    (_two_stages(clip_low=0.0, clip_high=0.0), None),
+    (_two_stages(clip_low=1.0), f"{R}.clip_low: must be in [0, 1)"),
+    (_two_stages(clip_low=-0.1), f"{R}.clip_low: must be in [0, 1)"),
+    (_two_stages(clip_high=1.0), f"{R}.clip_high: must be in [0, 1)"),
+    (_two_stages(clip_high=-0.1), f"{R}.clip_high: must be in [0, 1)"),
+    (_two_stages(top_p=1.0), None),
+    (_two_stages(top_p=0.0), f"{R}.top_p: must be in (0, 1]"),
+    (_two_stages(top_p=1.01), f"{R}.top_p: must be in (0, 1]"),
+    (_two_stages(temperature=0.0), f"{R}.temperature: must be > 0"),
+    (_two_stages(batch_size=1, mini_batch_size=1), None),
+    (_two_stages(mini_batch_size=0), f"{R}.batch_size: batch sizes must be >= 1"),
+    (_two_stages(batch_size=6, mini_batch_size=4), f"{R}.mini_batch_size: batch_size 6 is not a multiple of mini_batch_size 4"),
+    (_two_stages(steps=1), None),
+    (_two_stages(steps=0), f"{R}.steps: must be > 0"),
+    (_two_stages(reward_kwargs={"require_think": False, "judge_config": {}}), None),
+    (_two_stages(reward_kwargs={"think": True}), f"{R}.reward_kwargs: unknown ['think']; known: require_think, "
+                                                 "word_boundary, faithful, math_timeout_s, judge_config"),
+    (_two_stages(max_prompt_tokens=100, data={"components": [{"path": "x"}], "max_prompt_tokens": 100}), None),
+    (_two_stages(max_prompt_tokens=100, data={"components": [{"path": "x"}], "max_prompt_tokens": 101}),
+     f"{R}.data.max_prompt_tokens: exceeds the stage's max_prompt_tokens"),
+    (_two_stages(max_response_tokens=100, overlong_buffer={"length": 99}), None),
+    (_two_stages(max_response_tokens=100, overlong_buffer={"length": 100}),
+     f"{R}.overlong_buffer.length: must be in (0, max_response_tokens)"),
+    (_two_stages(overlong_buffer={"length": 0}), f"{R}.overlong_buffer.length: must be in (0, max_response_tokens)"),
+    (_two_stages(transition={**HARD, **RETRO}), f"{R}.transition: set exactly one of 'hard_mining' or 'retrospective'"),
+    (_two_stages(transition={}), f"{R}.transition: set exactly one of 'hard_mining' or 'retrospective'"),
+    (_two_stages(transition={"hard_mining": {"sampling": {"k": 1}}}, data={}), None),       # mines the previous rows
+    (_two_stages(transition={"hard_mining": {"sampling": {"k": 0}}}), f"{R}.transition.hard_mining.sampling.k: must be >= 1"),
+    (_two_stages(transition={"retrospective": {"sampling": {"k": 0}}}),
+     f"{R}.transition.retrospective.sampling.k: must be >= 1"),
+    (_two_stages(transition={"retrospective": {"carry_share": 0.0}}), None),
+    (_two_stages(transition={"retrospective": {"carry_share": 1.0}}), f"{R}.transition.retrospective.carry_share: must be in [0, 1)"),
+    (_two_stages(transition={"retrospective": {"carry_share": -0.5}}), f"{R}.transition.retrospective.carry_share: must be in [0, 1)"),
+    (_two_stages(transition=RETRO, data={}),
+     f"{R}.data.components: retrospective sampling adds to this stage's own mixture, which is empty"),
+    (_two_stages(transition={"hard_mining": {"source": "mixture"}}, data={}), f"{R}.data.components: mining 'mixture' needs data"),
+    (_two_stages(data={}), f"{R}.data.components: an RL stage needs data"),
+    (_with_raw(lambda r: r.update(eval=[{"name": "e", "path": "e.parquet", "max_new_tokens": 1}])), None),
+    (_with_raw(lambda r: r.update(eval=[{"name": "e", "path": "e.parquet", "max_new_tokens": 0}])),
+     "eval[0].max_new_tokens: must be > 0"),
+])
+def test_every_check_at_its_boundary(tmp_path, raw, message):
+    path = _write(tmp_path, yaml.safe_dump(raw))
+    if message is None:
+        assert load_recipe(path).stages[1].name == "rl"
+        return
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("group_size", True, "expected an integer, got True"),          # a bool is not an integer
+    ("group_size", 2.0, "expected an integer, got 2.0"),
+    ("kl_coef", True, "expected a number, got True"),
+    ("kl_coef", "0.1", "expected a number, got '0.1'"),
+    ("norm_adv_by_std", 1, "expected true/false, got 1"),
+    ("algorithm", None, "must not be null"),
+    ("mini_batch_size", "4", "expected an integer, got '4'"),        # inside an Optional
+    ("reward_kwargs", [1], "expected a mapping, got list"),
+    ("optim", 3, "expected a mapping for Optim, got int"),
+])
+def test_field_types_are_checked(tmp_path, field, value, message):
+    path = _write(tmp_path, yaml.safe_dump(_two_stages(**{field: value})))
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}: {R}.{field}: {message}"
+
+
+def test_types_convert_and_defaults_fill(tmp_path):
+    raw = _two_stages(kl_coef=1, mini_batch_size=None, temperature=2)
+    raw["stages"][1]["rl"]["data"]["components"][0]["path"] = "/abs/x.parquet"
+    r = load_recipe(_write(tmp_path, yaml.safe_dump(raw)))
+    rl = r.stages[1].rl
+    assert type(rl.kl_coef) is float and rl.kl_coef == 1.0 and rl.temperature == 2.0 and rl.mini_batch_size is None
+    assert rl.data.components[0].path == "/abs/x.parquet"                          # absolute paths stay
+    assert r.stages[0].sft.data.components[0].path == str(tmp_path / "s.parquet")  # relative to the recipe
+    assert r.model == "m" and r.seed == 0 and r.stages[0].kind == "sft" and r.stages[1].kind == "rl"
+    assert rl.optim.learning_rate == 1e-6 and r.stages[0].sft.optim.learning_rate == 1e-5
+    assert (rl.group_size, rl.kl_type, rl.loss_agg, rl.max_prompt_tokens, rl.save_every) == (8, "low_var_kl", "token-mean", 16384, 20)
+
+
+def test_models_and_demo_data_resolve_against_the_recipe(tmp_path):
+    raw = _two_stages()
+    raw.update(model="./models/m", demo_data={"dir": "demo", "seed": 1})
+    r = load_recipe(_write(tmp_path, yaml.safe_dump(raw)))
+    assert r.model == str(tmp_path / "models" / "m") and r.demo_data == {"dir": str(tmp_path / "demo"), "seed": 1}
+    raw.update(model="Qwen/Qwen2.5-7B-Instruct", tiny_model={"hidden": 8})   # a tiny model is built at a local path
+    assert load_recipe(_write(tmp_path, yaml.safe_dump(raw))).model == str(tmp_path / "Qwen" / "Qwen2.5-7B-Instruct")
+    raw.pop("tiny_model")
+    assert load_recipe(_write(tmp_path, yaml.safe_dump(raw))).model == "Qwen/Qwen2.5-7B-Instruct"   # a hub id stays
+    raw["demo_data"] = {"seed": 1}
+    with pytest.raises(RecipeError, match="demo_data.dir: required key missing"):
+        load_recipe(_write(tmp_path, yaml.safe_dump(raw)))
+
+
+def test_missing_file_unknown_top_key_and_config_hash(tmp_path):
+    with pytest.raises(RecipeError, match="nope.yaml: recipe file not found"):
+        load_recipe(str(tmp_path / "nope.yaml"))
+    with pytest.raises(RecipeError, match=r": nmae: unknown key; known keys: name, model, stages, seed, eval, cluster, "
+                                          r"tiny_model, demo_data$"):
+        load_recipe(_write(tmp_path, yaml.safe_dump({**_two_stages(), "nmae": "x"})))
+    with pytest.raises(RecipeError, match=r": recipe: expected a mapping for Recipe, got list$"):
+        load_recipe(_write(tmp_path, "[1, 2]\n"))
+    from loongrl.train.recipe import config_hash, to_dict
+
+    a = load_recipe(_write(tmp_path, yaml.safe_dump(_two_stages())))
+    b = load_recipe(_write(tmp_path, yaml.safe_dump(_two_stages(kl_coef=0.002))))
+    assert config_hash(a.stages[1]) == config_hash(a.stages[1]) != config_hash(b.stages[1])
+    assert len(config_hash(a)) == 16 and "source" not in to_dict(a)
+    assert to_dict(a.stages[1])["rl"]["data"]["components"] == [{"path": str(tmp_path / "x.parquet"),
+                                                                  "max_items": None, "repeat": 1}]
+
+
+def test_an_unsupported_field_type_names_itself():
+    from loongrl.train.recipe import _convert
+
+    with pytest.raises(RecipeError, match=r"^stages\[0\]\.x: unsupported field type set$"):
+        _convert({1}, set, "stages[0].x")
+    with pytest.raises(RecipeError, match=r"^x: unsupported field type tuple$"):
+        _convert((1,), tuple[int], "x")
+    with pytest.raises(RecipeError, match=r"^x: unsupported field type ForwardRef\('Later'\)$"):
+        _convert(1, typing.ForwardRef("Later"), "x")  # a type without a __name__ is named by its repr
+
+
+def test_config_hash_ignores_key_order_and_keeps_mapping_values(tmp_path):
+    from loongrl.train.recipe import config_hash, to_dict
+
+    a = load_recipe(_write(tmp_path, yaml.safe_dump(_two_stages(reward_kwargs={"require_think": True,
+                                                                                "word_boundary": True}),
+                                                    sort_keys=False)))
+    b = load_recipe(_write(tmp_path, yaml.safe_dump(_two_stages(reward_kwargs={"word_boundary": True,
+                                                                                "require_think": True}),
+                                                    sort_keys=False)))  # (safe_dump sorts keys by default)
+    assert list(b.stages[1].rl.reward_kwargs) == ["word_boundary", "require_think"]
+    assert config_hash(a.stages[1]) == config_hash(b.stages[1])         # the same settings, reordered in YAML
+    assert to_dict(a.stages[1])["rl"]["reward_kwargs"] == {"require_think": True, "word_boundary": True}

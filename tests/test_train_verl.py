@@ -22,6 +22,8 @@ from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 from loongrl.train import preflight, verl_backend  # noqa: E402
 from loongrl.train.recipe import load_recipe  # noqa: E402
 
+pytestmark = pytest.mark.slow  # verl's Hydra config and dataset: left out of mutation runs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -86,14 +86,14 @@ def _open_text(path: str) -> io.TextIOBase:
 def _iter_json_rows(path: str) -> Iterator[tuple[int, Any]]:
     """Rows of a JSON list (row = list index) or of JSON Lines (row = 1-based line number)."""
     with _open_text(path) as f:
-        first = f.readline()
+        first, blank = f.readline(), 0
         while first and not first.strip():
-            first = f.readline()
+            first, blank = f.readline(), blank + 1
         if first.lstrip().startswith("["):
             try:
                 rows = json.loads(first + f.read())
             except json.JSONDecodeError as e:
-                raise InputError(path, 0, "<file>", f"invalid JSON list ({e.msg} at line {e.lineno})",
+                raise InputError(path, 0, "<file>", f"invalid JSON list ({e.msg} at line {e.lineno + blank})",
                                  "invalid_json") from None
             yield from enumerate(rows)
             return
@@ -130,8 +130,8 @@ def _require(row: Any, key: str, path: str, n: int, kind: type | tuple = str) ->
         raise InputError(path, n, key, "missing", f"missing_{key}")
     value = row[key]
     if not isinstance(value, kind):
-        raise InputError(path, n, key, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}",
-                         f"bad_{key}")
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise InputError(path, n, key, f"expected {expected}, got {type(value).__name__}", f"bad_{key}")
     return value
 
 
@@ -163,23 +163,23 @@ def _supporting_titles(row: dict) -> set[str]:
     return {clean(str(f[0])) for f in sf if isinstance(f, (list, tuple)) and f}
 
 
-def _parse_titled(joiner: str):
+def _parse_titled(row: Any, path: str, n: int, joiner: str) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
     """HotpotQA and 2Wiki share a layout; HotpotQA sentences keep their leading spaces (join with ""),
     2Wiki sentences have none (join with " ")."""
-
-    def parse(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
-        rid = str(_require(row, "_id" if isinstance(row, dict) and "_id" in row else "id", path, n, (str, int)))
-        question = _nonempty(_require(row, "question", path, n), "question", path, n)
-        answer = _nonempty(_require(row, "answer", path, n), "answer", path, n)
-        passages = _titled_sentences(_require(row, "context", path, n, (list, dict)), path, n, joiner)
-        gold = _supporting_titles(row)
-        return rid, question, [answer], [(t, x, t in gold) for t, x in passages]
-
-    return parse
+    rid = str(_require(row, "_id" if isinstance(row, dict) and "_id" in row else "id", path, n, (str, int)))
+    question = _nonempty(_require(row, "question", path, n), "question", path, n)
+    answer = _nonempty(_require(row, "answer", path, n), "answer", path, n)
+    passages = _titled_sentences(_require(row, "context", path, n, (list, dict)), path, n, joiner)
+    gold = _supporting_titles(row)
+    return rid, question, [answer], [(t, x, t in gold) for t, x in passages]
 
 
-parse_hotpotqa = _parse_titled("")
-parse_2wikimqa = _parse_titled(" ")
+def parse_hotpotqa(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
+    return _parse_titled(row, path, n, "")
+
+
+def parse_2wikimqa(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:
+    return _parse_titled(row, path, n, " ")
 
 
 def parse_musique(row: Any, path: str, n: int) -> tuple[str, str, list[str], list[tuple[str, str, bool]]]:

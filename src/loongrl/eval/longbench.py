@@ -89,7 +89,7 @@ def load_configs(data_dir: str | None = None) -> tuple[dict, dict]:
     return prompts, maxlen
 
 
-def hub_zip(repo_id: str, revision: str | None = None) -> str:
+def hub_zip(repo_id: str, revision: str | None = None) -> str:  # pragma: no mutate block (subprocess test)
     """Local path of the LongBench repo's ``data.zip`` (downloaded once into the Hugging Face cache)."""
     from huggingface_hub import hf_hub_download
 

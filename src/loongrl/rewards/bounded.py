@@ -228,7 +228,7 @@ class WorkerPool:
             worker.proc.kill()
 
 
-def serve() -> None:
+def serve() -> None:  # pragma: no mutate block (runs in worker processes only)
     """Worker main loop (``python -c _BOOT module:function warmup-json``)."""
     import importlib
     import resource

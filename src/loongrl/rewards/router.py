@@ -307,7 +307,8 @@ def row_scorer(reward_kwargs: Mapping | None = None, judge: bool = True) -> Call
     is given, so they read each response exactly as the training reward does. Each result also has
     ``exact``: the extracted answer equals a gold after normalisation. ``judge=False`` is rule-only."""
     kw = dict(reward_kwargs or {})
-    llm_judge = get_judge(kw.pop("judge_config", None)) if judge else None
+    judge_config = kw.pop("judge_config", None)  # a known key even when the judge is off
+    llm_judge = get_judge(judge_config) if judge else None
     options(**kw)  # unknown keys fail here, before any generation
 
     def score(rows, responses) -> list[dict]:

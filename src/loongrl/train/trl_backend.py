@@ -52,7 +52,7 @@ def _metrics_callback(sink: Callable[[dict], None]):
     return MetricsCallback()
 
 
-def _train_and_save(trainer, out_dir: str) -> str:
+def _train_and_save(trainer, out_dir: str) -> str:  # pragma: no mutate block (TRL training only)
     """Train, then save model and tokenizer to `out_dir/checkpoint`. The progress bar stays, but it no
     longer prints every step's log dict (the metrics go to CSV/TensorBoard)."""
     from transformers.trainer_callback import ProgressCallback
@@ -91,18 +91,23 @@ def _common_kwargs(out_dir: str, seed: int) -> dict:
 
 
 def train_sft(spec: SFTStage, model_path: str, data_path: str, out_dir: str, seed: int,
-              sink: Callable[[dict], None]) -> str:
+              sink: Callable[[dict], None]) -> str:  # pragma: no mutate block (TRL training only)
     """SFT on prompt-completion rows (loss on the completion only); returns the saved model folder."""
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
     ds = load_dataset("parquet", data_files=data_path, split="train").select_columns(["prompt", "completion"])
-    grad_acc = spec.batch_size // spec.micro_batch_size
-    args = SFTConfig(per_device_train_batch_size=spec.micro_batch_size, gradient_accumulation_steps=grad_acc,
-                     num_train_epochs=spec.epochs, max_steps=spec.steps or -1, max_length=spec.max_length,
-                     completion_only_loss=True, **_optim_kwargs(spec.optim), **_common_kwargs(out_dir, seed))
+    args = SFTConfig(**sft_config_kwargs(spec), **_common_kwargs(out_dir, seed))
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=ds, callbacks=[_metrics_callback(sink)])
     return _train_and_save(trainer, out_dir)
+
+
+def sft_config_kwargs(spec: SFTStage) -> dict:
+    """SFTConfig arguments for a stage: `batch_size` sequences per step as micro-batches x accumulation."""
+    return {"per_device_train_batch_size": spec.micro_batch_size,
+            "gradient_accumulation_steps": spec.batch_size // spec.micro_batch_size,
+            "num_train_epochs": spec.epochs, "max_steps": spec.steps or -1, "max_length": spec.max_length,
+            "completion_only_loss": True, **_optim_kwargs(spec.optim)}
 
 
 def grpo_config_kwargs(spec: RLStage) -> dict:
@@ -124,20 +129,27 @@ def grpo_config_kwargs(spec: RLStage) -> dict:
     return kw
 
 
-def train_grpo(spec: RLStage, model_path: str, data_path: str, out_dir: str, seed: int,
-               sink: Callable[[dict], None]) -> str:
-    """GRPO/DAPO on RL rows; `model_path` must be a folder or hub id (TRL reloads the reference model
-    from it when kl_coef > 0, pitfall P1). Returns the saved model folder."""
-    from datasets import load_dataset
-    from trl import GRPOConfig, GRPOTrainer
-
-    ds = load_dataset("parquet", data_files=data_path, split="train")
+def grpo_rewards(spec: RLStage) -> tuple[list[Callable], list[float]]:
+    """The stage's reward functions and their weights: the shared scorer (weight 1), plus DAPO's soft
+    overlong punishment (weight `penalty_factor`) when `overlong_buffer` is set."""
     rewards, weights = [make_reward(spec.reward_kwargs)], [1.0]
     if spec.overlong_buffer is not None:
         from trl.rewards import get_soft_overlong_punishment
 
         rewards.append(get_soft_overlong_punishment(spec.max_response_tokens, spec.overlong_buffer.length))
         weights.append(spec.overlong_buffer.penalty_factor)
+    return rewards, weights
+
+
+def train_grpo(spec: RLStage, model_path: str, data_path: str, out_dir: str, seed: int,
+               sink: Callable[[dict], None]) -> str:  # pragma: no mutate block (TRL training only)
+    """GRPO/DAPO on RL rows; `model_path` must be a folder or hub id (TRL reloads the reference model
+    from it when kl_coef > 0, pitfall P1). Returns the saved model folder."""
+    from datasets import load_dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    ds = load_dataset("parquet", data_files=data_path, split="train")
+    rewards, weights = grpo_rewards(spec)
     args = GRPOConfig(reward_weights=weights, **grpo_config_kwargs(spec), **_common_kwargs(out_dir, seed))
     trainer = GRPOTrainer(model=model_path, reward_funcs=rewards, args=args, train_dataset=ds,
                           callbacks=[_metrics_callback(sink)])
