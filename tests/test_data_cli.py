@@ -109,3 +109,15 @@ def test_filter_band_follows_k():
     assert (FilterConfig().keep_max, FilterConfig().rescue_max) == (6, 7)  # the reference's 1..6 and 1..7 of 8
     assert (FilterConfig(k=4).keep_max, FilterConfig(k=4).rescue_max) == (3, 3)
     assert FilterConfig(k=2).keep_max == 1
+
+
+def test_settings_that_cannot_make_a_row_are_refused_up_front(tmp_path):
+    base = ["data", "keychain", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--tokenizer", QWEN,
+            "--num", "2", "--out", str(tmp_path / "kc.parquet"), "--quiet"]
+    for extra, message in ((["--hops", "0"], "hops: must be >= 1, got 0"),
+                           (["--num-chains", "0"], "num-chains: must be >= 1, got 0"),
+                           (["--max-prompt-tokens", "-5"], "max-prompt-tokens: must be >= 1, got -5")):
+        r = run(*base, *extra)
+        assert r.returncode == 2 and f"error: {message}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run(*base, "--max-prompt-tokens", "300")  # no item's own passages fit 300 tokens
+    assert r.returncode == 1 and "error: no row could be made" in r.stderr and "wrote" not in r.stdout

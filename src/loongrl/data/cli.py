@@ -42,23 +42,26 @@ def _run_synth(args: argparse.Namespace) -> int:
     from loongrl.data.synth import SynthConfig
 
     keychain = args.data_command == "keychain"
-    cfg = SynthConfig(
-        source=args.source, input=args.input, tokenizer=args.tokenizer or default_tokenizer(),
-        max_prompt_tokens=args.max_prompt_tokens, keychain=keychain,
-        num_chains=getattr(args, "num_chains", None), hops=getattr(args, "hops", 4),
-        key_format=getattr(args, "key_format", "hex8"), placement=args.placement, depth=args.depth,
-        sigma=args.sigma, system_prompt=args.system_prompt, seed=args.seed, num=args.num, start=args.start,
-        exclude=read_id_list(args.exclude, fold=True) if args.exclude else frozenset(),
-        include=read_id_list(args.ids) if args.ids else None, extra_pool=args.extra_pool, strict=args.strict,
-    )
     try:
+        cfg = SynthConfig(
+            source=args.source, input=args.input, tokenizer=args.tokenizer or default_tokenizer(),
+            max_prompt_tokens=args.max_prompt_tokens, keychain=keychain,
+            num_chains=getattr(args, "num_chains", None), hops=getattr(args, "hops", 4),
+            key_format=getattr(args, "key_format", "hex8"), placement=args.placement, depth=args.depth,
+            sigma=args.sigma, system_prompt=args.system_prompt, seed=args.seed, num=args.num, start=args.start,
+            exclude=read_id_list(args.exclude, fold=True) if args.exclude else frozenset(),
+            include=read_id_list(args.ids) if args.ids else None, extra_pool=args.extra_pool, strict=args.strict,
+        )
         summary = synthesize(cfg, args.out, workers=args.workers, progress=not args.quiet)
     except (InputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary.line())
+    if not summary.written:
+        print(f"error: no row could be made; {args.out} holds none (skip reasons above)", file=sys.stderr)
+        return 1
     print(f"wrote {args.out}")
-    return 0 if summary.written else 1
+    return 0
 
 
 def _run_validate(args: argparse.Namespace) -> int:

@@ -77,6 +77,14 @@ class SynthConfig:
     max_misses: int = 32
     split: str = "train"
 
+    def __post_init__(self):
+        for name, low in (("max_prompt_tokens", 1), ("hops", 1), ("num_chains", 1), ("num", 0), ("start", 0)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"{name.replace('_', '-')}: must be >= {low}, got {value}")
+        if not 0 <= self.depth <= 1:
+            raise ValueError(f"depth: must be in [0, 1], got {self.depth}")
+
     def chains(self) -> int:
         if self.num_chains is not None:
             return self.num_chains
