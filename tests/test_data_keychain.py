@@ -242,3 +242,37 @@ def test_unsupported_tokenizer_still_meets_the_budget(tmp_path):
     s = synthesize(_cfg(tokenizer=path, num=4), out, progress=False)
     assert s.written == 4
     assert validate_file(out, path).ok
+
+
+def test_trimming_drops_the_fewest_filler_tokens_and_never_an_own_passage(counter):
+    """A prompt counted over the budget (non-additive tokenizers) loses fillers: the smallest filler that
+    covers the excess alone, else the largest ones first; the item's own passages are never dropped."""
+    from tokenizers import Tokenizer
+
+    from loongrl.data import prompts
+    from loongrl.data.synth import RowBuilder, Skip
+
+    data = load_source("hotpotqa", INPUTS["hotpotqa"])
+    cfg = SynthConfig(source="hotpotqa", input=INPUTS["hotpotqa"], tokenizer=QWEN, max_prompt_tokens=4096)
+    builder = RowBuilder(cfg, data, counter)
+    own = list(data.records[0].passage_ids)
+    # Filler sizes counted independently (the tokenizer file itself), far apart: ~30, ~120, ~300 tokens.
+    tok = Tokenizer.from_file(f"{QWEN}/tokenizer.json")
+    size = {p: len(tok.encode(builder.bodies[p]).ids) for p in range(len(data.pool)) if p not in own}
+    short, medium, long_ = (min(size, key=lambda p: abs(size[p] - n)) for n in (30, 120, 300))
+    assert abs(size[short] - 30) < 5 and abs(size[medium] - 120) < 10 and abs(size[long_] - 300) < 20
+    chosen = own + [medium, long_, short]
+    n_own = len(own)
+    assert builder._drop_fillers(chosen, n_own, 1) == own + [medium, long_]          # smallest that covers 1
+    assert builder._drop_fillers(chosen, n_own, 200) == own + [medium, short]        # only the long one covers 200
+    assert builder._drop_fillers(chosen, n_own, 350) == own + [short]                # long, then medium covers ~50
+    assert builder._drop_fillers(chosen, n_own, 0) == chosen
+    # At exactly the short filler's cost (its block with the join, plus the last header: Qwen's counts are
+    # additive), the short one still covers the excess.
+    exact = (len(tok.encode(builder.bodies[short] + prompts.PASSAGE_JOIN).ids)
+             + len(tok.encode(prompts.PASSAGE_HEADER.format(i=len(chosen))).ids))
+    assert builder._drop_fillers(chosen, n_own, exact) == own + [medium, long_]
+    assert builder._drop_fillers(chosen, n_own, exact + 1) == own + [long_, short]
+    with pytest.raises(Skip, match="own_passages_over_budget"):
+        builder._drop_fillers(chosen, n_own, 10_000)
+    assert chosen == own + [medium, long_, short]                                    # the caller's list is not changed

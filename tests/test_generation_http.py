@@ -139,3 +139,18 @@ def test_no_retry_error_has_status_and_detail(srv):
         post_chat(srv.base_url, {"model": "m", "messages": ask("gone")}, KEY_ENV, 2.0)
     assert (info.value.status, info.value.detail, str(info.value)) == (404, "model 'm' not found",
                                                                        "HTTP 404: model 'm' not found")
+
+
+def test_raw_completions_keep_the_deadline_and_the_base_path(srv):
+    """`post_completion` (the prefill fallback's endpoint) is bound by the same whole-request deadline as
+    chat, and only trailing slashes of the base URL are dropped: a deployment path ending in "X" stays."""
+    from loongrl.generation.http import post_completion
+
+    srv.key_of = lambda body: body.get("prompt", "")
+    srv.respond = lambda body: " 42"
+    srv.script["stall"] = [("delay", 5.0)]
+    with pytest.raises(Retryable, match="timed out|timeout"):
+        post_completion(srv.base_url, {"model": "m", "prompt": "stall"}, KEY_ENV, 0.5)
+    reply = post_completion(srv.base_url + "/deployments/model-X//", {"model": "m", "prompt": "go"}, KEY_ENV, 5.0)
+    assert reply["choices"][0]["text"] == " 42"
+    assert srv.requests[-1]["path"] == "/v1/deployments/model-X/completions"
