@@ -181,3 +181,42 @@ def test_rows_that_are_not_objects_or_lack_a_source_are_named(kc_files, tmp_path
         assert err.value.reason == ("not_an_object" if field == "<row>" else "bad_field")
     with pytest.raises(FileNotFoundError, match=f"^row file not found: {tmp_path}/none.jsonl$"):
         rows_eval.load_items(str(tmp_path / "none.jsonl"))
+
+
+def test_load_items_reads_each_rows_metadata(tmp_path):
+    """Item ids, task, messages, golds, question and the breakdown metadata of hand-written rows."""
+    from loongrl.eval.run import EvalItem
+
+    system, user = {"role": "system", "content": "S"}, {"role": "user", "content": "Where?"}
+    rows = [
+        {"data_source": "keychain_hotpotqa", "prompt": [system, user], "ability": "longcontext_qa",
+         "reward_model": {"style": "rule", "ground_truth": ["Paris", "paris"]},
+         "extra_info": {"id": "h1", "question": "Where is it?", "prompt_tokens": 3000,
+                        "gold_passage_depths": [0.25, 0.75]}},
+        {"data_source": "book_ruler_niah_single", "prompt": [user], "reward_model": {"ground_truth": "42"},
+         "extra_info": {"prompt_tokens": 0}},
+        {"data_source": "longqa_musique", "prompt": [user], "reward_model": {"ground_truth": [7]}},
+    ]
+    path = tmp_path / "held.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items, by_id = rows_eval.load_items(str(path))
+    assert items == [
+        EvalItem("held/0", "keychain_hotpotqa", [system, user], ["Paris", "paris"], "Where is it?",
+                 {"file": "held", "row": 0, "row_id": "h1", "source": "keychain_hotpotqa", "prompt_tokens": 3000,
+                  "gold_depth": 0.5, "length": "2-4K", "depth": "40-60%"}),
+        EvalItem("held/1", "book_ruler_niah_single", [user], ["42"], "",
+                 {"file": "held", "row": 1, "row_id": None, "source": "book_ruler_niah_single",
+                  "prompt_tokens": None, "gold_depth": None, "length": "n/a", "depth": "n/a"}),
+        EvalItem("held/2", "longqa_musique", [user], ["7"], "",
+                 {"file": "held", "row": 2, "row_id": None, "source": "longqa_musique", "prompt_tokens": None,
+                  "gold_depth": None, "length": "n/a", "depth": "n/a"}),
+    ]
+    assert by_id == {"held/0": rows[0], "held/1": rows[1], "held/2": rows[2]}
+    items[0].messages[0]["content"] = "changed"             # the item's messages are its own copies
+    assert by_id["held/0"]["prompt"][0]["content"] == "S"
+    assert [it.id for it in rows_eval.load_items(str(path), limit=2)[0]] == ["held/0", "held/1"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"empty.jsonl: row 0: field '<file>': no rows") as err:
+        rows_eval.load_items(str(empty))
+    assert err.value.reason == "empty_file"    # the reason skipped inputs are counted by
