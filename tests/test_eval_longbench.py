@@ -109,6 +109,34 @@ def test_load_rows_from_data_zip(tmp_path, hotpot):
         lb.load_rows("hotpotqa", broken)
 
 
+def test_data_zip_member_is_found_at_any_depth_and_data_is_preferred(tmp_path, hotpot):
+    # a zip of the files themselves (no folder), of the unpacked repo folder (LongBench/data/...), and
+    # one with a stray copy beside data/ (listed first, and sorting before "data/"): data/ wins
+    first, second = hotpot[1][:2], hotpot[1][2:5]
+    flat = _zip(tmp_path / "flat.zip", {"hotpotqa.jsonl": first})
+    assert lb.load_rows("hotpotqa", flat) == first
+    nested = _zip(tmp_path / "nested.zip", {"LongBench/data/hotpotqa.jsonl": first})
+    assert lb.load_rows("hotpotqa", nested) == first
+    both = _zip(tmp_path / "both.zip", {"backup/hotpotqa.jsonl": first, "data/hotpotqa.jsonl": second})
+    assert lb.load_rows("hotpotqa", both) == second
+    # without data/: the shortest path
+    deep = _zip(tmp_path / "deep.zip", {"a/old/hotpotqa.jsonl": first, "new/hotpotqa.jsonl": second})
+    assert lb.load_rows("hotpotqa", deep) == second
+
+
+def test_data_zip_invalid_json_line_names_member_and_line(tmp_path, hotpot):
+    import zipfile
+
+    path = tmp_path / "data.zip"
+    with zipfile.ZipFile(path, "w") as archive:  # line 1 a row, line 2 blank, line 3 cut short
+        archive.writestr("data/hotpotqa.jsonl", json.dumps(hotpot[1][0]) + "\n\n{not json\n")
+    with pytest.raises(lb.InputError) as e:
+        lb.load_rows("hotpotqa", str(path))
+    assert str(e.value) == (f"{path}:data/hotpotqa.jsonl: row 3: field '<line>': "
+                            "invalid JSON (Expecting property name enclosed in double quotes)")
+    assert e.value.reason == "invalid_json"
+
+
 @pytest.mark.slow
 def test_load_rows_from_the_hub_reads_data_zip(tmp_path, hotpot):
     # item 8: hf:THUDM/LongBench downloads data.zip with huggingface_hub (no loading script). Offline

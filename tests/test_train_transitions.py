@@ -227,6 +227,10 @@ def test_length_filter_keeps_a_one_token_prompt_by_default_and_names_a_row_witho
     kept, stats = transitions.length_filter([_row(0, tokens=1), _row(1, tokens=0)], transitions.recorded_prompt_tokens)
     assert [r["extra_info"]["id"] for r in kept] == ["r0"]                # default window: 0 < n
     assert stats["dropped"] == {"under_min_prompt_tokens": {"keychain_hotpotqa": 1}}
+    nameless = _row(2, tokens=0)
+    del nameless["data_source"]                                            # counted under "?", not lost
+    assert transitions.length_filter([nameless], transitions.recorded_prompt_tokens)[1]["dropped"] == {
+        "under_min_prompt_tokens": {"?": 1}}
     with pytest.raises(ValueError, match="^row None has no extra_info.prompt_tokens"):
         transitions.recorded_prompt_tokens({"prompt": []})
 

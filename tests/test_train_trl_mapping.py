@@ -92,6 +92,10 @@ def test_grpo_rewards_are_the_shared_scorer_and_the_overlong_shaping():
 def test_unknown_reward_kwargs_fail_before_training():
     with pytest.raises(ValueError, match=r"unknown reward_kwargs \['wordboundary'\]; known: require_think"):
         trl_backend.make_reward({"wordboundary": True})
+    with pytest.raises(ValueError) as err:
+        trl_backend.make_reward({"x": 1})
+    assert str(err.value) == ("unknown reward_kwargs ['x']; known: require_think, word_boundary, faithful, "
+                              "math_timeout_s, judge_config")
 
 
 def test_metrics_callback_maps_trl_log_keys():
