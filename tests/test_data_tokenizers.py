@@ -68,7 +68,7 @@ def _save(backend, folder: str, template: str, **special) -> str:
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dirs(tmp_path_factory, smollm2):
+def tokenizer_dirs(tmp_path_factory):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     from loongrl.demo.task import make_demo_data
@@ -76,7 +76,7 @@ def tokenizer_dirs(tmp_path_factory, smollm2):
 
     root = tmp_path_factory.mktemp("tokenizers")
     corpus = _corpus()
-    dirs = {"qwen2.5": QWEN, "smollm2": smollm2}
+    dirs = {"qwen2.5": QWEN}
 
     # The demo's tokenizer, trained on the demo task's rows as `make demo` does (byte-level BPE, 512 tokens).
     files = make_demo_data(str(root / "demo_data"), num_sft=200, num_rl=50, num_eval=20, num_chains=2, hops=1)
@@ -106,7 +106,12 @@ def tokenizer_dirs(tmp_path_factory, smollm2):
     return dirs
 
 
-NAMES = ["qwen2.5", "smollm2", "demo", "wordpiece", "sentencepiece"]
+# SmolLM2's folder comes from the real model's fetch (slow); the others are here or trained in seconds.
+NAMES = ["qwen2.5", pytest.param("smollm2", marks=pytest.mark.slow), "demo", "wordpiece", "sentencepiece"]
+
+
+def folder_of(request, tokenizer_dirs, name: str) -> str:
+    return request.getfixturevalue("smollm2") if name == "smollm2" else tokenizer_dirs[name]
 # Budgets and KeyChain chains per 1K tokens. Qwen2.5 and SmolLM2 spend ~4.3 characters a token and take the
 # defaults (2K, 4K; 4 chains per 1K). The 4K-token WordPiece and Unigram vocabularies trained here spend 3.4
 # (a key-value pair ~48 tokens, 4 chains per 1K would leave no room for a HotpotQA item's own passages at 2K)
@@ -125,10 +130,10 @@ CONVERSATIONS = [
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_engine_renders_and_counts_like_transformers(tokenizer_dirs, name):
+def test_engine_renders_and_counts_like_transformers(request, tokenizer_dirs, name):
     from transformers import AutoTokenizer
 
-    folder = tokenizer_dirs[name]
+    folder = folder_of(request, tokenizer_dirs, name)
     ours = TokenCounter(folder)
     ref = TokenCounter(folder, engine="transformers")
     hf = AutoTokenizer.from_pretrained(folder)
@@ -157,12 +162,12 @@ def test_template_errors_are_raised_as_in_transformers(tokenizer_dirs):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("size", [0, 1])
 @pytest.mark.parametrize("kind", ["kc", "qa"])
-def test_fifty_of_fifty_rows_fit_exactly(tokenizer_dirs, tmp_path, name, size, kind):
+def test_fifty_of_fifty_rows_fit_exactly(request, tokenizer_dirs, tmp_path, name, size, kind):
     """50 requested rows are written; each prompt, counted whole by transformers, is within the budget and
     as close to it as passage granularity allows; `loongrl data validate` passes."""
     from transformers import AutoTokenizer
 
-    folder, (budgets, chains_per_1k) = tokenizer_dirs[name], SETTINGS[name]
+    folder, (budgets, chains_per_1k) = folder_of(request, tokenizer_dirs, name), SETTINGS[name]
     budget = budgets[size]
     out = str(tmp_path / f"{name}_{kind}_{budget}.parquet")
     cfg = SynthConfig(source="hotpotqa", input=INPUTS["hotpotqa"], tokenizer=folder, max_prompt_tokens=budget,
@@ -184,13 +189,13 @@ def test_fifty_of_fifty_rows_fit_exactly(tokenizer_dirs, tmp_path, name, size, k
     assert sorted(gaps)[25] < 0.03 * budget and max(gaps) < 0.1 * budget, gaps
 
 
-def test_synthesis_and_validation_import_neither_torch_nor_transformers(tokenizer_dirs, tmp_path):
+def test_synthesis_and_validation_import_neither_torch_nor_transformers(smollm2, tmp_path):
     code = (
         "import sys\n"
         "from loongrl.cli import main\n"
         f"args = ['--source', 'hotpotqa', '--input', {INPUTS['hotpotqa']!r}, '--num', '2', '--quiet',"
         f" '--max-prompt-tokens', '4096']\n"
-        f"for tok in {[tokenizer_dirs['qwen2.5'], tokenizer_dirs['smollm2']]!r}:\n"
+        f"for tok in {[QWEN, smollm2]!r}:\n"
         f"    out = {str(tmp_path)!r} + '/' + str(abs(hash(tok))) + '.parquet'\n"
         "    assert main(['data', 'keychain', *args, '--tokenizer', tok, '--out', out]) == 0\n"
         "    assert main(['data', 'validate', out, '--tokenizer', tok, '--quiet']) == 0\n"
@@ -221,3 +226,41 @@ def test_rebuilt_tokenizer_class_is_counted_with_transformers(tmp_path):
     text = "Passage 1:\nThe Eiffel Tower (French: tour Eiffel) opened in 1889!!!\n\nPassage 2:\n\n\nx"
     assert counter.count(text) == len(hf(text, add_special_tokens=False)["input_ids"])
     assert counter.count(text) != TokenCounter(QWEN).count(text)  # the file's own pipeline counts differently
+
+
+@pytest.mark.parametrize("name", ["demo", "wordpiece", "sentencepiece"])
+def test_learned_site_cost_is_what_most_insertions_cost(tokenizer_dirs, name):
+    """Tokenizers that are not additive: what a pair costs at each kind of site beyond count(pair + ".") is
+    learned on 64 pool passages. Measured with the tokenizer file itself on 150 other passages, at every site,
+    it is what most insertions cost there."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer
+
+    from loongrl.data import keychain as kc
+    from loongrl.data.synth import RowBuilder
+
+    folder = tokenizer_dirs[name]
+    data = load_source("hotpotqa", INPUTS["hotpotqa"])
+    cfg = SynthConfig(source="hotpotqa", input=INPUTS["hotpotqa"], tokenizer=folder, max_prompt_tokens=8192)
+    learned = RowBuilder(cfg, data, TokenCounter(folder)).site_extra
+    tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+
+    def n(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False).ids)
+
+    rng = random.Random(11)
+    header = prompts.PASSAGE_HEADER.format(i=3)
+    seen = {kc.SENTENCE: Counter(), kc.LINE: Counter()}
+    for pid in rng.sample(range(len(data.pool)), 150):
+        body = prompts.passage_body(data.pool.titles[pid], data.pool.texts[pid])
+        block = header + body + prompts.PASSAGE_JOIN
+        for off, kind in kc.insertion_sites(body):
+            pair = '{"%08x": "%08x"}' % (rng.getrandbits(32), rng.getrandbits(32))
+            at = len(header) + off
+            inserted = (" " if kind == kc.SENTENCE else "") + pair + "."
+            seen[kind][n(block[:at] + inserted + block[at:]) - n(block) - n(pair + ".")] += 1
+    print(name, {k: c.most_common(3) for k, c in seen.items()}, learned)
+    for kind, counts in seen.items():
+        value, times = counts.most_common(1)[0]
+        assert learned[kind] == value and times > 0.5 * sum(counts.values()), (kind, counts)

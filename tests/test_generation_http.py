@@ -154,3 +154,26 @@ def test_raw_completions_keep_the_deadline_and_the_base_path(srv):
     reply = post_completion(srv.base_url + "/deployments/model-X//", {"model": "m", "prompt": "go"}, KEY_ENV, 5.0)
     assert reply["choices"][0]["text"] == " 42"
     assert srv.requests[-1]["path"] == "/v1/deployments/model-X/completions"
+
+
+def test_retryable_errors_keep_status_detail_and_retry_after(srv):
+    """What `with_retries` and the callers read off an error: the status, the server's detail, and the
+    Retry-After a 429 or 5xx gives (none when absent or not a number)."""
+    from loongrl.generation.http import post_json
+
+    url = srv.base_url + "/chat/completions"
+    srv.script["busy"] = [("status", 429, {"Retry-After": "7"}, "slow down")]
+    srv.script["down"] = [("status", 503, {"Retry-After": "soon"})]
+    srv.script["bad"] = [("status", 404, None, "no such model")]
+    with pytest.raises(Retryable) as busy:
+        post_json(url, {"model": "m", "messages": ask("busy")}, KEY_ENV, 5.0)
+    assert (str(busy.value), busy.value.status, busy.value.detail, busy.value.retry_after) == (
+        "HTTP 429: slow down", 429, "slow down", 7.0)
+    with pytest.raises(Retryable) as down:
+        post_json(url, {"model": "m", "messages": ask("down")}, KEY_ENV, 5.0)
+    assert (down.value.status, down.value.detail, down.value.retry_after) == (503, "scripted", None)
+    with pytest.raises(NoRetry) as bad:
+        post_json(url, {"model": "m", "messages": ask("bad")}, KEY_ENV, 5.0)
+    assert (str(bad.value), bad.value.status, bad.value.detail) == ("HTTP 404: no such model", 404, "no such model")
+    plain = Retryable("timed out after 1 s (whole request)")
+    assert (plain.status, plain.detail, plain.retry_after) == (None, "", None)
