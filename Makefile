@@ -37,9 +37,11 @@ test: setup model
 
 # Mutation testing of the modules whose mistakes cost GPU-hours (docs/mutation.md); slow, not part of `test`.
 # A fresh run each time (mutmut keeps results per function, which would hide what new tests kill).
+# MUTATION_RESUME=1 continues the run already in mutants/ instead: an interrupted run goes on with the
+# mutants not yet tested (and those of functions changed since); the survivors' results are kept.
 mutation: setup
 	$(BIN)/mutmut --version 2>/dev/null | grep -q 3.8.1 || $(BIN)/python -m pip install -q -e '.[mutation]'
-	rm -rf mutants
+	$(if $(MUTATION_RESUME),,rm -rf mutants)
 	@# The tests run inside mutants/, so ../shared is named absolutely.
 	@start=$$(date +%s); \
 	LOONGRL_SHARED=$(abspath $(SHARED)) LOONGRL_DATA=$(abspath $(SHARED))/data \

@@ -385,3 +385,214 @@ def test_book_parts_pass_their_options(tmp_path):
     [row] = read_rows(out)
     assert len(row["reward_model"]["ground_truth"]) == 4 and row["data_source"] == "book_ruler_multivalue"
     assert row["prompt"][0]["role"] == "system" and 1024 - 100 < row["extra_info"]["prompt_tokens"] <= 1024
+
+
+def _recipe(tmp_path, **recipe) -> str:
+    """A recipe file with exactly the keys given (no defaults filled in, unlike `_mix`)."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def test_book_parts_default_to_the_papers_settings_and_read_the_book(tmp_path):
+    from loongrl.data.prompts import LOONGRL_SYSTEM
+
+    book = tmp_path / "book.txt"
+    book.write_text("The zebra hums softly. " * 250)                   # 1,000 words, the least a book may have
+    # no seed, budget, needles or system prompt: seed 0, 16,384 tokens, 20 needles, the LoongRL system prompt
+    recipe = _recipe(tmp_path, tokenizer=QWEN, parts=[{"name": "mv", "kind": "book_ruler_multivalue", "size": 1,
+                                                       "book": str(book)}])
+    out = str(tmp_path / "m.parquet")
+    build_mix(recipe, out)
+    [row] = read_rows(out)
+    info = row["extra_info"]
+    assert row["data_source"] == "book_ruler_multivalue" and len(row["reward_model"]["ground_truth"]) == 20
+    assert row["prompt"][0] == {"role": "system", "content": LOONGRL_SYSTEM}
+    assert (info["id"], info["seed"], info["max_prompt_tokens"]) == ("book_ruler_multivalue_0_0", 0, 16384)
+    assert 16384 - 100 < info["prompt_tokens"] <= 16384
+    user = row["prompt"][1]["content"]
+    assert user.count("The zebra hums softly.") > 1000                 # the haystack is the book, not the essays
+
+
+def test_book_parts_take_the_recipes_seed_and_system_prompt(tmp_path):
+    recipe = _recipe(tmp_path, tokenizer=QWEN, seed=7, max_prompt_tokens=1024, system_prompt="none",
+                     parts=[{"name": "mk", "kind": "book_ruler_multikey", "size": 1}])
+    out = str(tmp_path / "m.parquet")
+    build_mix(recipe, out)
+    [row] = read_rows(out)
+    assert [m["role"] for m in row["prompt"]] == ["user"]
+    assert (row["extra_info"]["id"], row["extra_info"]["seed"]) == ("book_ruler_multikey_7_0", 7)
+
+
+def _chat_tokens(messages) -> int:
+    """Prompt tokens as the trainer sees them: Qwen's own chat template, generation prompt included."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(QWEN)
+    return len(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+
+
+def test_file_part_rows_by_hand_with_the_recipe_defaults(mix_inputs, tmp_path):
+    from loongrl.data.prompts import LOONGRL_SYSTEM
+    from loongrl.data.tokens import get_counter
+
+    d, _ = mix_inputs
+    # no seed, budget or system prompt: seed 0, 16,384 tokens, the LoongRL system prompt; all 3 usable rows asked
+    recipe = _recipe(tmp_path, tokenizer=QWEN, parts=[{"name": "mq", "kind": "mathqa", "input": str(d / "mathqa.json"),
+                                                       "size": 3}])
+    out = str(tmp_path / "m.parquet")
+    build_mix(recipe, out)
+    rows = {r["extra_info"]["id"]: r for r in read_rows(out)}
+    assert sorted(rows) == ["0", "1", "2"]
+    row = rows["2"]
+    messages = [{"role": "system", "content": LOONGRL_SYSTEM}, {"role": "user", "content": MATHQA_USER}]
+    assert (row["data_source"], row["ability"], row["prompt"], row["reward_model"]) == \
+        ("mathqa_choice", "math_qa_choices", messages, {"style": "rule", "ground_truth": ["C"]})
+    expected = {"split": "train", "id": "2", "source": "mathqa", "kind": "mathqa", "question": "what is 15 % of 80 ?",
+                "answers": ["C"], "prompt_tokens": _chat_tokens(messages), "max_prompt_tokens": 16384,
+                "tokenizer": QWEN, "tokenizer_fingerprint": get_counter(QWEN).fingerprint, "seed": 0}
+    assert {k: row["extra_info"][k] for k in expected} == expected
+
+
+def _sums_file(tmp_path) -> tuple[str, int]:
+    """Ten MathQA rows q0..q9: eight short sums and two long problems (q0 and q5). Returns the path and the
+    prompt tokens of a short row (no system prompt)."""
+    long = "a train running at the speed of 60 km / hr crosses a pole in 9 seconds . how long is the train ?"
+    path = tmp_path / "sums.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "Problem": long if i in (0, 5) else f"what is {i} + {i} ?",
+                                        "options": "a ) 1 , b ) 2 , c ) 3 , d ) 4 , e ) 5", "correct": "b"}) + "\n"
+                            for i in range(10)))
+    short = "Question: what is 1 + 1 ?\nChoices:(A) 1\n(B) 2\n(C) 3\n(D) 4\n(E) 5"
+    return str(path), _chat_tokens([{"role": "user", "content": short}])
+
+
+def test_file_part_keeps_prompts_at_the_budget_and_counts_each_skip(tmp_path):
+    path, budget = _sums_file(tmp_path)          # every short prompt has exactly `budget` tokens, the long ones more
+    part = {"name": "sums", "kind": "mathqa", "input": path}
+    out = str(tmp_path / "m.parquet")
+    build_mix(_mix(tmp_path, [dict(part, size=8)], max_prompt_tokens=budget), out)
+    rows = read_rows(out)
+    assert sorted(r["extra_info"]["id"] for r in rows) == [f"q{i}" for i in (1, 2, 3, 4, 6, 7, 8, 9)]
+    assert {r["extra_info"]["prompt_tokens"] for r in rows} == {budget}
+    with pytest.raises(MixError) as err:
+        build_mix(_mix(tmp_path, [dict(part, size=9)], max_prompt_tokens=budget), out)
+    assert str(err.value) == f"part sums: only 8 usable rows in {path} for 9 requested (skipped: {{'over_budget': 2}})"
+
+
+def test_file_part_subset_is_fixed_by_the_seed(tmp_path):
+    path, _ = _sums_file(tmp_path)
+    part = {"name": "sums", "kind": "mathqa", "input": path, "size": 3}
+
+    def drawn(**seed) -> list[tuple[str, int]]:
+        recipe = _recipe(tmp_path, tokenizer=QWEN, system_prompt="none", parts=[part], **seed)
+        build_mix(recipe, str(tmp_path / "m.parquet"))
+        return sorted((r["extra_info"]["id"], r["extra_info"]["seed"]) for r in read_rows(str(tmp_path / "m.parquet")))
+
+    three = drawn(seed=3)
+    assert len(three) == 3 and {s for _, s in three} == {3}
+    assert drawn(seed=3) == three                                                 # same seed, same rows
+    assert [i for i, _ in drawn(seed=4)] != [i for i, _ in three]                 # the seed picks the rows
+    assert drawn() == drawn(seed=0)                                               # no seed is seed 0
+
+
+OPTIONS = "a ) 1 , b ) 2 , c ) 3 , d ) 4 , e ) 5"
+
+
+@pytest.mark.parametrize("row, field, problem, reason", [
+    ({"options": OPTIONS, "correct": "a"}, "Problem", "missing", "missing_Problem"),
+    ({"Problem": "p", "options": 5, "correct": "a"}, "options", "expected str or list, got int", "bad_options"),
+    ({"Problem": "p", "options": OPTIONS}, "correct", "missing", "missing_correct"),
+    ({"Problem": "p", "options": OPTIONS, "correct": 1}, "correct", "expected str, got int", "bad_correct"),
+    ({"Problem": "p", "options": OPTIONS, "correct": " f "}, "correct", "'F' is not a letter a-e", "bad_correct"),
+])
+def test_bad_mathqa_rows_name_the_file_row_and_field(tmp_path, row, field, problem, reason):
+    from collections import Counter
+
+    from loongrl.data.math import mathqa_rows
+    from loongrl.data.sources import InputError
+
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"Problem": "p", "options": OPTIONS, "correct": "a"}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(InputError) as err:
+        list(mathqa_rows(str(path), Counter(), strict=True))
+    assert str(err.value) == f"{path}: row 2: field '{field}': {problem}" and err.value.reason == reason  # JSONL line
+    skipped = Counter()
+    assert [rid for rid, _ in mathqa_rows(str(path), skipped)] == ["1"] and skipped == {reason: 1}
+
+
+def test_mathqa_options_of_another_type_are_named():
+    from loongrl.data.math import parse_mathqa_options
+    from loongrl.data.sources import InputError
+
+    with pytest.raises(InputError) as err:
+        parse_mathqa_options({"a": "1"}, "mathqa.json", 4)
+    assert str(err.value) == "mathqa.json: row 4: field 'options': expected a string or list, got dict"
+    assert err.value.reason == "bad_options"
+
+
+def test_synthesis_summary_line():
+    from collections import Counter
+
+    from loongrl.data.pipeline import Summary
+
+    assert Summary(read=4, written=4).line() == "read 4 / written 4 / skipped 0: none"
+    s = Summary(read=9, written=5, skipped=Counter(excluded=1, beyond_num=3),
+                fit=Counter(verified=5, trimmed=2, topped_up=1))
+    assert s.line() == ("read 9 / written 5 / skipped 4: beyond_num=3, excluded=1; "
+                        "5 prompts counted whole (2 trimmed, 1 topped up)")
+
+
+def test_synth_parts_default_to_the_papers_budget_seed_and_system_prompt(tmp_path, monkeypatch):
+    from loongrl.data.prompts import LOONGRL_SYSTEM
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    recipe = _recipe(tmp_path, tokenizer=QWEN, parts=[{"name": "qa", "kind": "qa", "source": "hotpotqa",
+                                                       "input": INPUTS["hotpotqa"], "size": 1}])
+    out = str(tmp_path / "m.parquet")
+    build_mix(recipe, out)
+    [row] = read_rows(out)
+    info = row["extra_info"]
+    assert row["prompt"][0] == {"role": "system", "content": LOONGRL_SYSTEM}
+    assert (info["seed"], info["max_prompt_tokens"]) == (0, 16384) and 16384 - 100 < info["prompt_tokens"] <= 16384
+    assert list(work.iterdir()) == []                                   # the part's own file went to a scratch folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "m.parquet", "m.parquet.card.json",
+                                                          "m.parquet.lengths.png", "m.parquet.lengths.qa.png",
+                                                          "recipe.yaml"]
+
+
+def test_synth_parts_take_the_recipes_seed_and_system_prompt(hotpot_jsonl, tmp_path):
+    path, ids, _ = hotpot_jsonl
+    recipe = _recipe(tmp_path, tokenizer=QWEN, seed=3, max_prompt_tokens=2048, system_prompt="none",
+                     parts=[{"name": "qa", "kind": "qa", "source": "jsonl", "input": path, "size": 1}])
+    build_mix(recipe, str(tmp_path / "m.parquet"))
+    [row] = read_rows(str(tmp_path / "m.parquet"))
+    assert [m["role"] for m in row["prompt"]] == ["user"]
+    assert (row["extra_info"]["id"], row["extra_info"]["seed"], row["extra_info"]["max_prompt_tokens"]) == \
+        (ids[0], 3, 2048)
+
+
+def test_a_later_part_skips_a_question_asked_before_in_another_case(hotpot_jsonl, tmp_path):
+    path, ids, questions = hotpot_jsonl
+    copy = tmp_path / "copy.jsonl"                        # the same items under new ids, questions in upper case
+    copy.write_text("".join(json.dumps(dict(json.loads(line), id=f"copy-{i}", question=questions[i].upper())) + "\n"
+                            for i, line in enumerate(open(path).read().splitlines()[:4])))
+    recipe = _mix(tmp_path, [{"name": "first", "kind": "qa", "source": "jsonl", "input": path, "size": 2},
+                             {"name": "copy", "kind": "qa", "source": "jsonl", "input": str(copy), "size": 2}])
+    card = build_mix(recipe, str(tmp_path / "m.parquet"))
+    assert sorted(r["extra_info"]["id"] for r in read_rows(str(tmp_path / "m.parquet"))) == \
+        sorted([ids[0], ids[1], "copy-2", "copy-3"])
+    assert card["qa_questions_disjoint"]
+
+
+def test_a_synth_part_short_of_rows_is_named_with_its_skips(hotpot_jsonl, tmp_path):
+    path, ids, _ = hotpot_jsonl
+    only = tmp_path / "ids.txt"
+    only.write_text(f"{ids[3]}\n{ids[7]}\n")
+    recipe = _mix(tmp_path, [{"name": "picked", "kind": "qa", "source": "jsonl", "input": path, "size": 3,
+                              "ids": str(only)}])
+    with pytest.raises(MixError) as err:
+        build_mix(recipe, str(tmp_path / "m.parquet"))
+    assert str(err.value) == ("part picked: only 2 of 3 rows could be made "
+                              "(read 16 / written 2 / skipped 14: not_in_ids=14)")

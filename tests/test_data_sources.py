@@ -214,6 +214,23 @@ def test_id_lists(tmp_path):
     assert read_id_list(str(path), fold=True) == {"A1", "a1", "Who is X?", "who is x?"}
 
 
+def test_id_lists_are_utf8_whatever_the_locale(tmp_path):
+    """An exclude list of questions with accents, read on a machine whose locale is plain C (ASCII)."""
+    import locale
+
+    from loongrl.data.sources import read_id_list
+
+    path = tmp_path / "exclude.txt"
+    path.write_bytes("Who painted the Café Terrace?\nÉdith Piaf\n".encode("utf-8"))
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        ids = read_id_list(str(path), fold=True)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert ids == {"Who painted the Café Terrace?", "who painted the café terrace?", "Édith Piaf", "édith piaf"}
+
+
 def test_hub_inputs_stream_a_dataset_folder(tmp_path):
     # `hf:NAME[:CONFIG]` goes to datasets.load_dataset (streaming): a local dataset folder works offline
     folder = tmp_path / "my_hotpot"
@@ -230,3 +247,16 @@ def test_hub_inputs_stream_a_dataset_folder(tmp_path):
     assert [r.id for r in load_source("hotpotqa", f"hf:{folder}:second").records] == ["second-1"]
     with pytest.raises(ValueError, match="no default hub dataset for source 'musique': pass --input hf:OWNER/NAME"):
         load_source("musique", "hf:")
+
+
+def test_bare_hf_input_reads_the_default_hotpotqa_dataset(tmp_path, monkeypatch):
+    # `hf:` alone means hotpotqa/hotpot_qa, configuration "distractor"; load_dataset looks for a local folder of
+    # that name first, so a folder laid out like the hub dataset stands in for it offline
+    folder = tmp_path / "hotpotqa" / "hotpot_qa"
+    for config in ("fullwiki", "distractor"):
+        (folder / config).mkdir(parents=True)
+        (folder / config / "train.jsonl").write_text(json.dumps({**HOTPOT_ROW, "_id": f"{config}-1"}) + "\n")
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: fullwiki\n  data_files: fullwiki/*.jsonl\n"
+                                      "- config_name: distractor\n  data_files: distractor/*.jsonl\n---\n")
+    monkeypatch.chdir(tmp_path)
+    assert [r.id for r in load_source("hotpotqa", "hf:").records] == ["distractor-1"]

@@ -158,6 +158,16 @@ def test_load_rows_from_the_hub_reads_data_zip(tmp_path, hotpot):
     assert json.loads(out.stdout) == [r["_id"] for r in hotpot[1]]
 
 
+@pytest.mark.parametrize("spec, repo", [("hf:not a repo", "not a repo"), ("hf:not a repo@no such rev", "not a repo"),
+                                        ("hf:bad repo@x@v2", "bad repo")])
+def test_hub_spec_names_the_repo_before_the_first_at(spec, repo):
+    # hf:OWNER/NAME[@REVISION]: the repo id ends at the first "@". These ids are malformed, so
+    # huggingface_hub refuses them by name before any network call (the download itself: the slow test above)
+    with pytest.raises(ValueError) as err:
+        lb.load_rows("hotpotqa", spec)
+    assert type(err.value).__name__ == "HFValidationError" and str(err.value).endswith(f": '{repo}'.")
+
+
 def test_middle_truncation_keeps_both_ends(tokenizer, hotpot):
     text = hotpot[1][0]["context"]
     total = len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -166,6 +176,35 @@ def test_middle_truncation_keeps_both_ends(tokenizer, hotpot):
     assert cut.startswith(text[:100]) and cut.endswith(text[-100:])
     assert abs(len(tokenizer(cut, add_special_tokens=False)["input_ids"]) - 200) <= 2
     assert lb.middle_truncate(text, tokenizer, total) == (text, total)
+
+
+def test_middle_truncation_drops_special_tokens_from_both_halves(tokenizer, hotpot):
+    # a context carrying the model's own end-of-text string (one special token each): LongBench's pred.py
+    # decodes each kept half with skip_special_tokens, so neither survives truncation
+    text = hotpot[1][0]["context"]
+    total = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    marked = "<|endoftext|>" + text + "<|endoftext|>"
+    cut, before = lb.middle_truncate(marked, tokenizer, 200)
+    assert before == total + 2
+    assert cut.startswith(text[:100]) and cut.endswith(text[-100:]) and "<|endoftext|>" not in cut
+
+
+def test_middle_truncation_counts_the_text_tokens_without_a_bos():
+    # a Llama-style tokenizer that prepends <s> (built here: words w1..w10, one token each): the budget
+    # counts the text's own 10 tokens; the chat template adds the special tokens later
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(1, 11)]
+    model = Tokenizer(models.WordLevel({"<s>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate(words)}},
+                                       unk_token="<unk>"))
+    model.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    model.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    bos = PreTrainedTokenizerFast(tokenizer_object=model, bos_token="<s>", unk_token="<unk>")
+    text = " ".join(words)
+    assert bos(text)["input_ids"][0] == 0                                   # it does add <s> by default
+    assert lb.middle_truncate(text, bos, 10) == (text, 10)                   # fits: untouched
+    assert lb.middle_truncate(text, bos, 6) == ("w1 w2 w3" + "w8 w9 w10", 10)  # first 3 + last 3
 
 
 def test_official_prompt_is_longbench_template(tokenizer, hotpot):
@@ -240,6 +279,9 @@ def test_loongrl_preset_boxed_answer_is_and_judge(srv, hotpot, tokenizer, tmp_pa
     assert (s[0]["pred"], s[0]["rule"], s[0]["judge"], s[0]["score"]) == ("Kennedy", 0.0, "yes", 1.0)
     assert records[0]["samples"][1]["judge"] == "no"
     assert sorted(r["answer"] for r in judge_srv.requests) == ["Kennedy", "Nixon"]
+    # the judge sees the row's question (QwenLong-L1's template: Problem / Answer 1 / Answer 2)
+    [nixon] = [r["body"]["messages"][-1]["content"] for r in judge_srv.requests if r["answer"] == "Nixon"]
+    assert nixon == f"\nProblem: {data[0]['input']}\nAnswer 1: Nixon\nAnswer 2: Chief of Protocol\n"
     assert {r["body"]["temperature"] for r in srv.requests} == {0.6}
     assert {r["body"]["seed"] for r in srv.requests} == {0, 1}
 

@@ -62,12 +62,46 @@ def test_every_task_fills_its_budget_exactly(data, counter, reasoning):
     assert niah1.messages[1]["content"].endswith(" mentioned in the provided text is")
 
 
+@pytest.fixture(scope="module")
+def nfkc_counter(tmp_path_factory):
+    """Qwen2.5's vocabulary behind an NFKC normaliser (as SentencePiece-style tokenizers have): not additive,
+    so piecewise counts are only estimates and generate() checks each prompt with a full count."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("nfkc")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(os.path.join(QWEN, name), folder / name)
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "NFKC"}
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"      # transformers keeps tokenizer.json as it is
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return get_counter(str(folder))
+
+
+@pytest.mark.parametrize("reasoning", [False, True])
+def test_non_additive_tokenizer_prompts_are_counted_exactly(data, counter, nfkc_counter, reasoning):
+    assert counter.fast and not nfkc_counter.fast
+    for name in ("niah_single_1", "vt"):
+        task = ruler.tasks(data)[name]
+        item = ruler.generate(task, 2048, 0, data, nfkc_counter, seed=1, reasoning=reasoning)
+        budget = 2048 - data.templates["tasks"][task.kind]["tokens_to_generate"]
+        exact = ruler.chat_tokens(nfkc_counter.tokenizer, item.messages)
+        assert item.meta["prompt_tokens"] == exact and 0.95 * budget <= exact <= budget, (name, exact)
+        assert (item.messages[-1]["role"] == "assistant") is not reasoning
+        # NFKC changes nothing in these prompts: the same prompt as the additive (tiktoken) count gives
+        assert item == ruler.generate(task, 2048, 0, data, counter, seed=1, reasoning=reasoning), name
+
+
 def test_reasoning_requests_fit_the_model_window(data, counter):
     # item 9: at length == window, reasoning mode's 8,192 new tokens come out of the prompt budget
     task = ruler.tasks(data)["niah_single_1"]
     item = ruler.generate(task, 16384, 0, data, counter, reasoning=True, window=16384)
     exact = ruler.chat_tokens(counter.tokenizer, item.messages)
     assert item.meta["max_new_tokens"] == 8192 and item.meta["prompt_budget"] == 16384 - 8192
+    assert (item.meta["window"], item.meta["reasoning"], item.meta["length"]) == (16384, True, 16384)
+    assert item.question == "" and item.id == "niah_single_1/16384/0"     # the question is inside the prompt
     assert 0.95 * 8192 <= exact == item.meta["prompt_tokens"] <= 8192       # prompt + 8,192 <= 16,384
     # the 128K case: min(131072 - 128, 131072 - 8192)
     assert ruler.prompt_budget(131072, 128, 8192, 131072) == 122880
@@ -76,6 +110,14 @@ def test_reasoning_requests_fit_the_model_window(data, counter):
         ruler.generate(task, 32768, 0, data, counter, reasoning=True, window=16384)
     with pytest.raises(ValueError, match="no room for a prompt"):
         ruler.prompt_budget(8192, 128, 8192, 8192)
+
+
+def test_a_length_too_short_for_the_gold_documents_is_refused(data, counter):
+    # qa's budget at 128 tokens is 128 - 32 (RULER's tokens_to_generate for qa): no HotpotQA gold pair fits
+    with pytest.raises(ValueError) as err:
+        ruler.generate(ruler.tasks(data)["qa_2"], 128, 0, data, counter)
+    assert str(err.value) == ("RULER qa_2 at 128 tokens: even the smallest haystack does not fit in 96 tokens "
+                              "(qa gold documents alone can exceed short lengths; RULER's lengths start at 4K)")
 
 
 def test_niah_cells_fit_the_model_window(counter):

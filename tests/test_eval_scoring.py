@@ -73,6 +73,7 @@ def test_ruler_budget_errors():
     with pytest.raises(ValueError, match="RULER length 8192 exceeds the model window 4096"):
         ruler.prompt_budget(8192, 128, 128, 4096)
     assert ruler.prompt_budget(4096, 128, 128, 4096) == 3968           # a length equal to the window is fine
+    assert ruler.prompt_budget(4096, 128, 4095, 4096) == 1             # one token of room is still room
     with pytest.raises(ValueError, match="no room for a prompt: window 4096 - 4096 new tokens"):
         ruler.prompt_budget(4096, 128, 4096, 4096)
 
@@ -84,6 +85,9 @@ def test_ruler_summary_by_hand():
     assert summary == {"scores": {"niah": {"4096": 75.0, "8192": 0.0}, "qa": {"4096": 25.0}},
                        "average": {"4096": 50.0, "8192": 0.0}, "lengths": [4096, 8192]}
     assert table == [["niah", 75.0, 0.0], ["qa", 25.0, ""], ["average", 50.0, 0.0]]
+    # per-length averages are rounded to 2 decimals: (100 + 0 + 0) / 3 = 33.33
+    three = [{"task": t, "meta": {"length": 4096}, "score": s} for t, s in [("niah", 1.0), ("qa", 0.0), ("vt", 0.0)]]
+    assert ruler.summarize(three)[0]["average"] == {"4096": 33.33}
 
 
 # ---- LongBench ------------------------------------------------------------------------------------------
@@ -136,8 +140,23 @@ def test_presets_and_overrides():
     assert lb.sampling_for("musique", official).max_new_tokens == 32
     assert lb.sampling_for("narrativeqa", official).max_new_tokens == 128
     assert lb.sampling_for("musique", loong) is loong.sampling
+    assert lb.get_preset("official", temperature=0.3).sampling.temperature == 0.3
     with pytest.raises(ValueError, match=r"unknown LongBench preset 'offical' \(choose from official, loongrl\)"):
         lb.get_preset("offical")
+
+
+def test_longbench_configs_come_from_the_given_data_dir(tmp_path, tokenizer, hotpot):
+    # an edited copy of LongBench's two config files: its prompt and max length are used, not the shipped ones
+    folder = tmp_path / "longbench_prompts"
+    folder.mkdir()
+    (folder / "dataset2prompt.json").write_text(json.dumps({"hotpotqa": "Q: {input}\nC: {context}"}))
+    (folder / "dataset2maxlen.json").write_text(json.dumps({"hotpotqa": 7}))
+    official = lb.get_preset("official")
+    row = hotpot[0]
+    [item] = lb.build_items("hotpotqa", [row], official, tokenizer, str(tmp_path))
+    assert item.messages == [{"role": "user", "content": f"Q: {row['input']}\nC: {row['context']}"}]
+    assert lb.sampling_for("hotpotqa", official, str(tmp_path)).max_new_tokens == 7
+    assert lb.sampling_for("hotpotqa", official).max_new_tokens == 32                # the shipped copy
 
 
 @pytest.mark.parametrize("tokens, bucket", [(0, "0-16K"), (16383, "0-16K"), (16384, "16-32K"), (32767, "16-32K"),
@@ -146,23 +165,24 @@ def test_narrativeqa_bucket_edges(tokens, bucket):
     assert lb.length_bucket(tokens) == bucket
 
 
-@pytest.mark.parametrize("edit, field, problem", [
-    (lambda r: "a string", "<row>", "not a JSON object"),
-    (lambda r: {k: v for k, v in r.items() if k != "input"}, "input", "missing or not a str"),
-    (lambda r: {**r, "context": 3}, "context", "missing or not a str"),
-    (lambda r: {**r, "answers": "Paris"}, "answers", "missing or not a list"),
-    (lambda r: {**r, "_id": 7}, "_id", "missing or not a str"),
-    (lambda r: {**r, "answers": []}, "answers", "must be a non-empty list of strings"),
-    (lambda r: {**r, "answers": ["a", 1]}, "answers", "must be a non-empty list of strings"),
-    (lambda r: {**r, "dataset": "musique"}, "dataset", "is 'musique', expected 'hotpotqa'"),
+@pytest.mark.parametrize("edit, field, problem, reason", [
+    (lambda r: "a string", "<row>", "not a JSON object", "not_an_object"),
+    (lambda r: {k: v for k, v in r.items() if k != "input"}, "input", "missing or not a str", "bad_field"),
+    (lambda r: {**r, "context": 3}, "context", "missing or not a str", "bad_field"),
+    (lambda r: {**r, "answers": "Paris"}, "answers", "missing or not a list", "bad_field"),
+    (lambda r: {**r, "_id": 7}, "_id", "missing or not a str", "bad_field"),
+    (lambda r: {**r, "answers": []}, "answers", "must be a non-empty list of strings", "bad_field"),
+    (lambda r: {**r, "answers": ["a", 1]}, "answers", "must be a non-empty list of strings", "bad_field"),
+    (lambda r: {**r, "dataset": "musique"}, "dataset", "is 'musique', expected 'hotpotqa'", "bad_field"),
 ])
-def test_longbench_rows_are_checked(tmp_path, hotpot, edit, field, problem):
+def test_longbench_rows_are_checked(tmp_path, hotpot, edit, field, problem, reason):
     good = hotpot
     path = tmp_path / "hotpotqa.jsonl"
     path.write_text(json.dumps(good[0]) + "\n" + json.dumps(edit(good[1])) + "\n")
     with pytest.raises(ValueError) as err:
         lb.load_rows("hotpotqa", str(path))
     assert str(err.value) == f"{path}: row 2: field '{field}': {problem}"
+    assert err.value.reason == reason                                   # the skip/error reason a caller counts by
 
 
 def test_longbench_rows_limit_and_lookup(tmp_path, hotpot):
@@ -174,8 +194,10 @@ def test_longbench_rows_limit_and_lookup(tmp_path, hotpot):
     with pytest.raises(ValueError, match=r"unknown LongBench dataset 'trec' \(choose from hotpotqa, 2wikimqa, musique, "
                                          r"narrativeqa, qasper\)"):
         lb.load_rows("trec", folder)
-    with pytest.raises(FileNotFoundError, match=r"LongBench file not found: .*qasper.jsonl \(pass the folder"):
+    with pytest.raises(FileNotFoundError) as missing:
         lb.load_rows("qasper", folder)
+    assert str(missing.value) == (f"LongBench file not found: {folder}/qasper.jsonl (pass the folder of the official "
+                                  "jsonl files, one file, data.zip, or hf:THUDM/LongBench)")
 
 
 def test_longbench_summary_by_hand():
@@ -189,6 +211,9 @@ def test_longbench_summary_by_hand():
                                                "16-32K": {"items": 1, "score": 25.0}}}
     assert table == [["hotpotqa", 2, 75.0], ["narrativeqa", 2, 62.5], ["average", 4, 68.75]]
     assert lb.summarize([])[0] == {"scores": {}, "average": None, "items": {}}
+    # the unweighted average is rounded to 2 decimals: (100 + 0 + 0) / 3 = 33.33
+    three = [{"task": t, "meta": {}, "score": s} for t, s in [("hotpotqa", 1.0), ("musique", 0.0), ("qasper", 0.0)]]
+    assert lb.summarize(three)[0]["average"] == 33.33
 
 
 # ---- resume (eval/run.py) ---------------------------------------------------------------------------

@@ -195,3 +195,19 @@ def test_every_bad_row_is_named(tmp_path, capsys):
     # a row with a reward_model but an answers field keeps the answers
     row = {"id": 1, "response": "x", "answers": ["a"], "reward_model": {"ground_truth": "b"}, "data_source": "keychain_x"}
     assert cli.parse_row(row, None)["ground_truth"] == ["a"]
+
+
+def test_predictions_are_read_as_utf8_whatever_the_locale(tmp_path):
+    import locale
+
+    rows = [{"id": "q1", "response": r"</think>\boxed{Zürich}", "answers": ["Zürich"], "data_source": "keychain_x"},
+            {"id": "q2", "response": r"</think>\boxed{Genève}", "answers": ["Zürich"], "data_source": "keychain_x"}]
+    path, out = tmp_path / "p.jsonl", tmp_path / "s.json"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    old = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")   # an ASCII locale: the locale's encoding could not read "ü"
+    try:
+        assert run([str(path), "--summary-out", str(out)]) == 0
+    finally:
+        locale.setlocale(locale.LC_CTYPE, old)
+    assert json.loads(out.read_text())["overall"]["accuracy"] == 0.5

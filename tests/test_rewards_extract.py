@@ -18,6 +18,8 @@ from loongrl.rewards import extract
     (r"\boxed{unbalanced", None),
     ("no box here", None),
     (r"\boxed{}", ""),                                                    # empty but present
+    (r"$\boxed 5$ and $x$", "5"),                                         # \boxed with a space: up to the FIRST $
+    (r"\boxedfoo{7}", None),                                              # a letter before the brace: no box
 ])
 def test_last_boxed(text, expected):
     assert extract.last_boxed(text) == expected
@@ -29,6 +31,9 @@ def test_last_boxed(text, expected):
     (r"\fbox{yes}", None),                        # remove_boxed asserts "\boxed{": an \fbox scores 0
     (r"\boxed{unbalanced", None),
     (r"so \boxed{Paris}", "Paris"),
+    (r"$\boxed 5$ and $x$", "5"),                # up to the first "$" after it
+    (r"$\boxed 4$ then $\boxed 5$", "5"),         # the last "\boxed " of several
+    (r"\boxedfoo{7}", None),                     # the last \boxed is not "\boxed{": remove_boxed's assertion fails
 ])
 def test_last_boxed_loongrl_rules(text, expected):
     assert extract.last_boxed(text, loongrl_rules=True) == expected
@@ -101,3 +106,16 @@ def test_minerva_answer_reads_the_last_300_characters():
     # "Answer: 7\n" is 10 characters: with 290 more it starts 300 from the end, with 291, 301
     assert extract.minerva_answer("Answer: 7\n" + "y" * 290) == "7"
     assert extract.minerva_answer("Answer: 7\n" + "y" * 291) is None
+
+
+def test_after_answer_is_reference_form_reads_the_text_after_the_last_phrase():
+    # QwenLong-L1 docqa.py: rsplit("the answer is", 1)[1]: everything after the LAST phrase, many words kept
+    text = "So the answer is Rome. Rechecking the passages, the answer is Paris, France."
+    assert extract.after_answer_is(text, case_sensitive=True) == "Paris, France"
+    assert extract.after_answer_is(text) == "Paris, France"
+
+
+def test_after_answer_is_strips_periods_only():
+    # only whitespace and "." come off the ends: an answer ending in "X" keeps it
+    assert extract.after_answer_is("So the answer is Malcolm X.") == "Malcolm X"
+    assert extract.after_answer_is("So the answer is XXL.", case_sensitive=True) == "XXL"

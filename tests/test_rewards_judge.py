@@ -229,3 +229,30 @@ def test_judge_any_tries_each_gold_and_reports_an_error_only_without_verdicts(ju
     assert judge.judge_any("q", "JFK", ["Jack"]).status == "error: HTTP 400: scripted"
     assert judge.judge_any("q", "JFK", []).status == "error: no gold answers"
     assert judge.judge_many([]) == []
+
+
+def test_hybrid_score_without_a_judge_result_keeps_the_rule_score():
+    from loongrl.rewards.judge import JudgeResult, hybrid_score
+
+    assert hybrid_score(0.0, None) == (0.0, "skipped")
+    assert hybrid_score(1.0, None) == (1.0, "skipped")
+    assert hybrid_score(0.0, JudgeResult(None, "error: timeout")) == (0.0, "error: timeout")
+    assert hybrid_score(0.0, JudgeResult(1.0, "cached-yes")) == (1.0, "cached-yes")
+
+
+@pytest.mark.parametrize("reply, verdict, status", [
+    ("[[NO]] They name different people.", 0.0, "no"),                                    # a tag at position 0
+    ("[[YES]] at first sight; the years differ, [[NO]]; rechecking, the same man: [[YES]]", 1.0, "yes"),
+    ("[[NO]] at first sight; the initials match, [[YES]]; but the middle name differs: [[NO]]", 0.0, "no"),
+])
+def test_strict_verdict_is_the_last_tag_of_the_reply(judge_server, reply, verdict, status):
+    judge_server.verdicts["JFK"] = reply
+    result = LLMJudge(fast_config(judge_server)).judge(QUESTION, "JFK", "John F. Kennedy")
+    assert (result.verdict, result.status) == (verdict, status)
+
+
+def test_loose_verdict_without_yes_is_no(judge_server):
+    # QwenLong-L1's loose rule: YES anywhere counts; a reply without it is a NO (not an error, not a YES)
+    judge_server.verdicts["Nixon"] = "No, they are different presidents."
+    result = LLMJudge(fast_config(judge_server, strict_verdict=False)).judge(QUESTION, "Nixon", "John F. Kennedy")
+    assert (result.verdict, result.status) == (0.0, "no")

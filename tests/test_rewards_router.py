@@ -477,3 +477,66 @@ def test_faithful_longbench_reads_the_box_or_the_answer_is_phrase_as_loongrls_an
     assert lb("<think>t</think> \\boxed{the}", "Paris")[1] == 1.0      # the reference: "" matches every gold
     assert lb("<think>t</think> \\boxed{no}", "Norway")[1] == 1.0
     assert lb("<think>t</think> \\boxed{no}", "Norway", word_boundary=True)[1] == 0.0
+
+
+# ---- mutation survivors: each argument of the adapters, checked by hand -------------------------
+
+def test_compute_score_routes_by_an_ability_reward_kwarg():
+    # "mathqa" matches no prefix: the ability comes from reward_kwargs when extra_info has none
+    assert compute_score("mathqa", r"</think>\boxed{(B)}", "B", ability="math_qa_choices")["score"] == 1.0
+    assert compute_score("mathqa", r"</think>\boxed{(B)}", "B", {}, ability="math_qa_choices")["task"] == "math_choice"
+    with pytest.raises(ValueError, match="data_source='mathqa' ability=None"):
+        compute_score("mathqa", r"</think>\boxed{(B)}", "B")
+
+
+def test_trl_adapter_logs_the_pass_rate_of_a_single_completion():
+    logged = []
+    reward = router.make_trl_reward()
+    assert reward(**_columns([r"</think>\boxed{Paris}"], [["Paris"]]),
+                  log_metric=lambda name, value: logged.append((name, value))) == [1.0]
+    assert logged == [("pass_rate", 1.0)]                                     # 1 of 1, not 1 of 2
+
+
+def test_adapters_pass_their_math_timeout_to_math_verify():
+    # a budget of 0 s stops every check before its answer can arrive (scored 0); the default 5 s does not
+    columns = _columns(["</think>Answer: \\frac{1}{2}"], ["0.5"], data_source="math_dapo")
+    assert router.make_trl_reward()(**columns) == [1.0]
+    assert router.make_trl_reward(math_timeout_s=0.0)(**columns) == [0.0]
+    assert compute_score("math_dapo", "</think>Answer: \\frac{1}{2}", "0.5", math_timeout_s=0.0)["score"] == 0.0
+
+
+def test_trl_adapter_missing_gold_column_message_is_exact():
+    with pytest.raises(ValueError, match=r"^TRL reward needs a 'reward_model', 'ground_truth', 'answers' or "
+                                         r"'answer' column$"):
+        router.make_trl_reward()(prompts=["q"], completions=["x"], data_source=["keychain_x"])
+
+
+def test_one_judge_per_config_whatever_the_form_of_its_values(tmp_path):
+    # a pathlib.Path cache file (not JSON) is accepted, and is the same judge as its string form
+    from loongrl.rewards.judge import JudgeConfig
+
+    path = tmp_path / "verdicts.sqlite"
+    judge = router.get_judge(JudgeConfig(base_url="http://127.0.0.1:9/v1", cache_path=path))
+    assert router.get_judge({"base_url": "http://127.0.0.1:9/v1", "cache_path": str(path)}) is judge
+    assert router.get_judge({"base_url": "http://127.0.0.1:9/v1", "cache_path": str(path) + "2"}) is not judge
+    assert judge.cache is not None and path.exists()
+    assert router.get_judge(None) is None
+
+
+def test_faithful_longbench_drops_an_empty_box_before_reading_the_answer_is_phrase():
+    # "\boxed{}" is removed (not replaced): the phrase reads "Paris", which is inside the gold "Paris Hilton"
+    result = compute_score("longbench_musique", "<think>t</think> The answer is \\boxed{} Paris.", ["Paris Hilton"],
+                           faithful=True)
+    assert (result["pred"], result["score"]) == ("Paris", 1.0)
+
+
+def test_math_choice_allows_repeated_letters_other_than_braces_and_backslashes():
+    # only "{", "}" and "\" are limited to one each; a Roman numeral "XXV" in the box is fine
+    assert compute_score("mathqa_choice", r"</think>\boxed{(B) XXV}", "B")["score"] == 1.0
+    assert compute_score("mathqa_choice", r"</think>\boxed{(B) XXV}", "B", faithful=True)["score"] == 1.0
+
+
+def test_faithful_longqa_removes_bold_marks_before_reading_the_box():
+    # LoongRL's SUBEM path deletes "*" first: the box reads "Paris", which is inside the gold "Paris Hilton"
+    result = compute_score("keychain_x", r"<think>t</think> \boxed{**Paris**}", ["Paris Hilton"], faithful=True)
+    assert (result["pred"], result["score"]) == ("Paris", 1.0)

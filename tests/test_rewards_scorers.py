@@ -260,3 +260,72 @@ def test_no_prediction_never_matches():
 def test_math_verify_worker_function_in_process(pred, golds, expected):
     # the function the scoring workers run, called here in the main thread (its own signal timeouts work)
     assert scorers.math_verify_unbounded(pred, golds) == expected
+
+
+def test_math_verify_reads_a_text_with_its_own_dollar_signs_as_written():
+    # "$x = 2$, so $y = 3$" already marks its math: math-verify reads the last span, y = 3. Wrapped in one more
+    # pair of "$" the whole sentence would be one formula, with "so" read as the product s*o, not 3.
+    assert scorers.math_verify_unbounded("$x = 2$, so $y = 3$", ["3"]) == 1.0
+    assert scorers.math_verify_unbounded("3", ["$x = 2$, so $y = 3$"]) == 1.0
+
+
+NESTED_ONE = "(" * 50 + "1" + ")" * 50   # equals 1, but math-verify's parser needs ~10 s (this machine) to read it
+
+
+def test_math_verify_gives_up_a_parse_that_overruns_its_timeout():
+    # the worker passes its budget on to math-verify's own parse timeout: a 1 s budget stops the parse of
+    # either side after 1 s (no answer: 0), where an unbounded parse would find 1 = 1
+    assert scorers.math_verify_unbounded(NESTED_ONE, ["1"], timeout_s=1) == 0.0
+    assert scorers.math_verify_unbounded("1", [NESTED_ONE], timeout_s=1) == 0.0
+
+
+def test_math_pool_takes_the_pool_settings_and_imports_math_verify_at_start_up(tmp_path, monkeypatch):
+    from loongrl.rewards.bounded import WorkerStartError
+
+    # the keyword arguments reach the WorkerPool: no Python starts within a 1 ms start-up budget
+    pool = scorers.new_math_pool(max_workers=1, startup_timeout_s=0.001)
+    try:
+        assert pool.max_workers == 1
+        with pytest.raises(WorkerStartError, match="not ready after 0.001 s"):
+            pool.call("1/2", ["0.5"], 1, timeout_s=30)
+    finally:
+        pool.close()
+    # the warm-up call imports math-verify before the worker reports ready: an install that fails to import
+    # is a start error (raised by math_verify_match), not a per-answer error that would score 0
+    (tmp_path / "math_verify.py").write_text("raise ImportError('math_verify cannot be imported here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    pool = scorers.new_math_pool(max_workers=1)
+    try:
+        with pytest.raises(WorkerStartError, match="math_verify cannot be imported here"):
+            pool.call("1/2", ["0.5"], 1, timeout_s=30)
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("3 x 10^5.", 300000.0),            # the trailing "." goes first, or "10^5." would not be read
+    ("9XXX", None),                     # only "." comes off the end: the letters stay, and "9XXX" is not a number
+    ("x = 3 kg", 3),                    # the right of "=" is "3 kg", whose unit is dropped next
+    ("approximately 3 x 10^5", 300000.0),   # "approximately" removed before the product is read
+    ("5 × 2 or 10", 10),                # the text before " or " is "5 × 2" (not its first word), and × multiplies
+    ("2.5 × 10^3", 2500.0),
+    ("%", 0),                           # nothing left: the reference's dummy "0"
+])
+def test_docmath_value_each_step_on_its_own(text, expected):
+    value = scorers.docmath_value(text)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_docmath_options_and_tuples_never_read_as_numbers_even_when_unparsable_is_zero():
+    # the reference's eval gives a string for "(b)" and a tuple for "1,2": unequal to every number, even to a gold
+    # of 0 that an unparsable answer would match in faithful mode
+    for text in ("(b)", "1,2"):
+        assert scorers.docmath_value(text, unparsable=0) is None, text
+        assert scorers.docmath_match(text, "0", unparsable_is_zero=True) == 0.0, text
+    assert scorers.docmath_value("about ten", unparsable=0) == 0                # a plain failure does read as 0
+
+
+def test_math_verify_match_scores_0_when_the_check_is_stopped():
+    # a budget of 0 s: the worker's answer cannot arrive in time, the check is stopped and scores 0, not 1
+    assert scorers.math_verify_match(r"\frac{1}{2}", ["0.5"], timeout_s=0) == 0.0
+    assert scorers.math_verify_match(r"\frac{1}{2}", ["0.5"]) == 1.0
