@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -403,7 +404,8 @@ def test_book_parts_default_to_the_papers_settings_and_read_the_book(tmp_path):
     recipe = _recipe(tmp_path, tokenizer=QWEN, parts=[{"name": "mv", "kind": "book_ruler_multivalue", "size": 1,
                                                        "book": str(book)}])
     out = str(tmp_path / "m.parquet")
-    build_mix(recipe, out)
+    card = build_mix(recipe, out)
+    assert (card["seed"], card["max_prompt_tokens"]) == (0, 16384)
     [row] = read_rows(out)
     info = row["extra_info"]
     assert row["data_source"] == "book_ruler_multivalue" and len(row["reward_model"]["ground_truth"]) == 20
@@ -424,12 +426,16 @@ def test_book_parts_take_the_recipes_seed_and_system_prompt(tmp_path):
     assert (row["extra_info"]["id"], row["extra_info"]["seed"]) == ("book_ruler_multikey_7_0", 7)
 
 
-def _chat_tokens(messages) -> int:
-    """Prompt tokens as the trainer sees them: Qwen's own chat template, generation prompt included."""
+@functools.cache
+def _qwen():
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(QWEN)
-    return len(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+    return AutoTokenizer.from_pretrained(QWEN)
+
+
+def _chat_tokens(messages) -> int:
+    """Prompt tokens as the trainer sees them: Qwen's own chat template, generation prompt included."""
+    return len(_qwen().apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
 
 
 def test_file_part_rows_by_hand_with_the_recipe_defaults(mix_inputs, tmp_path):
@@ -596,3 +602,86 @@ def test_a_synth_part_short_of_rows_is_named_with_its_skips(hotpot_jsonl, tmp_pa
         build_mix(recipe, str(tmp_path / "m.parquet"))
     assert str(err.value) == ("part picked: only 2 of 3 rows could be made "
                               "(read 16 / written 2 / skipped 14: not_in_ids=14)")
+
+
+def test_synth_parts_show_a_progress_bar_on_a_terminal(hotpot_jsonl, tmp_path):
+    import contextlib
+    import os
+    import termios
+
+    path, _, _ = hotpot_jsonl
+    recipe = _mix(tmp_path, [{"name": "qa", "kind": "qa", "source": "jsonl", "input": path, "size": 1}])
+    terminal, screen = os.openpty()                  # stderr on a (pseudo-)terminal 100 columns wide
+    termios.tcsetwinsize(screen, (24, 100))
+    try:
+        with open(screen, "w", closefd=False) as tty, contextlib.redirect_stderr(tty):
+            build_mix(recipe, str(tmp_path / "m.parquet"))
+        os.set_blocking(terminal, False)
+        shown = os.read(terminal, 1 << 16).decode()
+    finally:
+        os.close(terminal)
+        os.close(screen)
+    assert "qa jsonl: 100%" in shown and "1/1" in shown
+
+
+def test_card_names_each_parts_input_and_its_token_median(tmp_path):
+    import hashlib
+
+    book = tmp_path / "book.txt"
+    book.write_text("The zebra hums softly. " * 250)
+    path = tmp_path / "sums.jsonl"                         # four prompts of four lengths (Qwen splits digits)
+    sums = [f"what is {n} + {n} ?" for n in ("1", "12", "123", "1234")]
+    path.write_text("".join(json.dumps({"id": f"s{i}", "Problem": p, "options": OPTIONS, "correct": "a"}) + "\n"
+                            for i, p in enumerate(sums)))
+    tokens = [_chat_tokens([{"role": "user", "content": f"Question: {p}\nChoices:(A) 1\n(B) 2\n(C) 3\n(D) 4\n(E) 5"}])
+              for p in sums]
+    assert tokens == sorted(set(tokens))
+    recipe = _mix(tmp_path, [{"name": "bk", "kind": "book_ruler_multikey", "size": 1, "book": str(book)},
+                             {"name": "essays", "kind": "book_ruler_multivalue", "size": 1},
+                             {"name": "sums", "kind": "mathqa", "input": str(path), "size": 4},
+                             {"name": "empty", "kind": "mathqa", "input": str(path), "size": 0}], max_prompt_tokens=1024)
+    card = build_mix(recipe, str(tmp_path / "m.parquet"))
+    ruler = {r["extra_info"]["kind"] + r["data_source"]: r["extra_info"]["prompt_tokens"]
+             for r in read_rows(str(tmp_path / "m.parquet"))}
+    bk, essays = ruler["book_rulerbook_ruler_multikey"], ruler["book_rulerbook_ruler_multivalue"]
+    assert card["parts"] == [
+        {"name": "bk", "kind": "book_ruler_multikey", "requested": 1, "rows": 1, "share": 0.166667, "input": str(book),
+         "input_sha256": hashlib.sha256(book.read_bytes()).hexdigest(),
+         "prompt_tokens": {"min": bk, "median": bk, "max": bk}},
+        {"name": "essays", "kind": "book_ruler_multivalue", "requested": 1, "rows": 1, "share": 0.166667,
+         "input": "essays (../shared)", "input_sha256": None,
+         "prompt_tokens": {"min": essays, "median": essays, "max": essays}},
+        {"name": "sums", "kind": "mathqa", "requested": 4, "rows": 4, "share": 0.666667, "input": str(path),
+         "input_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+         "prompt_tokens": {"min": tokens[0], "median": tokens[2], "max": tokens[3]}},     # the upper median of 4
+        {"name": "empty", "kind": "mathqa", "requested": 0, "rows": 0, "share": 0.0, "input": str(path),
+         "input_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "prompt_tokens": None},
+    ]
+    assert card["length_histograms"] == ["m.parquet.lengths.bk.png", "m.parquet.lengths.essays.png",
+                                         "m.parquet.lengths.sums.png"]
+
+
+def test_mix_rows_are_shuffled_by_the_recipe_seed(hotpot_jsonl, tmp_path):
+    path, ids, _ = hotpot_jsonl                      # a QA part makes its rows in file order, whatever the seed
+
+    def order(**seed) -> list[str]:
+        recipe = _recipe(tmp_path, tokenizer=QWEN, max_prompt_tokens=4096, system_prompt="none",
+                         parts=[{"name": "qa", "kind": "qa", "source": "jsonl", "input": path, "size": 4}], **seed)
+        build_mix(recipe, str(tmp_path / "m.parquet"))
+        return [r["extra_info"]["id"] for r in read_rows(str(tmp_path / "m.parquet"))]
+
+    three = order(seed=3)
+    assert sorted(three) == sorted(ids[:4]) and three != ids[:4]
+    assert order(seed=4) != three and order() == order(seed=0)                   # no seed is seed 0
+
+
+def test_mix_defaults_its_tokenizer_and_reuses_a_leftover_scratch_folder(tmp_path):
+    from loongrl.data.tokens import default_tokenizer
+
+    path, _ = _sums_file(tmp_path)
+    out = tmp_path / "m.parquet"
+    (tmp_path / "m.parquet.parts").mkdir()                   # left behind by an interrupted run
+    recipe = _recipe(tmp_path, system_prompt="none", parts=[{"name": "sums", "kind": "mathqa", "input": path, "size": 1}])
+    card = build_mix(recipe, str(out))
+    assert card["tokenizer"] == default_tokenizer() and card["rows"] == 1
+    assert not (tmp_path / "m.parquet.parts").exists()

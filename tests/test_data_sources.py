@@ -146,6 +146,10 @@ JSONL_ROW = {"id": 7, "question": "Q?", "answers": "A", "passages": [{"title": "
     ("jsonl", {**JSONL_ROW, "answers": ["", " "]}, "answers", "no non-empty answer", "empty_answers"),
     ("jsonl", {**JSONL_ROW, "passages": [{"title": "T"}]}, "passages", "entry lacks text", "bad_passages"),
     ("jsonl", {**JSONL_ROW, "id": 1.5}, "id", "expected str or int, got float", "bad_id"),
+    ("jsonl", {k: v for k, v in JSONL_ROW.items() if k != "question"}, "question", "missing", "missing_question"),
+    ("jsonl", {**JSONL_ROW, "question": " \n "}, "question", "empty", "empty_question"),
+    ("jsonl", {k: v for k, v in JSONL_ROW.items() if k != "answers"}, "answers", "missing", "missing_answers"),
+    ("jsonl", {k: v for k, v in JSONL_ROW.items() if k != "passages"}, "passages", "missing", "missing_passages"),
 ])
 def test_each_bad_row_is_named_and_counted(tmp_path, source, row, field, problem, reason):
     path = _write_rows(tmp_path, [json.dumps(row)])
@@ -260,3 +264,12 @@ def test_bare_hf_input_reads_the_default_hotpotqa_dataset(tmp_path, monkeypatch)
                                       "- config_name: distractor\n  data_files: distractor/*.jsonl\n---\n")
     monkeypatch.chdir(tmp_path)
     assert [r.id for r in load_source("hotpotqa", "hf:").records] == ["distractor-1"]
+
+
+def test_generic_rows_keep_a_one_string_answer_whole_and_the_supporting_flags(tmp_path):
+    row = {"id": "g1", "question": "Capital of France?", "answers": "Paris",
+           "passages": [{"title": "France", "text": "Its capital is Paris.", "supporting": True},
+                        {"title": "Spain", "text": "Its capital is Madrid.", "supporting": False},
+                        {"title": "Italy", "text": "Its capital is Rome."}]}          # no flag: counted as supporting
+    [rec] = load_source("jsonl", _write_rows(tmp_path, [row])).records
+    assert (rec.answers, rec.gold) == (["Paris"], [True, False, True])

@@ -284,6 +284,92 @@ def test_resume_refuses_other_settings_and_broken_files(tmp_path):
         _eval(tmp_path / "dup.jsonl", _items(2) + _items(1), Replies())
 
 
+def test_run_id_is_a_stable_hash_of_the_sorted_settings():
+    # the first 16 hex digits of SHA-256 over the settings as sorted JSON (values JSON lacks, as str):
+    # key order does not matter, and a samples.jsonl keeps resuming across versions
+    import hashlib
+    from pathlib import Path
+
+    from loongrl.eval.run import fingerprint
+
+    expected = hashlib.sha256(b'{"a": "/data", "b": 1}').hexdigest()[:16]
+    assert fingerprint({"b": 1, "a": Path("/data")}) == fingerprint({"a": Path("/data"), "b": 1}) == expected
+
+
+def test_a_complete_file_is_resumed_without_rewrite_or_warning(tmp_path, capsys):
+    path = tmp_path / "samples.jsonl"
+    _eval(path, _items(3), Replies())
+    before = path.stat()
+    again = Replies()
+    assert [r["id"] for r in _eval(path, _items(3), again)] == ["t/0", "t/1", "t/2"] and again.prompts == []
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)   # not rewritten
+    assert capsys.readouterr().err == ""                                             # no "incomplete" warning
+
+
+class Dies(Replies):
+    """Replies until it is asked for `q8`, then fails as a dead server would."""
+
+    def generate(self, prompts, sampling, progress=None):
+        if any(p[-1]["content"] == "q8" for p in prompts):
+            raise RuntimeError("server gone")
+        return super().generate(prompts, sampling, progress)
+
+
+def test_a_failed_run_keeps_every_finished_chunk_of_eight(tmp_path):
+    from loongrl.eval.run import run_eval
+
+    path = tmp_path / "samples.jsonl"
+    with pytest.raises(RuntimeError, match="server gone"):    # the default chunk is 8 items: q0..q7 are written
+        run_eval(_items(10), Dies(), SamplingConfig(), _exact, str(path), {"s": 1}, progress=False)
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == [f"t/{i}" for i in range(8)]
+    again = Replies()
+    _eval(path, _items(10), again)
+    assert again.prompts == ["q8", "q9"]
+
+
+class Terminal:
+    """A text sink that says it is a terminal, as a user's stderr is (tqdm hides its bar otherwise)."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_counts_resumed_items_and_can_be_turned_off(tmp_path):
+    from contextlib import redirect_stderr
+
+    from loongrl.eval.run import run_eval
+
+    path = str(tmp_path / "samples.jsonl")
+    _eval(path, _items(2), Replies())
+    shown = Terminal()
+    with redirect_stderr(shown):                               # the default: a bar named "eval", counted in items
+        run_eval(_items(4), Replies(), SamplingConfig(), _exact, path, {"s": 1}, chunk_size=1)
+    assert "eval:  50%" in shown.text and "| 2/4 [" in shown.text   # starts at the 2 items already done
+    assert "eval: 100%" in shown.text and "| 4/4 [" in shown.text and "item/s]" in shown.text
+    assert "sampling" not in shown.text                          # no second bar per chunk
+    hidden = Terminal()
+    with redirect_stderr(hidden):
+        run_eval(_items(2), Replies(), SamplingConfig(), _exact, str(tmp_path / "other.jsonl"), {"s": 1},
+                 progress=False)
+    assert hidden.text == ""
+
+
+def test_records_keep_non_ascii_text_readable(tmp_path):
+    path = tmp_path / "s.jsonl"
+    _eval(path, [EvalItem("z", "t", [{"role": "user", "content": "Zürich"}], ["ZÜRICH"])], Replies())
+    assert '"golds": ["ZÜRICH"]' in path.read_text(encoding="utf-8")   # not "Z\\u00dcRICH"
+
+
 def test_records_hold_every_sample_and_the_mean(tmp_path):
     model = Replies()
     items = [EvalItem("a", "t", [{"role": "user", "content": "x"}], ["X"], "question?", {"length": 7})]

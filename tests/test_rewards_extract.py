@@ -119,3 +119,7 @@ def test_after_answer_is_strips_periods_only():
     # only whitespace and "." come off the ends: an answer ending in "X" keeps it
     assert extract.after_answer_is("So the answer is Malcolm X.") == "Malcolm X"
     assert extract.after_answer_is("So the answer is XXL.", case_sensitive=True) == "XXL"
+
+
+def test_final_answer_drops_an_empty_box_before_reading_the_answer_is_phrase():
+    assert extract.final_answer(r"<think>t</think> The answer is \boxed{} Paris.") == "Paris"

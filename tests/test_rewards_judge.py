@@ -256,3 +256,70 @@ def test_loose_verdict_without_yes_is_no(judge_server):
     judge_server.verdicts["Nixon"] = "No, they are different presidents."
     result = LLMJudge(fast_config(judge_server, strict_verdict=False)).judge(QUESTION, "Nixon", "John F. Kennedy")
     assert (result.verdict, result.status) == (0.0, "no")
+
+
+def test_cache_is_keyed_by_content_not_by_the_order_of_extra_body(judge_server, tmp_path):
+    judge_server.verdicts["JFK"] = "[[YES]]"
+    path = str(tmp_path / "verdicts.sqlite")
+    LLMJudge(fast_config(judge_server, cache_path=path, extra_body={"top_p": 1.0, "seed": 7})).judge(QUESTION, "JFK", "John F. Kennedy")
+    # the same settings written in another order (a YAML file edited by hand) hit the same cache entry
+    again = LLMJudge(fast_config(judge_server, cache_path=path, extra_body={"seed": 7, "top_p": 1.0}))
+    assert again.judge(QUESTION, "JFK", "John F. Kennedy").status == "cached-yes"
+    assert len(judge_server.requests) == 1 and again.stats["cache_hits"] == 1
+
+
+def test_cached_no_verdicts_and_the_stored_reply(judge_server, tmp_path):
+    import sqlite3
+
+    judge_server.verdicts["Nixon"] = "Different presidents. [[NO]]"
+    path = str(tmp_path / "verdicts.sqlite")
+    first = LLMJudge(fast_config(judge_server, cache_path=path)).judge(QUESTION, "Nixon", "John F. Kennedy")
+    rerun = LLMJudge(fast_config(judge_server, cache_path=path))
+    second = rerun.judge(QUESTION, "Nixon", "John F. Kennedy")
+    assert (first.verdict, first.status, second.verdict, second.status) == (0.0, "no", 0.0, "cached-no")
+    assert dict(rerun.stats) == {"cache_hits": 1}
+    with sqlite3.connect(path) as conn:                       # the judge's reply is kept beside its verdict
+        assert conn.execute("SELECT verdict, reply FROM verdicts").fetchall() == [(0.0, "Different presidents. [[NO]]")]
+
+
+def test_a_broken_cache_file_never_stops_judging(judge_server, tmp_path):
+    judge_server.verdicts["JFK"] = "[[YES]]"
+    path = tmp_path / "verdicts.sqlite"
+    judge = LLMJudge(fast_config(judge_server, cache_path=str(path)))
+    path.write_bytes(b"this is not an SQLite database" * 100)  # e.g. overwritten by another tool
+    result = judge.judge(QUESTION, "JFK", "John F. Kennedy")
+    assert (result.verdict, result.status) == (1.0, "yes")    # asked the server instead
+    assert judge.stats["cache_hits"] == 0 and len(judge_server.requests) == 1
+
+
+def test_a_reply_slower_than_the_timeout_is_an_error(judge_server):
+    # the outcome only: the server answers after 1 s, the deadline is 0.2 s (no retry), so no verdict arrives
+    judge_server.script["slow"] = [("delay", 1.0)]
+    result = LLMJudge(fast_config(judge_server, timeout_s=0.2, max_retries=0)).judge("q", "slow", "fast")
+    assert result.verdict is None and "timed out" in result.status
+    deadline = time.monotonic() + 10                  # let the server finish that request before the next test
+    while judge_server.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_judge_request_roles_and_an_empty_question(judge_server):
+    judge_server.verdicts["JFK"] = "[[YES]]"
+    # a row without a question: the judge's problem line is empty
+    result = compute_score("keychain_hotpotqa", r"</think>\boxed{JFK}", ["John F. Kennedy"],
+                           judge_config=fast_config(judge_server).__dict__)
+    assert result["judge"] == "yes"
+    [request] = judge_server.requests
+    assert [m["role"] for m in request["body"]["messages"]] == ["system", "user"]
+    assert request["body"]["messages"][1]["content"] == "\nProblem: \nAnswer 1: JFK\nAnswer 2: John F. Kennedy\n"
+
+
+def test_cache_key_is_the_sha256_of_sorted_json_with_unicode_kept():
+    # stable across versions and processes: a cache file written by one run is read by the next
+    import hashlib
+
+    from loongrl.rewards.judge import cache_key
+
+    messages = [{"role": "user", "content": "Zürich?"}]
+    payload = '["judge-m", [{"content": "Zürich?", "role": "user"}], {"max_tokens": 8, "temperature": 0.0}]'
+    assert cache_key("judge-m", messages, {"temperature": 0.0, "max_tokens": 8}) == \
+        hashlib.sha256(payload.encode("utf-8")).hexdigest()

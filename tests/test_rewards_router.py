@@ -540,3 +540,14 @@ def test_faithful_longqa_removes_bold_marks_before_reading_the_box():
     # LoongRL's SUBEM path deletes "*" first: the box reads "Paris", which is inside the gold "Paris Hilton"
     result = compute_score("keychain_x", r"<think>t</think> \boxed{**Paris**}", ["Paris Hilton"], faithful=True)
     assert (result["pred"], result["score"]) == ("Paris", 1.0)
+
+
+def test_unknown_reward_kwargs_message_lists_every_known_name():
+    with pytest.raises(ValueError, match=r"^unknown reward_kwargs \['strict'\]; known: require_think, word_boundary, "
+                                         r"faithful, math_timeout_s, judge_config$"):
+        router.options(strict=True)
+
+
+def test_unknown_data_source_message_lists_every_ability():
+    with pytest.raises(ValueError, match=r"; abilities: longcontext_qa, math_qa_choices, ruler_niah$"):
+        resolve_task("gsm8k", "math")

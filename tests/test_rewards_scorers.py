@@ -75,6 +75,8 @@ def test_loongrl_normaliser_character_set():
 @pytest.mark.parametrize("golds, expected", [
     ("Paris", ["Paris"]), (1990, ["1990"]), (2.5, ["2.5"]), (None, []), (["a", None, 3], ["a", "3"]),
     (("x", "y"), ["x", "y"]), (True, ["True"]),
+    ([1990, 19.5], ["1990", "19.5"]),                       # a list of numbers: each one a string
+    (b"Paris", ["Paris"]), ([b"Oslo", None], ["Oslo"]),     # bytes (a binary parquet column) are decoded
 ])
 def test_as_gold_list_never_raises(golds, expected):
     assert scorers.as_gold_list(golds) == expected
@@ -327,5 +329,25 @@ def test_docmath_options_and_tuples_never_read_as_numbers_even_when_unparsable_i
 
 def test_math_verify_match_scores_0_when_the_check_is_stopped():
     # a budget of 0 s: the worker's answer cannot arrive in time, the check is stopped and scores 0, not 1
-    assert scorers.math_verify_match(r"\frac{1}{2}", ["0.5"], timeout_s=0) == 0.0
     assert scorers.math_verify_match(r"\frac{1}{2}", ["0.5"]) == 1.0
+    assert scorers.math_verify_match(r"\frac{1}{2}", ["0.5"], timeout_s=0) == 0.0
+
+
+def test_two_way_match_skips_a_gold_that_normalises_to_nothing():
+    # the gold "The" normalises to "", a substring of every prediction: skipped by the guard, found by the reference
+    assert scorers.two_way_match("Paris", ["The"]) == 0.0
+    assert scorers.two_way_match("Paris", ["The", "paris"]) == 1.0           # the other gold still counts
+    assert scorers.two_way_match("Paris", ["The"], empty_guard=False) == 1.0
+
+
+def test_token_f1_when_recall_is_below_one_and_without_golds():
+    # "Paris" against "Paris France": P = 1/1, R = 1/2, F1 = 2 * 1 * 0.5 / 1.5 = 2/3
+    assert scorers.token_f1("Paris", ["Paris France"]) == pytest.approx(2 / 3)
+    assert scorers.token_f1("Paris", []) == 0.0                               # no gold: nothing to overlap
+
+
+def test_ruler_match_all_control_characters_become_newlines_and_no_golds_score_0():
+    # RULER's postprocess turns control characters (a tab here) into "\n" before the substring test
+    assert scorers.string_match_all("8230912\t1094587", ["8230912\n1094587"]) == 1.0
+    assert scorers.string_match_all(None, ["8230912"]) == 0.0
+    assert scorers.string_match_all("8230912", []) == 0.0
