@@ -57,6 +57,7 @@ def test_every_task_fills_its_budget_exactly(data, counter, reasoning):
         assert item == ruler.generate(task, 2048, 0, data, counter, seed=3, reasoning=reasoning)  # same seed, same sample
     # fwe golds are counted below; HotpotQA golds ("yes"/"no") need not be spans
     niah1 = ruler.generate(ruler.tasks(data)["niah_single_1"], 2048, 1, data, counter)
+    assert niah1 == ruler.generate(ruler.tasks(data)["niah_single_1"], 2048, 1, data, counter, seed=0)  # CLI --seed 0
     assert niah1.messages[0]["content"].startswith("A special magic number is hidden")
     assert niah1.messages[1]["content"].startswith(" The special magic number for ")
     assert niah1.messages[1]["content"].endswith(" mentioned in the provided text is")
