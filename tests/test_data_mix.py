@@ -369,6 +369,7 @@ def test_ratios_become_exact_sizes_by_largest_remainder(tmp_path, total, specs, 
     ({"parts": _parts({"ratio": 0.5}, {"ratio": 0.4}), "total": 10}, "ratios sum to 0.9, not 1"),
     ({"parts": _parts({"size": -1})}, "part p0: size must be a non-negative integer"),
     ({"parts": _parts({"size": 1.5})}, "part p0: size must be a non-negative integer"),
+    ({"parts": _parts({"size": 0}, {"size": 0})}, "every part has size 0: the mix would have no rows"),
 ])
 def test_mix_recipe_errors_name_the_key(tmp_path, recipe, message):
     path = tmp_path / "r.yaml"

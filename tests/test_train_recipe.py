@@ -280,3 +280,17 @@ def test_config_hash_ignores_key_order_and_keeps_mapping_values(tmp_path):
     assert list(b.stages[1].rl.reward_kwargs) == ["word_boundary", "require_think"]
     assert config_hash(a.stages[1]) == config_hash(b.stages[1])         # the same settings, reordered in YAML
     assert to_dict(a.stages[1])["rl"]["reward_kwargs"] == {"require_think": True, "word_boundary": True}
+
+
+def test_recipes_are_read_as_utf8_whatever_the_locale(tmp_path):
+    import locale
+
+    path = tmp_path / "r.yaml"
+    path.write_text("# Stage names and notes may be written in any language: Zürich, 東京\n" + _with(), encoding="utf-8")
+    old = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")   # an ASCII locale: its encoding could not read "ü"
+    try:
+        r = load_recipe(str(path))
+    finally:
+        locale.setlocale(locale.LC_CTYPE, old)
+    assert r.stages[0].rl.data.components[0].path.endswith("x.parquet")

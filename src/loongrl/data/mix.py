@@ -110,6 +110,8 @@ def load_mix_recipe(path: str) -> dict:
     for p in parts:
         if not isinstance(p["size"], int) or p["size"] < 0:
             raise MixError(f"{path}: part {p['name']}: size must be a non-negative integer")
+    if not any(p["size"] for p in parts):  # nothing to mix: refused before any file is written
+        raise MixError(f"{path}: every part has size 0: the mix would have no rows")
     return recipe
 
 
