@@ -686,3 +686,14 @@ def test_mix_defaults_its_tokenizer_and_reuses_a_leftover_scratch_folder(tmp_pat
     card = build_mix(recipe, str(out))
     assert card["tokenizer"] == default_tokenizer() and card["rows"] == 1
     assert not (tmp_path / "m.parquet.parts").exists()
+
+
+def test_question_disjointness_covers_the_qa_and_keychain_parts_only(tmp_path):
+    """Two MathQA parts drawn from one file repeat problems: that is not a QA question asked twice."""
+    path = tmp_path / "sums.jsonl"
+    path.write_text("".join(json.dumps({"id": f"s{i}", "Problem": f"what is {i} + {i} ?", "options": OPTIONS,
+                                        "correct": "a"}) + "\n" for i in range(3)))
+    recipe = _mix(tmp_path, [{"name": "a", "kind": "mathqa", "input": str(path), "size": 3},
+                             {"name": "b", "kind": "mathqa", "input": str(path), "size": 3}], max_prompt_tokens=1024)
+    card = build_mix(recipe, str(tmp_path / "m.parquet"))
+    assert card["rows"] == 6 and card["qa_questions_disjoint"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 from conftest import INPUTS
@@ -87,3 +88,17 @@ def test_non_additive_tokenizer_falls_back_to_full_counts(tmp_path):
     counter = TokenCounter(str(tmp_path / "wordlevel"))
     assert not counter.additive and not counter.fast
     assert counter.count("hello world .") == 3
+
+
+def test_default_tokenizer_is_the_env_then_the_shipped_folder_then_the_hub(tmp_path, monkeypatch):
+    from loongrl.data.tokens import default_tokenizer
+
+    monkeypatch.delenv("LOONGRL_TOKENIZER", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert default_tokenizer() == "Qwen/Qwen2.5-7B-Instruct"                 # no ../shared beside the checkout
+    (tmp_path / "shared" / "data" / "tokenizers" / "qwen2.5").mkdir(parents=True)
+    assert default_tokenizer() == os.path.join("..", "shared", "data", "tokenizers", "qwen2.5")
+    monkeypatch.setenv("LOONGRL_TOKENIZER", "/models/mine")
+    assert default_tokenizer() == "/models/mine"
