@@ -330,6 +330,7 @@ def _parts(*specs) -> list[dict]:
 
 @pytest.mark.parametrize("total, specs, sizes", [
     (10, [{"ratio": 0.5}, {"ratio": 0.3}, {"ratio": 0.2}], [5, 3, 2]),
+    (1, [{"ratio": 1.0}], [1]),                                  # the smallest total
     (7, [{"ratio": 1 / 3}] * 3, [3, 2, 2]),                          # 2.33 each: the one row left goes to the first
     (10, [{"ratio": 0.25}, {"ratio": 0.75}], [3, 7]),                 # 2.5 / 7.5: ties go to the first part
     (11, [{"size": 3}, {"ratio": 1}, {"ratio": 1}], [3, 4, 4]),       # fixed sizes first, ratios share the rest
@@ -697,3 +698,17 @@ def test_question_disjointness_covers_the_qa_and_keychain_parts_only(tmp_path):
                              {"name": "b", "kind": "mathqa", "input": str(path), "size": 3}], max_prompt_tokens=1024)
     card = build_mix(recipe, str(tmp_path / "m.parquet"))
     assert card["rows"] == 6 and card["qa_questions_disjoint"]
+
+
+def test_mix_recipes_are_read_as_utf8_whatever_the_locale(tmp_path):
+    import locale
+
+    path = tmp_path / "r.yaml"
+    path.write_text("# Teile: Zürich, 東京\n" + yaml.safe_dump({"parts": _parts({"size": 2})}), encoding="utf-8")
+    old = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")   # an ASCII locale: its encoding could not read "ü"
+    try:
+        recipe = load_mix_recipe(str(path))
+    finally:
+        locale.setlocale(locale.LC_CTYPE, old)
+    assert [p["size"] for p in recipe["parts"]] == [2]
