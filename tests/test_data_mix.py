@@ -330,12 +330,12 @@ def _parts(*specs) -> list[dict]:
 
 @pytest.mark.parametrize("total, specs, sizes", [
     (10, [{"ratio": 0.5}, {"ratio": 0.3}, {"ratio": 0.2}], [5, 3, 2]),
-    (1, [{"ratio": 1.0}], [1]),                                  # the smallest total
     (7, [{"ratio": 1 / 3}] * 3, [3, 2, 2]),                          # 2.33 each: the one row left goes to the first
     (10, [{"ratio": 0.25}, {"ratio": 0.75}], [3, 7]),                 # 2.5 / 7.5: ties go to the first part
     (11, [{"size": 3}, {"ratio": 1}, {"ratio": 1}], [3, 4, 4]),       # fixed sizes first, ratios share the rest
     (10, [{"size": 3}, {"ratio": 2}, {"ratio": 1}], [3, 5, 2]),       # 14/3 = 4.67 and 2.33: the larger remainder
     (None, [{"size": 0}, {"size": 4}], [0, 4]),
+    (1, [{"ratio": 1.0}], [1]),                                       # the smallest total (listed last: ids stay)
 ])
 def test_ratios_become_exact_sizes_by_largest_remainder(tmp_path, total, specs, sizes):
     recipe = {"parts": _parts(*specs)} | ({"total": total} if total is not None else {})
