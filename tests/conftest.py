@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -160,3 +161,16 @@ def _cheapest_first(items) -> None:
         return setup, files[path], path, durations.get(item.nodeid, 1.0)
 
     items.sort(key=cost)
+
+
+@contextlib.contextmanager
+def ascii_locale():
+    """LC_CTYPE "C" for the block: open() without an encoding would then read UTF-8 text wrongly or fail."""
+    import locale
+
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import INPUTS, QWEN, read_rows
+from conftest import INPUTS, QWEN, ascii_locale, read_rows
 
 from loongrl.data import validate_file
 from loongrl.data.mix import MixError, build_mix, load_mix_recipe
@@ -701,14 +701,8 @@ def test_question_disjointness_covers_the_qa_and_keychain_parts_only(tmp_path):
 
 
 def test_mix_recipes_are_read_as_utf8_whatever_the_locale(tmp_path):
-    import locale
-
     path = tmp_path / "r.yaml"
     path.write_text("# Teile: Zürich, 東京\n" + yaml.safe_dump({"parts": _parts({"size": 2})}), encoding="utf-8")
-    old = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")   # an ASCII locale: its encoding could not read "ü"
-    try:
+    with ascii_locale():   # open() without encoding="utf-8" could not read the accents
         recipe = load_mix_recipe(str(path))
-    finally:
-        locale.setlocale(locale.LC_CTYPE, old)
     assert [p["size"] for p in recipe["parts"]] == [2]

@@ -6,7 +6,7 @@ import gzip
 import json
 
 import pytest
-from conftest import INPUTS
+from conftest import INPUTS, ascii_locale
 
 from loongrl.data.sources import InputError, load_source
 
@@ -220,18 +220,12 @@ def test_id_lists(tmp_path):
 
 def test_id_lists_are_utf8_whatever_the_locale(tmp_path):
     """An exclude list of questions with accents, read on a machine whose locale is plain C (ASCII)."""
-    import locale
-
     from loongrl.data.sources import read_id_list
 
     path = tmp_path / "exclude.txt"
     path.write_bytes("Who painted the Café Terrace?\nÉdith Piaf\n".encode("utf-8"))
-    before = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    try:
+    with ascii_locale():   # open() without encoding="utf-8" could not read the accents
         ids = read_id_list(str(path), fold=True)
-    finally:
-        locale.setlocale(locale.LC_CTYPE, before)
     assert ids == {"Who painted the Café Terrace?", "who painted the café terrace?", "Édith Piaf", "édith piaf"}
 
 

@@ -7,7 +7,7 @@ from math import comb
 from pathlib import Path
 
 import pytest
-from conftest import INPUTS
+from conftest import INPUTS, ascii_locale
 
 from loongrl.rewards import cli
 
@@ -198,16 +198,10 @@ def test_every_bad_row_is_named(tmp_path, capsys):
 
 
 def test_predictions_are_read_as_utf8_whatever_the_locale(tmp_path):
-    import locale
-
     rows = [{"id": "q1", "response": r"</think>\boxed{Zürich}", "answers": ["Zürich"], "data_source": "keychain_x"},
             {"id": "q2", "response": r"</think>\boxed{Genève}", "answers": ["Zürich"], "data_source": "keychain_x"}]
     path, out = tmp_path / "p.jsonl", tmp_path / "s.json"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    old = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")   # an ASCII locale: the locale's encoding could not read "ü"
-    try:
+    with ascii_locale():   # open() without encoding="utf-8" could not read the accents
         assert run([str(path), "--summary-out", str(out)]) == 0
-    finally:
-        locale.setlocale(locale.LC_CTYPE, old)
     assert json.loads(out.read_text())["overall"]["accuracy"] == 0.5

@@ -6,6 +6,7 @@ import os
 import typing
 
 import pytest
+from conftest import ascii_locale
 import yaml
 
 from loongrl.train.recipe import RecipeError, load_recipe
@@ -283,14 +284,8 @@ def test_config_hash_ignores_key_order_and_keeps_mapping_values(tmp_path):
 
 
 def test_recipes_are_read_as_utf8_whatever_the_locale(tmp_path):
-    import locale
-
     path = tmp_path / "r.yaml"
     path.write_text("# Stage names and notes may be written in any language: Zürich, 東京\n" + _with(), encoding="utf-8")
-    old = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")   # an ASCII locale: its encoding could not read "ü"
-    try:
+    with ascii_locale():   # open() without encoding="utf-8" could not read the accents
         r = load_recipe(str(path))
-    finally:
-        locale.setlocale(locale.LC_CTYPE, old)
     assert r.stages[0].rl.data.components[0].path.endswith("x.parquet")
