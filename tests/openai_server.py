@@ -55,7 +55,14 @@ class OpenAIServer(ThreadingHTTPServer):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
-    def reset(self):
+    def reset(self, drain_s: float = 30.0):
+        # A request an earlier test left behind (a client that timed out on a slow or trickling answer) can
+        # still be in its handler; let it finish so it does not count in this test's `max_in_flight`.
+        deadline = time.monotonic() + drain_s
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.in_flight:
+            raise RuntimeError(f"{self.in_flight} request(s) from an earlier test still in the server after {drain_s} s")
         with self.lock:
             self.requests.clear()
             self.script.clear()
