@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from conftest import read_rows
+
 from loongrl.train import verl_backend
 from loongrl.train.recipe import RecipeError, parse_recipe
 
@@ -438,3 +440,48 @@ def test_run_stages_prepares_trains_merges_and_resumes_each_stage(kc_files, tmp_
     redo = RecordingRunner(QWEN)
     verl_backend.run_stages(recipe, out, False, redo)
     assert [c[:2] for c in redo.calls if c[0] == "merge"] == [("merge", "one"), ("merge", "two")]
+
+
+def test_run_stages_counts_sft_completions_and_mines_with_the_last_checkpoint(tmp_path):
+    """An SFT stage's `max_length` bounds prompt + completion (not the prompt alone); a mining stage samples
+    the previous stage's rows with the previous stage's checkpoint."""
+    from transformers import AutoTokenizer
+
+    from loongrl.data.io import iter_rows, write_rows
+    from loongrl.demo.task import make_demo_data
+    from loongrl.demo.tiny import build_tiny_model
+
+    data = make_demo_data(str(tmp_path / "data"), seed=0, num_sft=6, num_rl=4, num_eval=1, num_chains=2, hops=1)
+    texts = [m["content"] for path in (data["sft"], data["rl"]) for r in iter_rows(path) for m in r["prompt"]]
+    model = build_tiny_model(str(tmp_path / "model"), texts + ["river " * 50], vocab_size=300, hidden_size=16,
+                             num_layers=1, num_heads=2, num_kv_heads=1)
+    sft = list(iter_rows(data["sft"]))
+    for i, row in enumerate(sft):  # the odd rows get a completion 100 words longer
+        row["completion"] = [{"role": "assistant", "content": "<think>" + "river " * (1 + 100 * (i % 2)) + "</think>"}]
+    write_rows(data["sft"], sft)
+    tok = AutoTokenizer.from_pretrained(model)
+    full = [len(tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False)) for r in sft]
+    prompt_only = [len(tok.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True,
+                                               return_dict=False)) for r in sft]
+    max_length = max(full[0::2])  # every short row fits, every long one does not; prompts alone all fit
+    assert max(prompt_only) <= max_length < min(full[1::2])
+
+    rl = {"data": {"components": [{"path": data["rl"]}]}, "max_prompt_tokens": 4000, "batch_size": 2, "steps": 1}
+    sampling = {"k": 2, "max_new_tokens": 4, "backend": "transformers"}
+    recipe = parse_recipe({"name": "r", "model": model, "seed": 3, "stages": [
+        {"name": "one", "sft": {"data": {"components": [{"path": data["sft"]}]}, "max_length": max_length,
+                                "batch_size": 2, "micro_batch_size": 2, "steps": 1}},
+        {"name": "two", "rl": rl},
+        {"name": "three", "rl": {**rl, "data": {"components": []},
+                                 "transition": {"hard_mining": {"sampling": sampling}}}}]}, "r.yaml", "/")
+    out = str(tmp_path / "out")
+    verl_backend.run_stages(recipe, out, True, RecordingRunner(model))
+    manifests = [json.load(open(os.path.join(out, d, "manifest.json"))) for d in ("00_one", "01_two", "02_three")]
+    kept = [r["extra_info"]["id"] for r in read_rows(os.path.join(out, "00_one", "data.parquet"))]
+    assert sorted(kept) == sorted(r["extra_info"]["id"] for r in sft[0::2])
+    assert manifests[0]["data_stats"]["mixture"]["length_filter"]["dropped"] == {
+        "over_max_prompt_tokens": {sft[0]["data_source"]: 3}}
+    transition = manifests[2]["data_stats"]["transition"]
+    assert transition["kind"] == "hard_mining" and transition["input"] == 4      # stage two's four rows
+    assert transition["model"] == os.path.join(out, "01_two", "checkpoint")     # sampled with stage two's model
+    assert manifests[2]["inputs"]["model"] == manifests[1]["checkpoint"]
