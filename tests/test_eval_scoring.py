@@ -280,7 +280,7 @@ def test_resume_refuses_other_settings_and_broken_files(tmp_path):
     with pytest.raises(ResumeError, match="line 1: not a sample record"):
         read_done(str(path), json.loads(lines[1])["run"])
     assert read_done(str(tmp_path / "absent.jsonl"), "x") == {}
-    with pytest.raises(ValueError, match="evaluation items have duplicate ids"):
+    with pytest.raises(ValueError, match="^evaluation items have duplicate ids$"):
         _eval(tmp_path / "dup.jsonl", _items(2) + _items(1), Replies())
 
 

@@ -150,6 +150,8 @@ def first_answer_is(text: str) -> str | None:
     Example:
         >>> first_answer_is("the answer is Oslo. Or the answer is Bergen")
         'Oslo. Or the answer is Bergen'
+        >>> print(first_answer_is("Oslo, I think"))
+        None
     """
     m = _ANSWER_IS.search(text)
     return None if m is None else text[m.end():].strip()
