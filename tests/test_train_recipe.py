@@ -228,9 +228,13 @@ def test_types_convert_and_defaults_fill(tmp_path):
 
 def test_models_and_demo_data_resolve_against_the_recipe(tmp_path):
     raw = _two_stages()
-    raw.update(model="./models/m", demo_data={"dir": "demo", "seed": 1})
+    raw.update(model="./models/m", demo_data={"dir": "demo", "seed": 1},
+               eval=[{"name": "near", "path": "ev/../held.parquet"}, {"name": "far", "path": "/d/link/../held.parquet"}])
     r = load_recipe(_write(tmp_path, yaml.safe_dump(raw)))
     assert r.model == str(tmp_path / "models" / "m") and r.demo_data == {"dir": str(tmp_path / "demo"), "seed": 1}
+    # a relative eval set is read beside the recipe; an absolute path is kept as written (`..` after a
+    # symlink is not the folder a string normalisation gives)
+    assert [e.path for e in r.eval] == [str(tmp_path / "held.parquet"), "/d/link/../held.parquet"]
     raw.update(model="Qwen/Qwen2.5-7B-Instruct", tiny_model={"hidden": 8})   # a tiny model is built at a local path
     assert load_recipe(_write(tmp_path, yaml.safe_dump(raw))).model == str(tmp_path / "Qwen" / "Qwen2.5-7B-Instruct")
     raw.pop("tiny_model")
