@@ -177,3 +177,27 @@ def test_retryable_errors_keep_status_detail_and_retry_after(srv):
     assert (str(bad.value), bad.value.status, bad.value.detail) == ("HTTP 404: no such model", 404, "no such model")
     plain = Retryable("timed out after 1 s (whole request)")
     assert (plain.status, plain.detail, plain.retry_after) == (None, "", None)
+
+
+def test_one_daemon_loop_thread_per_process_and_a_script_still_exits(srv):
+    """The client's asyncio loop runs on one daemon thread named "loongrl-http" per process, reused by every
+    request: a script that made requests exits when its main code ends (a non-daemon loop thread would keep
+    it alive for ever)."""
+    import os
+    import subprocess
+    import sys
+
+    srv.respond = lambda body: "ok"
+    script = (
+        "import threading\n"
+        "from loongrl.generation.http import post_chat\n"
+        f"url = {srv.base_url!r}\n"
+        "for q in ('a', 'b', 'c'):\n"
+        "    post_chat(url, {'model': 'm', 'messages': [{'role': 'user', 'content': q}]}, 'NO_KEY_HERE', 5.0)\n"
+        "loops = [t for t in threading.enumerate() if t.name == 'loongrl-http']\n"
+        "print(len(loops), all(t.daemon for t in loops))\n")
+    # the child imports the same loongrl as this process (mutmut's mutated copy, in a mutation run)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=20)
+    assert (done.returncode, done.stdout) == (0, "1 True\n"), done.stderr
+    assert len(srv.requests) == 3
