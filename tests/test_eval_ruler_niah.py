@@ -51,6 +51,10 @@ def test_every_task_fills_its_budget_exactly(data, counter, reasoning):
         exact = ruler.chat_tokens(counter.tokenizer, item.messages)
         assert item.meta["prompt_tokens"] == exact, name
         assert 0.95 * budget <= exact <= budget, (name, exact, budget)
+        # the first size is guessed from the task's tokens per unit, so few exact counts are needed
+        # the first size is guessed from the task's tokens per unit, so few exact counts are needed (cwe's
+        # word draw changes with its size, so its count is not monotone in the size and takes more)
+        assert item.meta["probes"] <= (16 if name == "cwe" else 4), (name, item.meta["probes"])
         assert item.golds and all(g.lower() in item.messages[0]["content"].lower() or name in ("fwe", "qa_2")
                                   for g in item.golds), name
         assert (item.messages[-1]["role"] == "assistant") is not reasoning
