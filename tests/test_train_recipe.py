@@ -184,6 +184,17 @@ R = "stages[1].rl"
     (_with_raw(lambda r: r.update(eval=[{"name": "e", "path": "e.parquet", "max_new_tokens": 1}])), None),
     (_with_raw(lambda r: r.update(eval=[{"name": "e", "path": "e.parquet", "max_new_tokens": 0}])),
      "eval[0].max_new_tokens: must be > 0"),
+    (_with_raw(lambda r: r["stages"][0].update(name="Warm-Up_1")), None),   # capitals are letters too
+    (_two_stages(inflight_gen_batches=1, max_gen_batches=1), None),
+    (_two_stages(inflight_gen_batches=0), f"{R}.inflight_gen_batches: must be >= 1"),
+    (_two_stages(max_gen_batches=0), f"{R}.max_gen_batches: must be >= 1"),
+    (_two_stages(save_every=1), None),
+    (_two_stages(max_response_tokens=100, overlong_buffer={"length": 1}), None),
+    (_two_stages(transition={"hard_mining": {"solved_threshold": 0.0}}),
+     f"{R}.transition.hard_mining.solved_threshold: must be in (0, 1]: it is a mean accuracy over the K samples"),
+    (_with_raw(lambda r: r.update(cluster={"max_checkpoints": 1})), None),
+    (_with_raw(lambda r: r.update(cluster={"max_checkpoints": None})), None),    # keeps every checkpoint
+    (_with_raw(lambda r: r.update(cluster={"max_checkpoints": 0})), "cluster.max_checkpoints: must be >= 1 or null"),
 ])
 def test_every_check_at_its_boundary(tmp_path, raw, message):
     path = _write(tmp_path, yaml.safe_dump(raw))
@@ -293,3 +304,39 @@ def test_recipes_are_read_as_utf8_whatever_the_locale(tmp_path):
     with ascii_locale():   # open() without encoding="utf-8" could not read the accents
         r = load_recipe(str(path))
     assert r.stages[0].rl.data.components[0].path.endswith("x.parquet")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "name: required key missing"),                                   # an empty file is an empty mapping
+    ("name: t\nmodel: m\nstages: a\n", "stages: expected a list, got str"),
+    ("name: t\nmodel: m\nstages: [{rl: {}}]\n", "stages[0].name: required key missing"),
+    ("name: t\nmodel: m\nstages: [{name: 5, rl: {}}]\n", "stages[0].name: expected a string, got 5"),
+])
+def test_structure_errors_name_the_nested_field(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_parse_recipe_names_its_source_and_resolves_against_base_dir():
+    from loongrl.train.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as err:
+        parse_recipe({"name": "t", "stages": []})
+    assert str(err.value) == "<recipe>: model: required key missing"
+    r = parse_recipe(_two_stages())
+    assert r.source == "<recipe>" and r.stages[1].rl.data.components[0].path == "x.parquet"   # base_dir "."
+    r = parse_recipe(_two_stages(), source="mine.yaml", base_dir="/runs")
+    assert r.source == "mine.yaml" and r.stages[1].rl.data.components[0].path == "/runs/x.parquet"
+    with pytest.raises(RecipeError) as err:
+        parse_recipe({**_two_stages(), "demo_data": {"seed": 1}}, source="mine.yaml")
+    assert str(err.value) == "mine.yaml: demo_data.dir: required key missing"
+
+
+def test_a_union_without_null_refuses_null():
+    from loongrl.train.recipe import _convert
+
+    assert _convert(None, int | None, "x") is None
+    with pytest.raises(RecipeError, match=r"^x: must not be null$"):
+        _convert(None, int | str, "x")   # no recipe field has such a type yet; the branch must still refuse
