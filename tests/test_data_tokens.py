@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
+
 from conftest import INPUTS
 
 from loongrl.data import keychain as kc
@@ -102,3 +104,15 @@ def test_default_tokenizer_is_the_env_then_the_shipped_folder_then_the_hub(tmp_p
     assert default_tokenizer() == os.path.join("..", "shared", "data", "tokenizers", "qwen2.5")
     monkeypatch.setenv("LOONGRL_TOKENIZER", "/models/mine")
     assert default_tokenizer() == "/models/mine"
+
+
+@pytest.mark.parametrize("name", ["./no-such-tokenizer", "~/no-such-tokenizer-folder", "/no/such/tokenizer"])
+def test_a_missing_local_tokenizer_folder_is_named_not_looked_up_on_the_hub(name):
+    """A path (starting with /, . or ~) that is not a folder is refused with its name; only other names are
+    hub ids (whose lookup would fail offline with a hub error that does not say the folder is missing)."""
+    from loongrl.data.tokens import load_tokenizer
+
+    with pytest.raises(FileNotFoundError) as err:
+        load_tokenizer(name)
+    assert str(err.value) == (f"tokenizer {name}: no such folder (a local tokenizer folder, or a hub id such as "
+                              "Qwen/Qwen2.5-7B-Instruct)")
