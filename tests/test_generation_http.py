@@ -201,3 +201,94 @@ def test_one_daemon_loop_thread_per_process_and_a_script_still_exits(srv):
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=20)
     assert (done.returncode, done.stdout) == (0, "1 True\n"), done.stderr
     assert len(srv.requests) == 3
+
+
+def test_post_chat_keeps_the_base_path_and_sends_json(srv):
+    srv.respond = lambda body: "ok"
+    reply = post_chat(srv.base_url + "/deployments/model-X//", {"model": "m", "messages": ask("hi")}, KEY_ENV, 5.0)
+    assert reply["choices"][0]["message"]["content"] == "ok"
+    request = srv.requests[-1]
+    assert request["path"] == "/v1/deployments/model-X/chat/completions"       # only the trailing slashes go
+    assert {k.lower(): v for k, v in request["headers"].items()}["content-type"] == "application/json"
+
+
+class _OneReply:
+    """A bare HTTP server on 127.0.0.1 answering every POST with one status, headers and body: what the scripted
+    server cannot send (an error with an empty body, a body its Content-Encoding does not match)."""
+
+    def __init__(self, status: int, headers: dict, body: bytes):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1/chat/completions"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_status_500_is_retried_and_an_empty_error_body_leaves_the_bare_status():
+    from loongrl.generation.http import post_json
+
+    with _OneReply(500, {}, b"") as server, pytest.raises(Retryable) as info:
+        post_json(server.url, {"model": "m"}, KEY_ENV, 5.0)
+    assert (str(info.value), info.value.status, info.value.detail, info.value.retry_after) == ("HTTP 500", 500, "", None)
+
+
+def test_transport_errors_name_the_url_and_the_error_but_never_the_key(monkeypatch):
+    """Connection errors (httpx's TransportError) read "connection failed"; any other httpx error, such as a
+    body that does not match its Content-Encoding, "request failed". A key placed in the URL (Azure's
+    ?api-key=) is redacted from both."""
+    import socket
+
+    from loongrl.generation.http import post_json
+
+    secret = "sk-test-url-SECRET"
+    monkeypatch.setenv(KEY_ENV, secret)
+    with socket.socket() as sock:                                               # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(Retryable) as refused:
+        post_json(f"http://127.0.0.1:{port}/v1/chat/completions?api-key={secret}", {"model": "m"}, KEY_ENV, 5.0)
+    assert str(refused.value) == (f"connection failed: http://127.0.0.1:{port}/v1/chat/completions?api-key=*** "
+                                  "(ConnectError: All connection attempts failed)")
+    with _OneReply(200, {"Content-Encoding": "gzip"}, b"not gzip at all") as server, \
+            pytest.raises(Retryable) as garbled:
+        post_json(server.url + f"?api-key={secret}", {"model": "m"}, KEY_ENV, 5.0)
+    assert str(garbled.value) == (f"request failed: {server.url}?api-key=*** "
+                                  "(DecodingError: Error -3 while decompressing data: incorrect header check)")
+
+
+def test_requests_in_flight_are_not_capped_below_the_callers_concurrency(srv):
+    """Asked for 150, far more than 100 requests are in flight at once: the client's connection pool does not
+    cap them at httpx's default of 100 connections (a server answering in 1.5 s; some connections wait in
+    the listen backlog at first, so not always all 150)."""
+    srv.fixed_delay_s = 1.5
+    out = backend(srv, concurrency=150).generate([ask(f"q{i}") for i in range(150)], SamplingConfig())
+    assert len(out) == 150 and srv.max_in_flight > 100          # httpx alone would stop at 100
+
+
+def test_a_reply_slower_than_httpx_default_timeouts_is_waited_for(srv):
+    """Only the whole-request deadline bounds a request: a server that takes 5.5 s to answer (a long
+    generation) is waited for, not cut off by httpx's default 5 s read timeout."""
+    srv.respond = lambda body: "slow but fine"
+    srv.fixed_delay_s = 5.5
+    reply = post_chat(srv.base_url, {"model": "m", "messages": ask("think long")}, KEY_ENV, 30.0)
+    assert reply["choices"][0]["message"]["content"] == "slow but fine"

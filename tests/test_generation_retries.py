@@ -61,6 +61,8 @@ def test_with_retries_counts_attempts_and_keeps_the_last_error():
     (b"<html>  Bad\n  Gateway </html>", "<html> Bad Gateway </html>"),
     (b"x" * 600, "x" * 500 + "..."),
     (b'{"other": 1}', '{"other": 1}'),
+    (b"bad \xff byte", "bad \ufffd byte"),                                      # not UTF-8: replaced, not raised
+    (b"y" * 500, "y" * 500),                                                      # exactly the limit: kept whole
 ])
 def test_error_detail_reads_the_servers_explanation(body, detail):
     assert error_detail(body) == detail
@@ -72,6 +74,19 @@ def test_redact_hides_the_key(monkeypatch):
     assert redact("bad key sk-123 given", "LOONGRL_TEST_UNSET_VAR") == "bad key sk-123 given"
 
 
+def test_redact_without_a_key_leaves_every_text_alone(monkeypatch):
+    text = "Incorrect API key provided: sk-XXXX****XXXX. You can find your API key at https://example.com."
+    monkeypatch.delenv("LOONGRL_TEST_REDACT", raising=False)
+    assert redact(text, "LOONGRL_TEST_REDACT") == text
+    monkeypatch.setenv("LOONGRL_TEST_REDACT", "")                               # set but empty: no key either
+    assert redact(text, "LOONGRL_TEST_REDACT") == text
+
+
+def test_an_error_made_without_a_server_reply_has_no_status_and_no_detail():
+    for err in (NoRetry("no [[YES]]/[[NO]] verdict in reply"), Retryable("timed out after 1 s (whole request)")):
+        assert (err.status, err.detail) == (None, "")
+
+
 def test_completions_endpoint_and_malformed_replies(server):
     from loongrl.generation.http import post_completion
 
@@ -81,8 +96,44 @@ def test_completions_endpoint_and_malformed_replies(server):
     reply = post_completion(server.base_url + "/", {"model": "m", "prompt": "The number is:"}, "UNSET_KEY_VAR", 5.0)
     assert reply["choices"][0]["text"] == " 42" and server.requests[-1]["path"] == "/v1/completions"
     server.script["bad"] = [("raw", b'{"choices": [{"message": {"content": "x"}}]}')]    # a chat reply, no text
-    with pytest.raises(Retryable, match=r"malformed response body \(no choices with text\)"):
+    with pytest.raises(Retryable, match=r"^malformed response body \(no choices with text\)$"):
         post_completion(server.base_url, {"model": "m", "prompt": "bad"}, "UNSET_KEY_VAR", 5.0)
     server.script["junk"] = [("raw", b"<html>")]
-    with pytest.raises(Retryable, match=r"malformed response body \(not JSON\)"):
+    with pytest.raises(Retryable, match=r"^malformed response body \(not JSON\)$"):
         post_completion(server.base_url, {"model": "m", "prompt": "junk"}, "UNSET_KEY_VAR", 5.0)
+
+
+def test_the_servers_retry_after_replaces_the_backoff():
+    """A Retry-After of 0 s is waited instead of the 600 s backoff (the thread would still be asleep)."""
+    import threading
+
+    answers = iter([Retryable("HTTP 429: slow down", retry_after=0.0), "ok"])
+    results = []
+
+    def call():
+        value = next(answers)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    worker = threading.Thread(target=lambda: results.append(with_retries(call, 1, backoff_s=600.0, backoff_max_s=600.0)),
+                              daemon=True)
+    worker.start()
+    worker.join(20)
+    assert results == ["ok"]
+
+
+def test_a_negative_retry_count_is_refused_when_the_client_is_made():
+    """`--max-retries -1` (or a judge config's max_retries: -1) is refused before any request, not met at
+    the first request as a bare internal error."""
+    from loongrl.generation.backends import make_backend
+    from loongrl.rewards.judge import JudgeConfig
+
+    with pytest.raises(ValueError) as err:
+        make_backend("openai:http://127.0.0.1:9/v1#m", max_retries=-1)
+    assert str(err.value) == "max_retries must be >= 0 (retries after the first attempt), got -1"
+    with pytest.raises(ValueError) as err:
+        JudgeConfig(max_retries=-2)
+    assert str(err.value) == "judge max_retries must be >= 0 (retries after the first attempt), got -2"
+    assert make_backend("openai:http://127.0.0.1:9/v1#m", max_retries=0).max_retries == 0
+    assert JudgeConfig(max_retries=0).max_retries == 0

@@ -191,3 +191,191 @@ def test_a_worker_killed_while_idle_is_replaced_without_losing_the_call():
         assert pool.pids() != [pid]
     finally:
         pool.close()
+
+
+def test_a_closed_pool_stops_its_workers_and_refuses_calls():
+    pool = WorkerPool("math:factorial", max_workers=1)
+    assert pool.call(3, timeout_s=30) == 6
+    [pid] = pool.pids()
+    pool.close()
+    assert pool.pids() == [] and _gone(pid)                  # the idle worker stopped and reaped
+    with pytest.raises(WorkerError, match=r"^worker pool is closed$"):
+        pool.call(4, timeout_s=30)
+    assert pool.pids() == []                                  # no worker started for the refused call
+
+
+def test_close_does_not_wait_for_a_worker_stuck_in_its_warm_up():
+    """A worker that never finishes its warm-up (here: a 600 s sleep) has not read its closed stdin: close
+    kills it after a short grace instead of waiting for it."""
+    import signal
+
+    pool = WorkerPool("time:sleep", max_workers=1, startup_timeout_s=0.3, warmup=[600])
+    with pytest.raises(WorkerStartError, match=r"^scoring worker not ready after 0.3 s$"):
+        pool.call(0, timeout_s=5)
+    [replacement] = pool.pids()                               # started at once, still in its warm-up
+    closing = threading.Thread(target=pool.close, daemon=True)
+    closing.start()
+    closing.join(20)
+    try:
+        assert not closing.is_alive() and _gone(replacement) and pool.pids() == []
+    finally:
+        if not _gone(replacement):                            # a close that hangs must not leave the sleeper
+            os.kill(replacement, signal.SIGKILL)
+
+
+def test_a_call_past_its_budget_is_stopped_and_its_worker_replaced():
+    """The pool's contract without the clock: a call that overruns raises ScoringTimeout, its worker is
+    killed and reaped at once (not left to finish its 60 s), a warm successor takes its place, and the
+    pool counts each timeout (the timed version is test_timeout_kills_and_replaces_the_worker)."""
+    pool = WorkerPool("time:sleep", max_workers=1)
+    errors: list[str] = []
+
+    def overrun() -> None:
+        try:
+            pool.call(60, timeout_s=0.3)
+        except ScoringTimeout as err:
+            errors.append(str(err))
+
+    try:
+        assert pool.call(0, timeout_s=30) is None and pool.timeouts == 0
+        for count in (1, 2):
+            [before] = pool.pids()
+            caller = threading.Thread(target=overrun, daemon=True)
+            caller.start()
+            caller.join(20)                                   # 60 s if the runaway worker were waited for
+            assert not caller.is_alive() and errors == ["no answer within 0.3 s"] * count
+            assert pool.timeouts == count and _gone(before)
+            [after] = pool.pids()                             # replaced at once, the pool's size unchanged
+            assert after != before
+        assert pool.call(0.01, timeout_s=30) is None          # the replacement answers
+    finally:
+        pool.close()
+
+
+def test_a_budget_under_one_second_is_a_budget_not_a_timeout():
+    pool = WorkerPool("math:factorial", max_workers=1)
+    try:
+        assert pool.call(5, timeout_s=0.9) == 120
+    finally:
+        pool.close()
+
+
+def test_the_warm_up_runs_before_ready_and_its_failure_is_a_start_error():
+    good = WorkerPool("math:sqrt", max_workers=1, warmup=[4.0])
+    try:
+        assert good.call(9.0, timeout_s=30) == 3.0
+    finally:
+        good.close()
+    broken = WorkerPool("math:sqrt", max_workers=1, warmup=[-1.0])
+    try:
+        with pytest.raises(WorkerStartError, match=r"^scoring worker failed to start: ValueError: math domain error$"):
+            broken.call(4.0, timeout_s=30)
+    finally:
+        broken.close()
+
+
+def test_a_worker_that_dies_is_reported_with_its_exit_code_and_replaced():
+    pool = WorkerPool("os:_exit", max_workers=1)
+    try:
+        with pytest.raises(WorkerError, match=r"^scoring worker exited with code 3$"):
+            pool.call(3, timeout_s=30)                        # the function ends its own process
+        [successor] = pool.pids()
+        assert not _gone(successor)                           # a live successor, not the dead worker kept
+        with pytest.raises(WorkerError, match=r"^scoring worker exited with code 5$"):
+            pool.call(5, timeout_s=30)                        # the dead one was not kept as idle
+        assert _gone(successor) and len(pool.pids()) == 1 and pool.pids() != [successor]
+    finally:
+        pool.close()
+    dies_starting = WorkerPool("os:_exit", max_workers=1, warmup=[4])
+    try:
+        with pytest.raises(WorkerStartError, match=r"^scoring worker exited with code 4$"):
+            dies_starting.call(0, timeout_s=30)
+    finally:
+        dies_starting.close()
+
+
+def test_workers_import_this_loongrl_before_the_callers_python_path(monkeypatch):
+    import loongrl
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(loongrl.__file__)))
+    monkeypatch.setenv("PYTHONPATH", "/nonexistent/loongrl-extra")
+    pool = WorkerPool("os:getenv", max_workers=1)
+    try:
+        assert pool.call("PYTHONPATH", timeout_s=30) == package_root + os.pathsep + "/nonexistent/loongrl-extra"
+    finally:
+        pool.close()
+    monkeypatch.delenv("PYTHONPATH")
+    pool = WorkerPool("os:getenv", max_workers=1)
+    try:
+        assert pool.call("PYTHONPATH", timeout_s=30) == package_root
+    finally:
+        pool.close()
+
+
+def test_workers_do_not_inherit_the_callers_descriptors():
+    """A descriptor the caller made inheritable (a lock file, a pipe to another child) is not held open by
+    the scoring workers: a worker holding a pipe's write end would keep its reader from ever seeing EOF."""
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    pool = WorkerPool("os:get_inheritable", max_workers=1)
+    try:
+        with pytest.raises(WorkerError, match=r"^OSError: \[Errno 9\] Bad file descriptor$"):
+            pool.call(write_end, timeout_s=30)
+    finally:
+        pool.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_reply_longer_than_one_read_arrives_whole():
+    pool = WorkerPool("operator:mul", max_workers=1)
+    try:
+        assert pool.call("ab", 50_000, timeout_s=30) == "ab" * 50_000      # ~100 KB: more than one 64 KiB read
+    finally:
+        pool.close()
+
+
+def test_max_workers_defaults_to_the_default_thread_pool_and_bounds_concurrent_calls():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor() as executor:
+        assert WorkerPool("math:sqrt").max_workers == executor._max_workers  # verl calls from this pool
+    assert WorkerPool("math:sqrt", max_workers=3).max_workers == 3
+    pool = WorkerPool("time:sleep", max_workers=1)
+    try:
+        busy = threading.Thread(target=pool.call, args=(0.5,), kwargs={"timeout_s": 30}, daemon=True)
+        busy.start()
+        deadline = time.monotonic() + 20
+        while not pool.pids() and time.monotonic() < deadline:  # the first caller holds the only worker
+            time.sleep(0.01)
+        [only] = pool.pids()
+        assert pool.call(0, timeout_s=30) is None             # waits for that worker, starts no second one
+        busy.join(20)
+        assert pool.pids() == [only]
+    finally:
+        pool.close()
+
+
+def test_an_interrupt_mid_call_replaces_the_worker():
+    """Ctrl-C (KeyboardInterrupt) while a call waits: its worker may still answer later, so it is killed and
+    replaced rather than reused, and the interrupt reaches the caller."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    pool = WorkerPool("time:sleep", max_workers=1)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        assert pool.call(0, timeout_s=30) is None
+        [first] = pool.pids()
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            pool.call(60, timeout_s=30)
+        assert _gone(first)
+        [second] = pool.pids()
+        assert second != first and pool.call(0, timeout_s=30) is None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        pool.close()

@@ -74,6 +74,10 @@ class JudgeConfig:
     extra_body: dict = field(default_factory=dict)
     """Extra JSON fields merged into each request (e.g. ``{"top_p": 1.0}``)."""
 
+    def __post_init__(self):
+        if self.max_retries < 0:
+            raise ValueError(f"judge max_retries must be >= 0 (retries after the first attempt), got {self.max_retries}")
+
 
 @dataclass
 class JudgeResult:
