@@ -136,3 +136,96 @@ def test_inserted_forms_and_sites():
     assert kc.inserted_form(pair, kc.SENTENCE) == ' {"k1": "v"}.' and kc.inserted_form(pair, kc.LINE) == '{"k1": "v"}.'
     assert kc.insertion_sites("3rd item.\tx") == [(0, kc.LINE), (9, kc.SENTENCE)]
     assert kc.insertion_sites(" lead.") == [] and kc.insertion_sites("_x\ny") == [(3, kc.LINE)]
+
+
+# ---- issue 13: draws written out by hand ------------------------------------------------------------------
+
+class ScriptedRandom(random.Random):
+    """A random source whose draws are written out in the test: `randrange` and `gauss` return the listed
+    values in order, `choice` takes the last element; a draw beyond the script fails the test."""
+
+    def __init__(self, ints=(), normals=()):
+        super().__init__(0)
+        self.ints, self.normals = list(ints), list(normals)
+
+    def randrange(self, n):
+        assert self.ints, "drew a passage beyond the script"
+        value = self.ints.pop(0)
+        assert 0 <= value < n
+        return value
+
+    def gauss(self, mu=0.0, sigma=1.0):
+        assert self.normals, "drew a normal beyond the script"
+        return self.normals.pop(0)
+
+    def choice(self, seq):
+        return seq[-1]
+
+
+# Passage 0 is the item's own (10 tokens), 1 never fits (100), 2 and 3 do (5 each); every header costs 1.
+BIG_SIZES = [10, 100, 5, 5]
+
+
+def _scripted_fill(draws, budget=30, sizes=BIG_SIZES, **kw):
+    rng = ScriptedRandom(draws)
+    chosen = fill_context(rng, [0], len(sizes), budget, lambda p: sizes[p], lambda i: 1, **kw)
+    return chosen, rng.ints
+
+
+def test_fill_gives_up_after_32_misses_in_a_row_by_default():
+    # 32 misses end the filling: the 33rd draw (a passage that fits) is never made
+    assert _scripted_fill([1] * 32 + [2]) == ([0], [2])
+    assert _scripted_fill([1] * 3 + [2], max_misses=3) == ([0], [2])
+    # a passage that fits resets the count: 31 misses, a fit, 31 misses, a fit, then 32 misses
+    assert _scripted_fill([1] * 31 + [2] + [1] * 31 + [3] + [1] * 32) == ([0, 2, 3], [])
+
+
+def test_fill_draws_at_most_20_per_pool_passage_plus_100():
+    # a pool of 2 whose free passage is drawn only late: 20 * 2 + 100 = 140 draws are allowed
+    assert _scripted_fill([0] * 139 + [1], sizes=[10, 5]) == ([0, 1], [])
+    assert _scripted_fill([0] * 140 + [1], sizes=[10, 5]) == ([0], [1])
+
+
+def test_fill_stops_drawing_once_the_pool_is_used_up():
+    assert _scripted_fill([1, 2], sizes=[10, 5, 5]) == ([0, 1, 2], [])   # a third draw would fail the script
+
+
+def test_fill_counts_headers_from_passage_1():
+    assert _fill(11, header=lambda i: 1, sizes=[10]) == [0]      # 10 + header("Passage 1") 1: fits exactly
+
+
+@pytest.mark.parametrize("normals, slots", [
+    ([0.95, -0.95], {9, 0}),        # slot = round((z / 0.95 + 1) / 2 * (10 - 1)): the edges of the truncation
+    ([0.9, -0.95], {9, 0}),         # 0.9: round(8.76) = 9
+    ([1.0, 0.5, -0.95], {7, 0}),    # 1.0 is outside +-0.95 and drawn again; 0.5: round(6.87) = 7
+    ([0.9] * 51, {9, 8}),           # the second gold collides 50 times, then takes a free slot (the last: 8)
+])
+def test_gaussian_placement_maps_each_draw_to_its_slot(normals, slots):
+    rng = ScriptedRandom(normals=normals)
+    order = place_passages(rng, PASSAGES, GOLD, "gaussian")
+    assert sorted(order) == PASSAGES and set(_slots(order)) == slots and rng.normals == []
+
+
+def test_placement_defaults_are_the_middle_and_sigma_0_3():
+    assert _slots(place_passages(random.Random(2), PASSAGES, GOLD, "fixed")) == [4, 5]   # depth 0.5: round(0.5 * 8)
+    for seed in range(5):
+        assert (place_passages(random.Random(seed), PASSAGES, GOLD, "gaussian")
+                == place_passages(random.Random(seed), PASSAGES, GOLD, "gaussian", sigma=0.3))
+
+
+def test_alnum_keys_draw_every_letter_and_digit_alike():
+    from collections import Counter
+
+    rng = random.Random(0)
+    chars = Counter("".join(kc.make_key(rng, "alnum12") for _ in range(1000)))
+    assert len(chars) == 62 and max(chars.values()) < 260        # 12,000 characters: about 194 of each
+
+
+def test_keys_in_text_default_alnum_length_and_lower_case_uuids():
+    assert kc.keys_in_text(["AbC12xyz", "zzzzzzzz"], "see AbC12xyz.", "alnum") == {"AbC12xyz"}   # alnum = alnum8
+    uuid = "0f8e5d2a-1b3c-4d5e-8f9a-0b1c2d3e4f5a"
+    assert kc.keys_in_text([uuid], f"key {uuid}.", "uuid36") == {uuid}
+
+
+def test_a_body_starting_with_a_one_letter_word_has_a_line_site():
+    assert kc.insertion_sites("I am. Yes") == [(0, kc.LINE), (5, kc.SENTENCE)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import statistics
@@ -14,7 +15,7 @@ from conftest import INPUTS, QWEN, read_rows
 
 from loongrl.data import SynthConfig, synthesize, validate_file
 from loongrl.data.prompts import KEYCHAIN_TAIL, LOONGRL_SYSTEM
-from loongrl.data.sources import load_source
+from loongrl.data.sources import InputError, load_source
 from loongrl.data.validate import parse_pairs
 
 PAIR = re.compile(r'\{"([0-9a-f]{8})": "')
@@ -240,7 +241,7 @@ def test_unsupported_tokenizer_still_meets_the_budget(tmp_path):
     fast.save_pretrained(path)
     out = str(tmp_path / "wl.parquet")
     s = synthesize(_cfg(tokenizer=path, num=4), out, progress=False)
-    assert s.written == 4
+    assert s.written == 4 and s.fit["verified"] == 4                 # every prompt counted whole
     assert validate_file(out, path).ok
 
 
@@ -276,3 +277,275 @@ def test_trimming_drops_the_fewest_filler_tokens_and_never_an_own_passage(counte
     with pytest.raises(Skip, match="own_passages_over_budget"):
         builder._drop_fillers(chosen, n_own, 10_000)
     assert chosen == own + [medium, long_, short]                                    # the caller's list is not changed
+
+
+# ---- issue 13: what a synthesis run reads, skips and records, on a hand-written source ----------------------
+
+def _bookkeeping_source(tmp_path):
+    """Eight items q0..q7 of two short passages each, q5's own passage far over 1,024 tokens, one row without a
+    question; and an extra filler pool of one passage."""
+    rows = []
+    for i in range(8):
+        first = ("word " * 1500).strip() if i == 5 else f"Item {i} says the river is long."
+        rows.append({"id": f"q{i}", "question": f"Question number {i}?", "answers": [f"answer {i}"],
+                     "passages": [{"title": f"T{i}", "text": first},
+                                  {"title": f"U{i}", "text": f"Item {i} adds that the hill is high. It is old."}]})
+    rows.insert(3, {"id": "bad", "answers": ["x"], "passages": [{"text": "y"}]})
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps([{"title": "Extra", "text": "The extra filler passage is here."}]), encoding="utf-8")
+    return str(path), str(extra)
+
+
+def _bookkeeping_cfg(path, extra, **kw):
+    base = dict(source="jsonl", input=path, tokenizer=QWEN, max_prompt_tokens=1024, keychain=False, extra_pool=extra,
+                start=1, include=frozenset(f"q{i}" for i in range(1, 7)),
+                exclude=frozenset({"q2", "question number 3?"}), num=2)
+    base.update(kw)
+    return SynthConfig(**base)
+
+
+def test_synthesis_counts_every_item_it_leaves_out_and_records_its_run(tmp_path, counter):
+    import hashlib
+
+    path, extra = _bookkeeping_source(tmp_path)
+    out = str(tmp_path / "rows.jsonl")
+    before = time.perf_counter()
+    s = synthesize(_bookkeeping_cfg(path, extra), out, progress=False)
+    wall = time.perf_counter() - before
+    # 9 rows read; q0 is before start=1, q7 not in the id list, q2 (by id) and q3 (by question, any case)
+    # excluded: q1, q4, q5, q6 are left, and --num 2 takes q1 and q4
+    skipped = {"beyond_num": 2, "before_start": 1, "excluded": 2, "missing_question": 1, "not_in_ids": 1}
+    assert (s.read, s.written, dict(s.skipped)) == (9, 2, skipped)
+    rows = read_rows(out)
+    assert [r["extra_info"]["id"] for r in rows] == ["q1", "q4"]
+    # the pool is small: every short passage fits, the extra pool's one included
+    assert all("The extra filler passage is here." in r["prompt"][-1]["content"] for r in rows)
+    assert 0 <= s.setup_seconds and 0 <= s.rows_seconds and s.setup_seconds + s.rows_seconds <= wall
+    record = json.load(open(out + ".summary.json", encoding="utf-8"))
+    assert record == {
+        "read": 9, "written": 2, "skipped": skipped,
+        "config": {"source": "jsonl", "input": path, "tokenizer": QWEN, "max_prompt_tokens": 1024, "keychain": False,
+                   "num_chains": None, "hops": 4, "key_format": "hex8", "placement": "uniform", "depth": 0.5,
+                   "sigma": 0.3, "system_prompt": "loongrl", "seed": 0, "num": 2, "start": 1, "exclude": 2,
+                   "include": 6, "extra_pool": extra, "strict": False, "max_misses": 32, "split": "train"},
+        "input_sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
+        "tokenizer_fingerprint": counter.fingerprint, "exact_fast_counting": True, "additive_counting": True,
+        "tokenizer_engine": "tokenizers", "fit": {},
+        "setup_seconds": round(s.setup_seconds, 3), "rows_seconds": round(s.rows_seconds, 3)}
+    with pytest.raises(InputError) as err:                             # --strict: the row without a question stops it
+        synthesize(_bookkeeping_cfg(path, extra, strict=True), out, progress=False)
+    assert str(err.value) == f"{path}: row 4: field 'question': missing"
+
+
+@pytest.mark.parametrize("start, num, ids, skipped", [
+    (1, None, ["q1", "q4", "q6"], {"own_passages_over_budget": 1}),    # q5's own passage alone is over the budget
+    (1, 0, [], {"beyond_num": 4}),
+    (1, 1, ["q1"], {"beyond_num": 3}),
+    (1, 3, ["q1", "q4", "q6"], {"own_passages_over_budget": 1}),       # every item used: nothing beyond --num
+    (0, 1, ["q1"], {"beyond_num": 3, "before_start": None, "not_in_ids": 2}),   # q0 is now left out by the id list
+])
+def test_synthesis_num_and_the_items_it_never_reached(tmp_path, start, num, ids, skipped):
+    path, extra = _bookkeeping_source(tmp_path)
+    out = str(tmp_path / "rows.jsonl")
+    s = synthesize(_bookkeeping_cfg(path, extra, start=start, num=num), out, progress=False)
+    # items q1, q4, q5, q6 are left after the start, the id list and the exclusions (as above)
+    expected = {"before_start": 1, "excluded": 2, "missing_question": 1, "not_in_ids": 1, **skipped}
+    assert dict(s.skipped) == {k: v for k, v in expected.items() if v is not None}
+    assert [r["extra_info"]["id"] for r in read_rows(out)] == ids and s.written == len(ids)
+
+
+def _bar_on_a_terminal(config, out, **kw) -> str:
+    """Synthesize with stderr on a pseudo-terminal of 100 columns; the progress bar as it was left."""
+    import contextlib
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    with open(slave, "w", encoding="utf-8") as tty, contextlib.redirect_stderr(tty):
+        synthesize(config, out, **kw)
+    chunks = []
+    while True:   # what was written reaches this side asynchronously: read until EIO (closed and drained)
+        try:
+            chunks.append(os.read(master, 1 << 16))
+        except OSError:
+            break
+    os.close(master)
+    text = b"".join(chunks).decode()
+    return text.strip().split("\r")[-1]   # the terminal ends the last line with "\r\n"
+
+
+def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path, capsys):
+    path, extra = _bookkeeping_source(tmp_path)
+    out = str(tmp_path / "rows.jsonl")
+    bar = _bar_on_a_terminal(_bookkeeping_cfg(path, extra), out)      # progress is on by default
+    # 100%, 2 of 2 rows, the rate in rows (row/s, or s/row when a row took over a second)
+    assert bar.startswith("qa jsonl: 100%|") and "| 2/2 [" in bar and re.search(r"[\d?]row/s\]$|s/row\]$", bar), bar
+    bar = _bar_on_a_terminal(_bookkeeping_cfg(path, extra, keychain=True, num_chains=2, hops=2), out, progress=True)
+    assert bar.startswith("keychain jsonl: 100%|"), bar
+    assert _bar_on_a_terminal(_bookkeeping_cfg(path, extra), out, progress=False) == ""
+    synthesize(_bookkeeping_cfg(path, extra), out)              # progress on, but stderr is not a terminal: no bar
+    assert capsys.readouterr().err == ""
+
+
+# ---- issue 13: settings refused up front, the chain count, and every reason a row is not made -----------------
+
+@pytest.mark.parametrize("setting, message", [
+    ({"max_prompt_tokens": 0}, "max-prompt-tokens: must be >= 1, got 0"),
+    ({"hops": 0}, "hops: must be >= 1, got 0"),
+    ({"num_chains": 0}, "num-chains: must be >= 1, got 0"),
+    ({"num": -1}, "num: must be >= 0, got -1"),
+    ({"start": -1}, "start: must be >= 0, got -1"),
+    ({"depth": 1.5}, r"depth: must be in \[0, 1\], got 1.5"),
+    ({"depth": -0.1}, r"depth: must be in \[0, 1\], got -0.1"),
+])
+def test_synth_config_refuses_settings_that_cannot_make_a_row(setting, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        SynthConfig(source="jsonl", input="x.jsonl", tokenizer=QWEN, **setting)
+
+
+def test_synth_config_accepts_the_lowest_settings_and_counts_chains_per_1k_tokens():
+    low = SynthConfig(source="jsonl", input="x.jsonl", tokenizer=QWEN, max_prompt_tokens=1, hops=1, num_chains=1,
+                      num=0, start=0, depth=0.0)
+    assert (low.max_prompt_tokens, low.hops, low.chains(), low.num, low.start) == (1, 1, 1, 0, 0)
+    assert SynthConfig(source="jsonl", input="x.jsonl", tokenizer=QWEN, depth=1.0).depth == 1.0
+
+    def chains(budget, key_format="hex8"):
+        return SynthConfig(source="jsonl", input="x.jsonl", tokenizer=QWEN, max_prompt_tokens=budget,
+                           key_format=key_format).chains()
+
+    assert chains(16384) == 64 and chains(16384, "alnum8") == 64 and chains(16384, "uuid36") == 16
+    assert chains(1000) == 3                 # 4 * 1000 // 1024
+    assert chains(512) == 2 and chains(256) == 2 and chains(2048, "uuid36") == 2   # never fewer than 2
+
+
+def test_item_generator_is_seeded_by_seed_source_and_id():
+    import hashlib
+    import random
+
+    from loongrl.data.synth import item_rng
+
+    digest = hashlib.sha256(b"7\x00musique\x00item-1").digest()
+    expected = random.Random(int.from_bytes(digest[:8], "big")).random()
+    assert item_rng(7, "musique", "item-1").random() == expected
+
+
+def _small_source(tmp_path, questions=None, title="T{i}", text="Item {i} says the river is long. It is old."):
+    questions = questions or [f"Question number {i}?" for i in range(8)]
+    rows = [{"id": f"q{i}", "question": q, "answers": [f"answer {i}"],
+             "passages": [{"title": title.format(i=i), "text": text.format(i=i)}]} for i, q in enumerate(questions)]
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("source_kw, setting, written, skipped", [
+    ({"questions": [f"Question number {i}?" for i in range(7)] + ['Is {"a": "b"} a pair?']}, {}, 7,
+     {"question_contains_pair_delimiter": 1}),
+    ({}, {"num_chains": 8}, 8, {}),                                    # 7 other questions: enough for 7 decoys
+    ({}, {"num_chains": 9}, 0, {"too_few_distractor_questions": 8}),   # ... not for 8
+    ({}, {"hops": 60}, 0, {"chains_over_budget": 8}),                  # 2 chains x 60 pairs cannot fit 1,024 tokens
+    ({"title": "(T{i})", "text": "(text {i}) ends here"}, {}, 0, {"too_few_insertion_sites": 8}),   # no site at all
+    ({}, {"key_format": "alnum1"}, 0, {"key_collision": 8}),           # one-letter keys occur in any text
+    # a question holding the pair delimiter is never a decoy either: 6 decoys left for the 7 each row needs
+    ({"questions": [f"Question number {i}?" for i in range(7)] + ['Is {"a": "b"} a pair?']}, {"num_chains": 8}, 0,
+     {"question_contains_pair_delimiter": 1, "too_few_distractor_questions": 7}),
+    # q7 asks q0's question in capitals: one question, so 6 distinct decoys for every row
+    ({"questions": [f"Question number {i}?" for i in range(7)] + ["QUESTION NUMBER 0?"]}, {"num_chains": 8}, 0,
+     {"too_few_distractor_questions": 8}),
+])
+def test_every_item_that_cannot_become_a_keychain_row_is_counted_by_reason(tmp_path, source_kw, setting, written,
+                                                                           skipped):
+    cfg = SynthConfig(**{"source": "jsonl", "input": _small_source(tmp_path, **source_kw), "tokenizer": QWEN,
+                         "max_prompt_tokens": 1024, "num_chains": 2, "hops": 2, **setting})
+    s = synthesize(cfg, str(tmp_path / "rows.jsonl"), progress=False)
+    assert (s.read, s.written, dict(s.skipped)) == (8, written, skipped)
+
+
+def _context(user, intro, tail):
+    """The passages part of a user message: intro + context + blank line + tail."""
+    assert user.startswith(intro) and user.endswith("\n\n" + tail)
+    return user[len(intro):-len("\n\n" + tail)]
+
+
+@pytest.mark.parametrize("keychain", [False, True])
+def test_each_row_records_its_item_its_passages_and_its_chain(tmp_path, counter, keychain):
+    from loongrl.data.prompts import KEYCHAIN_INTRO, QA_INTRO
+
+    path = _small_source(tmp_path)     # eight items of one short passage each: every passage fits 1,024 tokens
+    rows = {}
+    for depth in (0.0, 1.0):
+        out = str(tmp_path / f"rows{depth}.jsonl")
+        cfg = SynthConfig(source="jsonl", input=path, tokenizer=QWEN, max_prompt_tokens=1024, keychain=keychain,
+                          num_chains=2, hops=2, placement="fixed", depth=depth, seed=3, num=1, split="dev")
+        synthesize(cfg, out, progress=False)
+        [rows[depth]] = read_rows(out)
+    row = rows[0.0]
+    info, user = row["extra_info"], row["prompt"][-1]["content"]
+    tail = KEYCHAIN_TAIL.format(head=info["chain_head"]) if keychain else "Question: Question number 0?"
+    ctx = _context(user, KEYCHAIN_INTRO if keychain else QA_INTRO, tail)
+    assert "Item 0 says" in ctx[:ctx.index("Passage 2:\n")]                       # the gold passage first
+    if not keychain:   # a passage block is its title, its text and a blank line
+        assert ctx.startswith("Passage 1:\nT0\nItem 0 says the river is long. It is old.\n\nPassage 2:\nT")
+    assert (row["data_source"], row["ability"], row["reward_model"]) == (
+        ("keychain_jsonl" if keychain else "longqa_jsonl"), "longcontext_qa", {"style": "rule", "ground_truth": ["answer 0"]})
+    chain = info["chain"]
+    if keychain:   # chain 0: head -> second key -> the real question, its links found in the context
+        assert len(chain) == 2 and all(re.fullmatch(r"[0-9a-f]{8}", k) for k in chain) and info["chain_head"] == chain[0]
+        links = [f'{{"{chain[0]}": "{chain[1]}"}}', f'{{"{chain[1]}": "Question number 0?"}}']
+        starts = [ctx.index(link) for link in links]
+        starts = [i - 1 if ctx[i - 1] == " " else i for i in starts]     # a sentence site's pair starts with a space
+        link_depths = [round(i / len(ctx), 6) for i in starts]
+    else:
+        link_depths = []
+    assert info == {
+        "split": "dev", "index": 0, "id": "q0", "source": "jsonl", "kind": "keychain" if keychain else "qa",
+        "question": "Question number 0?", "answers": ["answer 0"], "prompt_tokens": counter.count_chat(row["prompt"]),
+        "max_prompt_tokens": 1024, "tokenizer": QWEN, "tokenizer_fingerprint": counter.fingerprint, "seed": 3,
+        "num_passages": 8, "num_fillers": 7, "placement": "fixed", "gold_passage_depths": [0.0],
+        "chain_head": chain[0] if keychain else "", "chain": chain if keychain else [],
+        "real_link_depths": link_depths, "num_chains": 2 if keychain else 0, "hops": 2 if keychain else 0,
+        "key_format": "hex8" if keychain else ""}
+    # depth 1: the gold passage is the last block, "Passage 8:"
+    last = rows[1.0]
+    tail = KEYCHAIN_TAIL.format(head=last["extra_info"]["chain_head"]) if keychain else "Question: Question number 0?"
+    ctx = _context(last["prompt"][-1]["content"], KEYCHAIN_INTRO if keychain else QA_INTRO, tail)
+    assert "Item 0 says" in ctx[ctx.index("Passage 8:\n"):]
+    assert last["extra_info"]["gold_passage_depths"] == [round(ctx.index("Passage 8:\n") / len(ctx), 6)]
+
+
+def test_the_same_item_in_two_sources_gets_its_own_keys(tmp_path):
+    # one item written as HotpotQA and as generic JSONL: its generator is seeded by (seed, source, id)
+    items = [{"_id": f"q{i}", "question": f"Question number {i}?", "answer": f"answer {i}",
+              "context": [[f"T{i}", [f"Item {i} says the river is long. ", "It is old."]]],
+              "supporting_facts": [[f"T{i}", 0]]} for i in range(4)]
+    hotpot = tmp_path / "h.json"
+    hotpot.write_text(json.dumps(items), encoding="utf-8")
+    generic = tmp_path / "g.jsonl"
+    generic.write_text("".join(json.dumps({"id": r["_id"], "question": r["question"], "answers": [r["answer"]],
+                                           "passages": [{"title": r["context"][0][0], "text": "".join(r["context"][0][1])}]})
+                               + "\n" for r in items), encoding="utf-8")
+    chains = {}
+    for source, path in (("hotpotqa", hotpot), ("jsonl", generic)):
+        out = str(tmp_path / f"{source}.jsonl")
+        synthesize(SynthConfig(source=source, input=str(path), tokenizer=QWEN, max_prompt_tokens=1024, num_chains=2,
+                               hops=2, num=1), out, progress=False)
+        [row] = read_rows(out)
+        chains[source] = row["extra_info"]["chain"]
+    assert len(chains["hotpotqa"]) == len(chains["jsonl"]) == 2 and not set(chains["hotpotqa"]) & set(chains["jsonl"])
+
+
+@pytest.mark.parametrize("system_prompt, system", [
+    ("none", None), ("Answer briefly.", "Answer briefly."), ("loongrl", LOONGRL_SYSTEM)])
+def test_the_system_prompt_setting_decides_the_system_message(tmp_path, system_prompt, system):
+    out = str(tmp_path / "rows.jsonl")
+    synthesize(SynthConfig(source="jsonl", input=_small_source(tmp_path), tokenizer=QWEN, max_prompt_tokens=1024,
+                           keychain=False, system_prompt=system_prompt, num=1), out, progress=False)
+    [row] = read_rows(out)
+    assert [m["role"] for m in row["prompt"]] == (["system", "user"] if system else ["user"])
+    assert system is None or row["prompt"][0]["content"] == system

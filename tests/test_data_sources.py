@@ -205,6 +205,7 @@ def test_broken_json_is_named(tmp_path):
     with pytest.raises(InputError) as err:
         load_source("jsonl", str(listing))
     assert str(err.value).startswith(f"{listing}: row 0: field '<file>': invalid JSON list (") and "at line 4)" in str(err.value)
+    assert err.value.reason == "invalid_json"
     with pytest.raises(ValueError, match="unknown source 'squad' \\(choose from hotpotqa, musique, 2wikimqa, jsonl\\)"):
         load_source("squad", lines)
 
@@ -267,3 +268,24 @@ def test_generic_rows_keep_a_one_string_answer_whole_and_the_supporting_flags(tm
                         {"title": "Italy", "text": "Its capital is Rome."}]}          # no flag: counted as supporting
     [rec] = load_source("jsonl", _write_rows(tmp_path, [row])).records
     assert (rec.answers, rec.gold) == (["Paris"], [True, False, True])
+
+
+@pytest.mark.parametrize("name", ["items.jsonl", "items.jsonl.gz"])
+def test_inputs_are_utf8_whatever_the_locale(tmp_path, name):
+    """A plain and a gzipped input with accents, read on a machine whose locale is plain C (ASCII)."""
+    row = {**JSONL_ROW, "question": "Who painted the Café Terrace?", "answers": ["Vincent van Gogh"],
+           "passages": [{"title": "Café Terrace at Night", "text": "A painting by Van Gogh, Arles, 1888."}]}
+    path = tmp_path / name
+    data = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    with ascii_locale():
+        loaded = load_source("jsonl", str(path))
+    assert loaded.records[0].question == "Who painted the Café Terrace?"
+    assert loaded.pool.titles == ["Café Terrace at Night"]
+
+
+def test_an_indented_json_list_is_read_as_a_list(tmp_path):
+    path = tmp_path / "indented.json"
+    path.write_text("\n  [\n  " + json.dumps(JSONL_ROW) + ",\n  " + json.dumps({**JSONL_ROW, "id": 8}) + "\n  ]\n")
+    data = load_source("jsonl", str(path))
+    assert [r.id for r in data.records] == ["7", "8"] and data.read == 2 and not data.skipped
