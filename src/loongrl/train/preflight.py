@@ -413,8 +413,18 @@ class RayCluster:
         import psutil
         import ray
 
-        self.processes = {(p.pid, p.create_time()) for p in psutil.Process().children(recursive=True)}
+        children = psutil.Process().children(recursive=True)
+        self.processes = {(p.pid, p.create_time()) for p in children}
         ray.shutdown()
+        # ray.shutdown() can return before every Ray daemon and worker has exited (seconds on a busy machine):
+        # wait for them, and stop any that linger, so that the preflight leaves no process behind
+        _, lingering = psutil.wait_procs(children, timeout=30)
+        for p in lingering:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(lingering, timeout=10)
 
 
 # Replaced on purpose for the CPU (the contract check skips them): device, FSDP version, Ray and
