@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 from conftest import INPUTS, QWEN, read_rows
@@ -465,6 +466,27 @@ def test_every_item_that_cannot_become_a_keychain_row_is_counted_by_reason(tmp_p
                          "max_prompt_tokens": 1024, "num_chains": 2, "hops": 2, **setting})
     s = synthesize(cfg, str(tmp_path / "rows.jsonl"), progress=False)
     assert (s.read, s.written, dict(s.skipped)) == (8, written, skipped)
+
+
+@pytest.mark.parametrize("collisions, written, skipped", [(3, 8, {}), (4, 0, {"key_collision": 8})])
+def test_a_row_draws_its_keys_at_most_four_times(tmp_path, monkeypatch, collisions, written, skipped):
+    # keys that happen to occur in the row's text are drawn again, 4 draws in all: the first `collisions`
+    # draws of each row are made to collide (a row's draws share its questions, the end of the checked text)
+    from loongrl.data import keychain
+
+    draws, real = Counter(), keychain.keys_in_text
+
+    def colliding(keys, text, key_format):
+        row = tuple(text[:-len(KEYCHAIN_TAIL) - 1].rsplit("\n", 2)[-2:])   # its question and its decoy's
+        draws[row] += 1
+        return set(keys[:1]) if draws[row] <= collisions else real(keys, text, key_format)
+
+    monkeypatch.setattr(keychain, "keys_in_text", colliding)
+    cfg = SynthConfig(source="jsonl", input=_small_source(tmp_path), tokenizer=QWEN, max_prompt_tokens=1024,
+                      num_chains=2, hops=2)
+    s = synthesize(cfg, str(tmp_path / "rows.jsonl"), progress=False)
+    assert (s.written, dict(s.skipped)) == (written, skipped)
+    assert sorted(draws.values()) == [min(collisions + 1, 4)] * 8
 
 
 def _context(user, intro, tail):

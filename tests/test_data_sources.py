@@ -143,6 +143,8 @@ JSONL_ROW = {"id": 7, "question": "Q?", "answers": "A", "passages": [{"title": "
     ("musique", {**MUSIQUE_ROW, "answer_aliases": "a1"}, "answer_aliases", "expected a list", "bad_answer_aliases"),
     ("musique", {**MUSIQUE_ROW, "paragraphs": [{"title": "T"}]}, "paragraphs", "entry lacks paragraph_text",
      "bad_paragraphs"),
+    ("musique", {**MUSIQUE_ROW, "answer": " "}, "answer", "empty", "empty_answer"),
+    ("musique", {**MUSIQUE_ROW, "paragraphs": "P one"}, "paragraphs", "expected list, got str", "bad_paragraphs"),
     ("jsonl", {**JSONL_ROW, "answers": ["", " "]}, "answers", "no non-empty answer", "empty_answers"),
     ("jsonl", {**JSONL_ROW, "passages": [{"title": "T"}]}, "passages", "entry lacks text", "bad_passages"),
     ("jsonl", {**JSONL_ROW, "id": 1.5}, "id", "expected str or int, got float", "bad_id"),
