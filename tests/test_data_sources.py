@@ -143,8 +143,6 @@ JSONL_ROW = {"id": 7, "question": "Q?", "answers": "A", "passages": [{"title": "
     ("musique", {**MUSIQUE_ROW, "answer_aliases": "a1"}, "answer_aliases", "expected a list", "bad_answer_aliases"),
     ("musique", {**MUSIQUE_ROW, "paragraphs": [{"title": "T"}]}, "paragraphs", "entry lacks paragraph_text",
      "bad_paragraphs"),
-    ("musique", {**MUSIQUE_ROW, "answer": " "}, "answer", "empty", "empty_answer"),
-    ("musique", {**MUSIQUE_ROW, "paragraphs": "P one"}, "paragraphs", "expected list, got str", "bad_paragraphs"),
     ("jsonl", {**JSONL_ROW, "answers": ["", " "]}, "answers", "no non-empty answer", "empty_answers"),
     ("jsonl", {**JSONL_ROW, "passages": [{"title": "T"}]}, "passages", "entry lacks text", "bad_passages"),
     ("jsonl", {**JSONL_ROW, "id": 1.5}, "id", "expected str or int, got float", "bad_id"),
@@ -152,6 +150,8 @@ JSONL_ROW = {"id": 7, "question": "Q?", "answers": "A", "passages": [{"title": "
     ("jsonl", {**JSONL_ROW, "question": " \n "}, "question", "empty", "empty_question"),
     ("jsonl", {k: v for k, v in JSONL_ROW.items() if k != "answers"}, "answers", "missing", "missing_answers"),
     ("jsonl", {k: v for k, v in JSONL_ROW.items() if k != "passages"}, "passages", "missing", "missing_passages"),
+    ("musique", {**MUSIQUE_ROW, "answer": " "}, "answer", "empty", "empty_answer"),
+    ("musique", {**MUSIQUE_ROW, "paragraphs": "P one"}, "paragraphs", "expected list, got str", "bad_paragraphs"),
 ])
 def test_each_bad_row_is_named_and_counted(tmp_path, source, row, field, problem, reason):
     path = _write_rows(tmp_path, [json.dumps(row)])
