@@ -203,6 +203,27 @@ def test_one_daemon_loop_thread_per_process_and_a_script_still_exits(srv):
     assert len(srv.requests) == 3
 
 
+def test_a_process_starts_one_daemon_loop_thread_and_reuses_it(srv, monkeypatch):
+    """The same, in this process (where mutmut's per-function test selection sees it): with no transport yet
+    (as in a fresh process), requests start exactly one daemon thread "loongrl-http" and reuse it."""
+    import threading
+
+    from loongrl.generation import http
+
+    def loop_threads():
+        return {t for t in threading.enumerate() if t.name == "loongrl-http"}
+
+    srv.respond = lambda body: "ok"
+    before = loop_threads()
+    monkeypatch.setattr(http._Transport, "_current", None)
+    for q in ("a", "b", "c"):
+        post_chat(srv.base_url, {"model": "m", "messages": ask(q)}, KEY_ENV, 5.0)
+    started = loop_threads() - before
+    transport = http._Transport._current
+    transport.loop.call_soon_threadsafe(transport.loop.stop)   # this test's transport only: stop its thread
+    assert [t.daemon for t in started] == [True] and len(srv.requests) == 3
+
+
 def test_post_chat_keeps_the_base_path_and_sends_json(srv):
     srv.respond = lambda body: "ok"
     reply = post_chat(srv.base_url + "/deployments/model-X//", {"model": "m", "messages": ask("hi")}, KEY_ENV, 5.0)
@@ -279,10 +300,12 @@ def test_transport_errors_name_the_url_and_the_error_but_never_the_key(monkeypat
 def test_requests_in_flight_are_not_capped_below_the_callers_concurrency(srv):
     """Asked for 150, far more than 100 requests are in flight at once: the client's connection pool does not
     cap them at httpx's default of 100 connections (a server answering in 1.5 s; some connections wait in
-    the listen backlog at first, so not always all 150)."""
+    the listen backlog at first, so not always all 150). The deadline is long enough for a capped client too:
+    a request timed out and retried would leave its abandoned handler counted in the server's in-flight."""
     srv.fixed_delay_s = 1.5
-    out = backend(srv, concurrency=150).generate([ask(f"q{i}") for i in range(150)], SamplingConfig())
-    assert len(out) == 150 and srv.max_in_flight > 100          # httpx alone would stop at 100
+    out = backend(srv, concurrency=150, timeout_s=30.0).generate([ask(f"q{i}") for i in range(150)], SamplingConfig())
+    assert len(out) == len(srv.requests) == 150                 # each request once: none timed out
+    assert srv.max_in_flight > 100                               # httpx alone would stop at 100
 
 
 def test_a_reply_slower_than_httpx_default_timeouts_is_waited_for(srv):
