@@ -138,9 +138,18 @@ def pytest_fixture_setup(fixturedef, request):
 
 
 def pytest_sessionfinish(session):
+    # mutmut reruns its stats for new tests only: merge with the times recorded before, never replace them
     if os.environ.get("MUTANT_UNDER_TEST") == "stats" and _FIXTURE_SECONDS:
-        with open("fixture-seconds.json", "w", encoding="utf-8") as f:
-            json.dump(_FIXTURE_SECONDS, f)
+        try:
+            with open("fixture-seconds.json", encoding="utf-8") as f:
+                seconds = json.load(f)
+        except (OSError, ValueError):
+            seconds = {}
+        for name, value in _FIXTURE_SECONDS.items():
+            seconds[name] = max(value, seconds.get(name, 0.0))
+        with open("fixture-seconds.json.tmp", "w", encoding="utf-8") as f:
+            json.dump(seconds, f)
+        os.replace("fixture-seconds.json.tmp", "fixture-seconds.json")
 
 
 def _cheapest_first(items) -> None:

@@ -459,6 +459,8 @@ def _small_source(tmp_path, questions=None, title="T{i}", text="Item {i} says th
     # q7 asks q0's question in capitals: one question, so 6 distinct decoys for every row
     ({"questions": [f"Question number {i}?" for i in range(7)] + ["QUESTION NUMBER 0?"]}, {"num_chains": 8}, 0,
      {"too_few_distractor_questions": 8}),
+    # one site per passage (the line after its title), all 8 passages in each row: just enough for 2 x 4 pairs
+    ({"title": "(T{i})", "text": "Item {i} ends here"}, {"hops": 4}, 8, {}),
 ])
 def test_every_item_that_cannot_become_a_keychain_row_is_counted_by_reason(tmp_path, source_kw, setting, written,
                                                                            skipped):
@@ -466,6 +468,25 @@ def test_every_item_that_cannot_become_a_keychain_row_is_counted_by_reason(tmp_p
                          "max_prompt_tokens": 1024, "num_chains": 2, "hops": 2, **setting})
     s = synthesize(cfg, str(tmp_path / "rows.jsonl"), progress=False)
     assert (s.read, s.written, dict(s.skipped)) == (8, written, skipped)
+
+
+def test_pairs_after_a_sentence_are_counted_where_the_space_before_a_pair_costs_a_token(tmp_path):
+    # Qwen reads ' {"' as ' {"' + nothing more; a bytes-only BPE (additive, so counted piecewise) reads it as 3
+    # tokens against 2: each pair inserted after a sentence costs one more, and the recorded count must say so
+    from test_data_tokens import _tokenizer_folder
+
+    from loongrl.data.tokens import TokenCounter
+
+    folder = _tokenizer_folder(tmp_path / "bytes")
+    counter = TokenCounter(folder)
+    assert counter.additive and counter.count(' {"') - counter.count('{"') == 1
+    cfg = SynthConfig(source="jsonl", input=_small_source(tmp_path), tokenizer=folder, max_prompt_tokens=4096,
+                      num_chains=2, hops=4)
+    out = str(tmp_path / "rows.jsonl")
+    assert synthesize(cfg, out, progress=False).written == 8
+    rows = read_rows(out)
+    assert any(" {\"" in r["prompt"][-1]["content"] for r in rows)   # some pairs follow a sentence
+    assert validate_file(out, folder).ok                              # recorded prompt_tokens = actual count
 
 
 @pytest.mark.parametrize("collisions, written, skipped", [(3, 8, {}), (4, 0, {"key_collision": 8})])
