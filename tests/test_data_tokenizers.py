@@ -177,6 +177,8 @@ def test_fifty_of_fifty_rows_fit_exactly(request, tokenizer_dirs, tmp_path, name
     assert not {r for r in s.skipped if "budget" in r} - {"own_passages_over_budget", "chains_over_budget"}
     counter = TokenCounter(folder)
     assert s.fit["verified"] == (0 if counter.additive else 50)
+    # how rows were fitted, in the summary's words: estimated counts leave slack that top-ups fill
+    assert set(s.fit) <= {"verified", "trimmed", "topped_up"} and (counter.additive or s.fit["topped_up"] > 0)
     assert validate_file(out, folder).ok
     hf = AutoTokenizer.from_pretrained(folder)
     from loongrl.data.io import iter_rows
@@ -187,6 +189,29 @@ def test_fifty_of_fifty_rows_fit_exactly(request, tokenizer_dirs, tmp_path, name
         assert n == row["extra_info"]["prompt_tokens"] <= budget
         gaps.append(budget - n)
     assert sorted(gaps)[25] < 0.03 * budget and max(gaps) < 0.1 * budget, gaps
+
+
+def test_an_estimated_row_is_topped_up_at_most_twice(tokenizer_dirs, tmp_path, monkeypatch):
+    """With estimated counts a row is filled once, then topped up into the slack the full count shows, at most
+    MAX_TOPUPS (2) times: some rows take both top-ups, none a third."""
+    from loongrl.data.synth import RowBuilder
+
+    fills, real_build, real_fill = [], RowBuilder.build, RowBuilder._fill
+
+    def build(self, rec):
+        fills.append(0)
+        return real_build(self, rec)
+
+    def fill(self, *args):
+        fills[-1] += 1
+        return real_fill(self, *args)
+
+    monkeypatch.setattr(RowBuilder, "build", build)
+    monkeypatch.setattr(RowBuilder, "_fill", fill)
+    cfg = SynthConfig(source="hotpotqa", input=INPUTS["hotpotqa"], tokenizer=tokenizer_dirs["demo"],
+                      max_prompt_tokens=8192, keychain=False, num=50, seed=2)
+    assert synthesize(cfg, str(tmp_path / "rows.jsonl"), progress=False).written == 50
+    assert max(fills) == 1 + RowBuilder.MAX_TOPUPS == 3
 
 
 def test_synthesis_and_validation_import_neither_torch_nor_transformers(smollm2, tmp_path):
