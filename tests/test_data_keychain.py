@@ -489,6 +489,20 @@ def test_pairs_after_a_sentence_are_counted_where_the_space_before_a_pair_costs_
     assert validate_file(out, folder).ok                              # recorded prompt_tokens = actual count
 
 
+def test_passages_of_one_token_are_counted_exactly(tmp_path):
+    # ".\n\n" is one Qwen token: the smallest passage block there is, counted as it is (not rounded up)
+    rows = [{"id": f"q{i}", "question": f"Question number {i}?", "answers": [f"answer {i}"],
+             "passages": [{"title": f"T{i}", "text": f"Item {i} says the river is long."}, {"text": mark}]}
+            for i, mark in enumerate([".", "?", ")", ":", ";", "!"])]
+    path = tmp_path / "marks.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = str(tmp_path / "rows.jsonl")
+    cfg = SynthConfig(source="jsonl", input=str(path), tokenizer=QWEN, max_prompt_tokens=1024, keychain=False)
+    assert synthesize(cfg, out, progress=False).written == 6
+    assert all("\n.\n\n" in r["prompt"][-1]["content"] for r in read_rows(out))
+    assert validate_file(out, QWEN).ok   # recorded prompt_tokens = the actual count
+
+
 @pytest.mark.parametrize("collisions, written, skipped", [(3, 8, {}), (4, 0, {"key_collision": 8})])
 def test_a_row_draws_its_keys_at_most_four_times(tmp_path, monkeypatch, collisions, written, skipped):
     # keys that happen to occur in the row's text are drawn again, 4 draws in all: the first `collisions`
