@@ -159,8 +159,8 @@ def _tokenizer_folder(path, *, merges=(), extra=None, normalizer="NFC", steps="q
         tok = Tokenizer(models.BPE(vocab=vocab, merges=list(merges), **(model_kw or {})))
     else:
         tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="!"))
-    if normalizer == "Sequence[NFC]":
-        tok.normalizer = normalizers.Sequence([normalizers.NFC()])
+    if normalizer and normalizer.startswith("Sequence["):   # e.g. "Sequence[NFC]": that one normaliser inside a Sequence
+        tok.normalizer = normalizers.Sequence([getattr(normalizers, normalizer[len("Sequence["):-1])()])
     elif normalizer:
         tok.normalizer = getattr(normalizers, normalizer)()
     split = {"qwen": pre_tokenizers.Split(Regex(_qwen_pattern()), behavior="isolated"),
@@ -223,6 +223,7 @@ def test_a_small_qwen_style_bpe_is_counted_exactly_on_the_fast_path(tmp_path):
     ("a token no merge makes", {"extra": {"ss": 256}}, True, False),
     ("a BOS-adding post-processor", {"post_bos": True}, True, True),
     ("NFC in a sequence", {"normalizer": "Sequence[NFC]"}, True, True),
+    ("NFKC in a sequence", {"normalizer": "Sequence[NFKC]"}, False, False),
 ])
 def test_which_tokenizers_are_additive_and_counted_with_tiktoken(tmp_path, kind, kw, additive, fast):
     """Additive: byte-level BPE, NFC or no normaliser, Qwen's or cl100k's split isolated, then ByteLevel. The
