@@ -471,8 +471,8 @@ def test_every_item_that_cannot_become_a_keychain_row_is_counted_by_reason(tmp_p
 
 
 def test_pairs_after_a_sentence_are_counted_where_the_space_before_a_pair_costs_a_token(tmp_path):
-    # Qwen reads ' {"' as ' {"' + nothing more; a bytes-only BPE (additive, so counted piecewise) reads it as 3
-    # tokens against 2: each pair inserted after a sentence costs one more, and the recorded count must say so
+    # In Qwen ' {"' costs no more tokens than '{"'; in a bytes-only BPE (additive, so counted piecewise) it costs
+    # 3 against 2: each pair inserted after a sentence costs one token more, and the recorded count must say so
     from test_data_tokens import _tokenizer_folder
 
     from loongrl.data.tokens import TokenCounter

@@ -159,7 +159,7 @@ def _tokenizer_folder(path, *, merges=(), extra=None, normalizer="NFC", steps="q
         tok = Tokenizer(models.BPE(vocab=vocab, merges=list(merges), **(model_kw or {})))
     else:
         tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="!"))
-    if normalizer and normalizer.startswith("Sequence["):   # e.g. "Sequence[NFC]": that one normaliser inside a Sequence
+    if normalizer and normalizer.startswith("Sequence["):   # "Sequence[NFC]": NFC alone inside a Sequence
         tok.normalizer = normalizers.Sequence([getattr(normalizers, normalizer[len("Sequence["):-1])()])
     elif normalizer:
         tok.normalizer = getattr(normalizers, normalizer)()

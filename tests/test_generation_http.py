@@ -303,7 +303,8 @@ def test_requests_in_flight_are_not_capped_below_the_callers_concurrency(srv):
     the listen backlog at first, so not always all 150). The deadline is long enough for a capped client too:
     a request timed out and retried would leave its abandoned handler counted in the server's in-flight."""
     srv.fixed_delay_s = 1.5
-    out = backend(srv, concurrency=150, timeout_s=30.0).generate([ask(f"q{i}") for i in range(150)], SamplingConfig())
+    out = backend(srv, concurrency=150, timeout_s=30.0).generate([ask(f"q{i}") for i in range(150)],
+                                                                SamplingConfig())
     assert len(out) == len(srv.requests) == 150                 # each request once: none timed out
     assert srv.max_in_flight > 100                               # httpx alone would stop at 100
 

@@ -272,7 +272,7 @@ def test_math_verify_reads_a_text_with_its_own_dollar_signs_as_written():
     assert scorers.math_verify_unbounded("3", ["$x = 2$, so $y = 3$"]) == 1.0
 
 
-NESTED_ONE = "(" * 50 + "1" + ")" * 50   # equals 1, but math-verify's parser needs several seconds (6.5 s here) to read it
+NESTED_ONE = "(" * 50 + "1" + ")" * 50   # equals 1; math-verify takes seconds (6.5 s here) to parse it
 
 
 def test_math_verify_gives_up_a_parse_that_overruns_its_timeout():
