@@ -137,3 +137,9 @@ def test_a_negative_retry_count_is_refused_when_the_client_is_made():
     assert str(err.value) == "judge max_retries must be >= 0 (retries after the first attempt), got -2"
     assert make_backend("openai:http://127.0.0.1:9/v1#m", max_retries=0).max_retries == 0
     assert JudgeConfig(max_retries=0).max_retries == 0
+    # the retry loop itself holds the same rule, for any other caller
+    from loongrl.generation.http import with_retries
+
+    with pytest.raises(ValueError, match=r"^max_retries must be >= 0 \(retries after the first attempt\), got -1$"):
+        with_retries(lambda: "never called", -1, 0.0, 0.0)
+    assert with_retries(lambda: "once", 0, 0.0, 0.0) == "once"

@@ -147,8 +147,9 @@ class OpenAIBackend:
                  tokenizer: str | None = None):
         if prefill not in PREFILL_MODES:
             raise ValueError(f"prefill mode {prefill!r}: expected one of {', '.join(PREFILL_MODES)}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0 (retries after the first attempt), got {max_retries}")
+        from loongrl.generation.http import check_max_retries
+
+        check_max_retries(max_retries)
         self.name = f"openai:{base_url}#{model}"
         self.base_url, self.model = base_url, model
         self.concurrency, self.timeout_s = max(1, concurrency), timeout_s

@@ -190,12 +190,19 @@ def backoff_delay(attempt: int, backoff_s: float, backoff_max_s: float, retry_af
     return min(backoff_max_s, backoff_s * 2**attempt * (1 + 0.25 * random.random()))
 
 
+def check_max_retries(max_retries: int, owner: str = "") -> None:
+    """Refuse a negative retry count. Clients call it when they are made, so a bad setting fails at once."""
+    if max_retries < 0:
+        raise ValueError(f"{owner}max_retries must be >= 0 (retries after the first attempt), got {max_retries}")
+
+
 def with_retries(call: Callable[[], T], max_retries: int, backoff_s: float, backoff_max_s: float,
                  on_attempt: Callable[[int], None] | None = None) -> T:
     """``call()`` until it returns, at most ``1 + max_retries`` times; ``NoRetry`` stops at once.
 
     ``on_attempt(i)`` runs before attempt ``i`` (for counters). The last ``RequestError`` is raised.
     """
+    check_max_retries(max_retries)
     for attempt in range(max_retries + 1):
         if on_attempt:
             on_attempt(attempt)

@@ -19,7 +19,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from loongrl.generation.http import NoRetry, RequestError, post_chat, redact, with_retries
+from loongrl.generation.http import NoRetry, RequestError, check_max_retries, post_chat, redact, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,7 @@ class JudgeConfig:
     """Extra JSON fields merged into each request (e.g. ``{"top_p": 1.0}``)."""
 
     def __post_init__(self):
-        if self.max_retries < 0:
-            raise ValueError(f"judge max_retries must be >= 0 (retries after the first attempt), got {self.max_retries}")
+        check_max_retries(self.max_retries, "judge ")
 
 
 @dataclass
