@@ -360,11 +360,19 @@ def test_watchdog_kills_the_whole_process_group(tmp_path):
 
     log = tmp_path / "stage.log"
     pidfile = tmp_path / "child.pid"
-    # a stage that hangs, with a child of its own (as verl's driver has Ray workers and torchrun ranks)
-    cmd = [sys.executable, "-c", f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); "
-                                 f"open({str(pidfile)!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(60)"]
+    # A stage that hangs, with a child of its own (as verl's driver has Ray workers and torchrun ranks) and one
+    # that ignores SIGTERM. bash starts in milliseconds, so the children exist well before the 3 s watchdog
+    # fires even on a loaded machine (a Python interpreter's start-up did not always).
+    script = (f"sleep 60 & echo $! > {pidfile}; (trap '' TERM; sleep 60) & echo $! >> {pidfile}; "
+              "echo started; wait")
     with pytest.raises(preflight.PreflightError, match="timed out after 3 s"):
-        preflight.run_watched(cmd, str(log), dict(os.environ), timeout=3)
-    child = int(pidfile.read_text())
-    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+        preflight.run_watched(["bash", "-c", script], str(log), dict(os.environ), timeout=3, grace=1)
+    children = [int(x) for x in pidfile.read_text().split()]
+    assert len(children) == 2
+    # run_watched returns only once the group is gone: no sleep, no retry here
+    for child in children:
+        try:
+            assert psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            pass
     assert "started" in log.read_text()

@@ -365,24 +365,54 @@ def first_error(log: str) -> str:
     return next((x for x in reversed(lines) if x.strip()), "(empty log)")[:400]
 
 
-def run_watched(cmd: list[str], log: str, env: dict, timeout: float) -> int:
-    """Run `cmd` in its own process group, output to `log`; past `timeout` the whole group is killed."""
+def _group_alive(pgid: int) -> list:
+    """The live (not zombie) processes of process group `pgid`."""
+    import psutil
+
+    alive = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except (OSError, psutil.Error):  # gone meanwhile
+            pass
+    return alive
+
+
+def kill_group(pgid: int, grace: float = 15) -> None:
+    """SIGTERM the group, then SIGKILL whatever is left after `grace` seconds, and return only once no process
+    of the group is alive: the leader exiting says nothing of its children (Ray workers, torchrun ranks),
+    and a signal is delivered asynchronously."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 60)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        # polled, not psutil.wait_procs: an orphan's zombie (not our child) would count as running there
+        while _group_alive(pgid):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        else:
+            return
+
+
+def run_watched(cmd: list[str], log: str, env: dict, timeout: float, grace: float = 15) -> int:
+    """Run `cmd` in its own process group, output to `log`; past `timeout` the whole group is stopped (SIGTERM,
+    SIGKILL after `grace` seconds) and gone when this returns."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=15)
-                    break
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    continue
+            kill_group(proc.pid, grace)
+            proc.wait()
             raise PreflightError(f"timed out after {timeout:.0f} s (watchdog); log {log}") from None
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_group(proc.pid, grace=0)
+                proc.wait()
 
 
 class RayCluster:
