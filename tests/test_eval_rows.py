@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from conftest import read_rows
+from conftest import QWEN, read_rows
 
 from loongrl.eval import rows as rows_eval
 from loongrl.eval.run import ResumeError
@@ -220,3 +220,27 @@ def test_load_items_reads_each_rows_metadata(tmp_path):
     with pytest.raises(ValueError, match=r"empty.jsonl: row 0: field '<file>': no rows") as err:
         rows_eval.load_items(str(empty))
     assert err.value.reason == "empty_file"    # the reason skipped inputs are counted by
+
+
+def test_cli_judge_flags_and_judge_errors_in_the_report(kc_files, server, tmp_path, capsys):
+    """`eval rows` against a real HTTP server playing the model and the judge: --judge-retries bounds the
+    attempts, and the judge's failures are counted in the report (their rows keep the rule score)."""
+    from loongrl.cli import main
+
+    server.reset()
+    server.respond = lambda body: ("[[NO]]" if "Answer 1:" in body["messages"][-1]["content"]
+                                   else "<think>t</think> The answer is \\boxed{Wrong}.")
+    server.script["Wrong"] = [("status", 500)] * 4
+    out = str(tmp_path / "judged")
+    assert main(["eval", "rows", kc_files["hotpotqa"], "--limit", "2", "--backend", f"openai:{server.base_url}#m",
+                 "--tokenizer", QWEN, "--out", out, "--quiet", "--judge-url", server.base_url,
+                 "--judge-retries", "1", "--judge-timeout", "5"]) == 0
+    judged = [r for r in server.requests if r["answer"] == "Wrong"]
+    assert len(judged) == 4  # 2 items x (1 attempt + 1 retry); the default (4 retries) would make 10
+    report = json.load(open(os.path.join(out, "rows.json")))
+    assert report["summary"]["judge"] == {"error": 2}
+    assert "LLM judge: 2 errors in 2 verdicts asked" in open(os.path.join(out, "rows.md")).read()
+    capsys.readouterr()
+    assert main(["eval", "rows", kc_files["hotpotqa"], "--backend", f"openai:{server.base_url}#m", "--out", out,
+                 "--judge-url", server.base_url, "--judge-retries", "-1"]) == 2
+    assert "--judge-retries: max_retries must be >= 0" in capsys.readouterr().err

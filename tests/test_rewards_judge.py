@@ -323,3 +323,36 @@ def test_cache_key_is_the_sha256_of_sorted_json_with_unicode_kept():
     payload = '["judge-m", [{"content": "Zürich?", "role": "user"}], {"max_tokens": 8, "temperature": 0.0}]'
     assert cache_key("judge-m", messages, {"temperature": 0.0, "max_tokens": 8}) == \
         hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def test_identical_items_in_a_batch_cost_one_call(judge_server):
+    judge_server.verdicts["JFK"] = "[[YES]]"
+    judge = LLMJudge(fast_config(judge_server))
+    items = [(QUESTION, "JFK", ["John F. Kennedy"])] * 3 + [(QUESTION, "Nixon", ["John F. Kennedy"]),
+                                                              ("Another question?", "JFK", ["John F. Kennedy"])]
+    results = judge.judge_many(items)
+    assert [r.status for r in results] == ["yes", "yes", "yes", "no", "yes"]
+    # the repeated answer was asked once; the same answer to another question is another item
+    assert sorted(r["answer"] for r in judge_server.requests) == ["JFK", "JFK", "Nixon"]
+    assert judge.stats["deduplicated"] == 2 and judge.stats["requests"] == 3
+
+
+def test_auto_cache_lives_in_the_machines_loongrl_cache(judge_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOONGRL_CACHE", str(tmp_path / "cache"))
+    judge_server.verdicts["JFK"] = "[[YES]]"
+    first = LLMJudge(fast_config(judge_server, cache_path="auto")).judge(QUESTION, "JFK", "John F. Kennedy")
+    again = LLMJudge(fast_config(judge_server, cache_path="auto")).judge(QUESTION, "JFK", "John F. Kennedy")
+    assert (first.status, again.status) == ("yes", "cached-yes") and len(judge_server.requests) == 1
+    assert (tmp_path / "cache" / "judge" / "verdicts.sqlite").is_file()
+
+
+def test_trl_reward_logs_the_share_of_failed_verdicts(judge_server):
+    judge_server.script["JFK"] = [("status", 500)] * 3  # the first attempt and both retries fail
+    judge_server.verdicts["Nixon"] = "[[NO]]"
+    reward = make_trl_reward(judge_config=fast_config(judge_server).__dict__)
+    logged = {}
+    completions = [[{"role": "assistant", "content": f"<think>t</think> \\boxed{{{a}}}"}] for a in ("JFK", "Nixon")]
+    scores = reward(prompts=[None, None], completions=completions, data_source=["longqa_x"] * 2,
+                    reward_model=[{"ground_truth": ["John F. Kennedy"]}] * 2,
+                    extra_info=[{"question": QUESTION}] * 2, log_metric=logged.__setitem__)
+    assert scores == [0.0, 0.0] and logged == {"pass_rate": 0.0, "judge_errors": 0.5}

@@ -195,6 +195,12 @@ R = "stages[1].rl"
     (_with_raw(lambda r: r.update(cluster={"max_checkpoints": 1})), None),
     (_with_raw(lambda r: r.update(cluster={"max_checkpoints": None})), None),    # keeps every checkpoint
     (_with_raw(lambda r: r.update(cluster={"max_checkpoints": 0})), "cluster.max_checkpoints: must be >= 1 or null"),
+    (_two_stages(reward_kwargs={"judge_config": {"base_url": "http://j/v1", "timeout": 5}}),
+     f"{R}.reward_kwargs.judge_config.timeout: unknown key; known keys: base_url, model, api_key_env, system_prompt, "
+     "user_template, strict_verdict, temperature, max_tokens, timeout_s, max_retries, backoff_s, backoff_max_s, "
+     "max_concurrency, cache_path, extra_body"),
+    (_two_stages(reward_kwargs={"judge_config": "http://j/v1"}),
+     f"{R}.reward_kwargs.judge_config: expected a mapping of JudgeConfig fields"),
 ])
 def test_every_check_at_its_boundary(tmp_path, raw, message):
     path = _write(tmp_path, yaml.safe_dump(raw))
@@ -340,3 +346,11 @@ def test_a_union_without_null_refuses_null():
     assert _convert(None, int | None, "x") is None
     with pytest.raises(RecipeError, match=r"^x: must not be null$"):
         _convert(None, int | str, "x")   # no recipe field has such a type yet; the branch must still refuse
+
+
+def test_training_caches_judge_verdicts_unless_told_not_to(tmp_path):
+    """A stage's judge caches verdicts on each machine by default (`auto`); `cache_path: null` turns it off."""
+    cached = load_recipe(_write(tmp_path, yaml.safe_dump(_two_stages(reward_kwargs={"judge_config": {"model": "j"}}))))
+    assert cached.stages[1].rl.reward_kwargs["judge_config"] == {"model": "j", "cache_path": "auto"}
+    off = _two_stages(reward_kwargs={"judge_config": {"model": "j", "cache_path": None}})
+    assert load_recipe(_write(tmp_path, yaml.safe_dump(off))).stages[1].rl.reward_kwargs["judge_config"]["cache_path"] is None

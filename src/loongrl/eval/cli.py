@@ -108,6 +108,13 @@ def _finish(args, name: str, records, summary: dict, header, rows, plot) -> int:
     from loongrl.eval.report import markdown_table, write_reports
 
     md = f"# {name} ({args.backend})\n\n" + markdown_table(header, rows)
+    statuses = [s["judge"] for r in records for s in r["samples"] if s.get("judge", "off") != "off"]
+    if statuses:  # a failing judge leaves the rule score in place: say how often it failed
+        from loongrl.rewards.judge import status_counts
+
+        summary["judge"] = counts = status_counts(statuses)
+        md += (f"\nLLM judge: {counts.get('error', 0)} errors in {len(statuses) - counts.get('skipped', 0)} "
+               f"verdicts asked ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})\n")
     paths = write_reports(args.out, name, records, summary, md)
     png = plot(os.path.join(args.out, f"{name}.png"))
     print(md, end="")
@@ -125,8 +132,7 @@ def _run_longbench(args) -> int:
     if args.judge_url:
         from loongrl.rewards.judge import JudgeConfig, LLMJudge
 
-        judge = LLMJudge(JudgeConfig(base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_key_env,
-                                     cache_path=os.path.join(args.out, "judge_cache.sqlite")))
+        judge = LLMJudge(JudgeConfig(**_judge_config(args)))
     counter = _counter(args)
     backend = _backend(args)
     scorer = lb.make_scorer(preset, judge)
@@ -224,8 +230,7 @@ def _run_rows(args) -> int:
 
     reward = {"require_think": not args.no_require_think, "word_boundary": args.word_boundary}
     if args.judge_url:
-        reward["judge_config"] = {"base_url": args.judge_url, "model": args.judge_model, "api_key_env": args.judge_key_env,
-                                  "cache_path": os.path.join(args.out, "judge_cache.sqlite")}
+        reward["judge_config"] = _judge_config(args)
     sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=1024), args)
     records = rows_eval.evaluate(args.files, _backend(args), sampling, args.out, reward, args.limit,
                                  chunk_size=_chunk(args), progress=not args.quiet)
@@ -251,6 +256,30 @@ def _guard(fn):
     return run
 
 
+def _judge_arguments(parser: argparse.ArgumentParser, url_help: str) -> None:
+    from loongrl.rewards.judge import JudgeConfig
+
+    parser.add_argument("--judge-url", default=None, help=url_help)
+    parser.add_argument("--judge-model", default="deepseek-chat")
+    parser.add_argument("--judge-key-env", default="JUDGE_API_KEY", help="NAME of the variable holding the API key")
+    parser.add_argument("--judge-timeout", type=float, default=JudgeConfig.timeout_s,
+                        help="seconds for one whole judge request (default %(default)s)")
+    parser.add_argument("--judge-retries", type=int, default=JudgeConfig.max_retries,
+                        help="retries after a failed judge request (default %(default)s)")
+
+
+def _judge_config(args) -> dict:
+    """JudgeConfig fields from the judge flags; verdicts are cached in the output folder (reruns pay nothing)."""
+    from loongrl.generation.http import check_max_retries
+
+    check_max_retries(args.judge_retries, "--judge-retries: ")
+    if not args.judge_timeout > 0:
+        raise ValueError(f"--judge-timeout must be > 0, got {args.judge_timeout}")
+    return {"base_url": args.judge_url, "model": args.judge_model, "api_key_env": args.judge_key_env,
+            "timeout_s": args.judge_timeout, "max_retries": args.judge_retries,
+            "cache_path": os.path.join(args.out, "judge_cache.sqlite")}
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
@@ -271,9 +300,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="middle-truncation limit (default: official 31500, loongrl 120000)")
     lb.add_argument("--limit", type=int, default=None, help="first N rows per dataset")
     lb.add_argument("--strip-think", action="store_true", help="official preset: score the text after </think>")
-    lb.add_argument("--judge-url", default=None, help="loongrl preset: OpenAI-compatible judge endpoint")
-    lb.add_argument("--judge-model", default="deepseek-chat")
-    lb.add_argument("--judge-key-env", default="JUDGE_API_KEY")
+    _judge_arguments(lb, "loongrl preset: OpenAI-compatible judge endpoint")
     lb.set_defaults(func=_guard(_run_longbench))
 
     ru = esub.add_parser("ruler", help="RULER synthetic tasks")
@@ -312,7 +339,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     ro.add_argument("--no-require-think", action="store_true",
                     help="score the whole response when there is no </think> (default: as training, score 0)")
     ro.add_argument("--word-boundary", action="store_true", help="two-way match on word boundaries")
-    ro.add_argument("--judge-url", default=None, help="OpenAI-compatible LLM judge endpoint (hybrid reward)")
-    ro.add_argument("--judge-model", default="deepseek-chat")
-    ro.add_argument("--judge-key-env", default="JUDGE_API_KEY")
+    _judge_arguments(ro, "OpenAI-compatible LLM judge endpoint (hybrid reward)")
     ro.set_defaults(func=_guard(_run_rows))

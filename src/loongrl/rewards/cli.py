@@ -22,7 +22,7 @@ import sys
 from collections import Counter, defaultdict
 from statistics import fmean
 
-from loongrl.rewards.judge import JudgeConfig, LLMJudge
+from loongrl.rewards.judge import JudgeConfig, LLMJudge, status_counts
 from loongrl.rewards.router import resolve_task, score_batch
 
 RESPONSE_FIELDS = ("response", "prediction", "completion")
@@ -126,7 +126,7 @@ def summarise(rows: list[dict], results: list[dict], ks: list[int]) -> dict:
         by_source[source].append(samples)
     return {"overall": block(list(groups.values())),
             "by_data_source": {s: block(v) for s, v in sorted(by_source.items())},
-            "judge_status": dict(Counter(r["judge"].split(":")[0] for r in results))}
+            "judge_status": status_counts(r["judge"] for r in results)}
 
 
 def _print_table(summary: dict, ks: list[int]) -> None:
@@ -151,9 +151,15 @@ def run_score(args: argparse.Namespace) -> int:
         return 2
     judge = None
     if args.judge_url:
-        judge = LLMJudge(JudgeConfig(base_url=args.judge_url, model=args.judge_model,
-                                     api_key_env=args.judge_api_key_env, cache_path=args.judge_cache,
-                                     max_concurrency=args.judge_concurrency))
+        try:
+            config = JudgeConfig(base_url=args.judge_url, model=args.judge_model,
+                                 api_key_env=args.judge_api_key_env, cache_path=args.judge_cache,
+                                 max_concurrency=args.judge_concurrency, timeout_s=args.judge_timeout,
+                                 max_retries=args.judge_retries)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        judge = LLMJudge(config)
     results = score_batch(rows, require_think=not args.no_require_think, word_boundary=args.word_boundary,
                           faithful=args.faithful, judge=judge)
     ks = sorted({int(k) for k in args.k.split(",")})
@@ -196,4 +202,8 @@ def register(subparsers) -> None:
     parser.add_argument("--judge-cache", help="SQLite verdict cache file (reruns pay nothing twice)")
     parser.add_argument("--judge-concurrency", type=int, default=JudgeConfig.max_concurrency,
                         help="judge requests in flight")
+    parser.add_argument("--judge-timeout", type=float, default=JudgeConfig.timeout_s,
+                        help="seconds for one whole judge request (default %(default)s)")
+    parser.add_argument("--judge-retries", type=int, default=JudgeConfig.max_retries,
+                        help="retries after a failed judge request (default %(default)s)")
     parser.set_defaults(func=run_score)

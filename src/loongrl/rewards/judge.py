@@ -70,7 +70,10 @@ class JudgeConfig:
     max_concurrency: int = 8
     """Requests in flight at once in ``judge_many``."""
     cache_path: str | None = None
-    """SQLite file caching verdicts by hash of (model, messages); None disables caching."""
+    """SQLite file caching verdicts by hash of (model, messages, settings); ``"auto"``: the machine's own
+    ``$LOONGRL_CACHE/judge/verdicts.sqlite`` (default ``~/.cache/loongrl``), resolved where the judge runs (each
+    node of a cluster keeps its own file: SQLite's locks are not to be trusted on network filesystems);
+    None disables caching. Training recipes default to ``"auto"`` (docs/rewards.md)."""
     extra_body: dict = field(default_factory=dict)
     """Extra JSON fields merged into each request (e.g. ``{"top_p": 1.0}``)."""
 
@@ -122,18 +125,37 @@ def cache_key(model: str, messages: list[dict], settings: dict | None = None) ->
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+AUTO_CACHE = "auto"
+
+
+def resolve_cache_path(cache_path: str | None) -> str | None:
+    """``JudgeConfig.cache_path`` as a file name (``"auto"``: this machine's loongrl cache), or None.
+
+    Example:
+        >>> resolve_cache_path("auto").endswith("/judge/verdicts.sqlite"), resolve_cache_path(None)
+        (True, None)
+    """
+    if cache_path != AUTO_CACHE:
+        return cache_path or None
+    from loongrl.generation.models import cache_dir
+
+    return os.path.join(cache_dir(), "judge", "verdicts.sqlite")
+
+
 class LLMJudge:
-    """Thread-safe judge client. ``stats`` counts requests, retries, cache hits and errors."""
+    """Thread-safe judge client. ``stats`` counts requests, retries, cache hits, errors and the duplicate
+    items of a batch that were judged once (``deduplicated``)."""
 
     def __init__(self, config: JudgeConfig):
         self.config = config
-        self.cache = VerdictCache(config.cache_path) if config.cache_path else None
+        path = resolve_cache_path(config.cache_path)
+        self.cache = VerdictCache(path) if path else None
         self.stats: Counter = Counter()
         self._lock = threading.Lock()
 
-    def _count(self, key: str) -> None:
+    def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
-            self.stats[key] += 1
+            self.stats[key] += n
 
     def messages(self, question: str, prediction: str, gold: str) -> list[dict]:
         user = self.config.user_template.format(problem=question, answer_1=prediction, answer_2=gold)
@@ -207,11 +229,28 @@ class LLMJudge:
         return result
 
     def judge_many(self, items: list[tuple[str, str, list[str]]]) -> list[JudgeResult]:
-        """``judge_any`` over (question, prediction, golds) items, ``max_concurrency`` at a time."""
+        """``judge_any`` over (question, prediction, golds) items, ``max_concurrency`` at a time. Identical
+        items are judged once: a GRPO group often repeats an answer, and a cache cannot help within one batch
+        (the copies would all be in flight before the first verdict is stored)."""
         if not items:
             return []
+        unique = list(dict.fromkeys((q, p, tuple(golds)) for q, p, golds in items))
+        if len(unique) < len(items):
+            self._count("deduplicated", len(items) - len(unique))
         with ThreadPoolExecutor(max_workers=max(1, self.config.max_concurrency)) as pool:
-            return list(pool.map(lambda item: self.judge_any(*item), items))
+            verdicts = dict(zip(unique, pool.map(lambda k: self.judge_any(k[0], k[1], list(k[2])), unique)))
+        return [verdicts[(q, p, tuple(golds))] for q, p, golds in items]
+
+
+def status_counts(statuses) -> dict[str, int]:
+    """Judge statuses counted by kind, every ``"error: ..."`` as ``"error"``: what reports and training
+    metrics show, so that a judge failing quietly (its rows keep the rule score) is seen.
+
+    Example:
+        >>> status_counts(["yes", "error: timed out", "error: HTTP 500", "cached-no"])
+        {'yes': 1, 'error': 2, 'cached-no': 1}
+    """
+    return dict(Counter(s.split(":")[0] for s in statuses))
 
 
 def hybrid_score(rule: float, judge_result: JudgeResult | None) -> tuple[float, str]:

@@ -380,6 +380,8 @@ def make_trl_reward(judge_config: JudgeConfig | Mapping | None = None, require_t
         log_metric = columns.get("log_metric")  # TRL >= 1.0 passes it: the pass rate lands in its logs
         if callable(log_metric):
             log_metric("pass_rate", sum(r["acc"] for r in results) / max(1, len(results)))
+            if judge is not None:  # the share of samples whose verdict failed (their rule score stood)
+                log_metric("judge_errors", sum(r["judge"].startswith("error") for r in results) / max(1, len(results)))
         return [r["score"] for r in results]
 
     return loongrl_reward

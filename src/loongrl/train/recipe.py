@@ -501,6 +501,15 @@ def _validate(recipe: Recipe) -> None:
 
         unknown = sorted(set(r.reward_kwargs) - set(REWARD_KWARGS))
         _check(not unknown, f"{sub}.reward_kwargs", f"unknown {unknown}; known: {', '.join(REWARD_KWARGS)}")
+        judge = r.reward_kwargs.get("judge_config")
+        if judge is not None:  # checked here: a typo would otherwise surface in a reward worker, mid-training
+            from loongrl.rewards.judge import JudgeConfig
+
+            at_judge = f"{sub}.reward_kwargs.judge_config"
+            _check(isinstance(judge, dict), at_judge, "expected a mapping of JudgeConfig fields")
+            known = [f.name for f in dataclasses.fields(JudgeConfig)]
+            bad = sorted(set(judge) - set(known))
+            _check(not bad, f"{at_judge}.{bad[0] if bad else ''}", f"unknown key; known keys: {', '.join(known)}")
         _check(r.inflight_gen_batches >= 1, f"{sub}.inflight_gen_batches", "must be >= 1")
         _check(r.max_gen_batches >= 1, f"{sub}.max_gen_batches", "must be >= 1")
         # verl saves only when save_freq > 0 (the last step included): 0 would leave nothing to merge
@@ -561,6 +570,10 @@ def parse_recipe(raw: Any, source: str = "<recipe>", base_dir: str = ".") -> Rec
         raise RecipeError(f"{source}: {e}") from None
     recipe.source = source
     _resolve_paths(recipe, base_dir)
+    for stage in recipe.stages:  # training caches verdicts unless told not to (cache_path: null)
+        judge = stage.rl.reward_kwargs.get("judge_config") if stage.rl is not None else None
+        if judge is not None:
+            judge.setdefault("cache_path", "auto")
     return recipe
 
 
