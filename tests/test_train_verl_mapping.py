@@ -98,6 +98,7 @@ def test_rl_overrides_carry_every_knob(recipe):
         f"{sk}.max_inflight_gen_batches=${{algorithm.filter_groups.max_inflight_gen_batches}}",
         f"{sk}.train_batch_size=${{data.train_batch_size}}",
         f"{kw}.require_think=True", f"{kw}.judge_config.model=j", f"{kw}.judge_config.base_url=http://h/v1",
+        f"{kw}.judge_config.cache_path=auto",  # training caches verdicts on each node by default
         "reward.reward_manager.name=dapo", f"{ob}.enable=True", f"{ob}.len=100", f"{ob}.penalty_factor=0.5",
         f"{ob}.log=False", "+reward.reward_kwargs.max_resp_len=500",
         "trainer.logger=[console]",  # cluster.extra_overrides, last
