@@ -232,3 +232,27 @@ def test_window_defaults_to_the_model_folders_context_length(tmp_path, capsys):
     assert "window 8192 tokens, from" in capsys.readouterr().err
     assert _window(argparse.Namespace(window=4096, backend=f"hf:{tmp_path}")) == 4096  # --window wins
     assert _window(argparse.Namespace(window=None, backend="openai:http://127.0.0.1:1/v1#served-name")) == 131072
+
+
+def test_ruler_cli_refuses_every_pair_that_cannot_be_built_before_generating(server, tmp_path, capsys):
+    """qa_2 at 512 tokens cannot hold its gold documents; niah_single_1 can: nothing is sent for either, and the
+    error comes at once, naming the pair (it used to come after the tasks before it had been generated)."""
+    server.reset()
+    out = str(tmp_path / "ruler")
+    assert main(["eval", "ruler", "--backend", f"openai:{server.base_url}#m", "--tasks", "niah_single_1", "qa_2",
+                 "--lengths", "512,4096", "--num-samples", "1", "--tokenizer", QWEN, "--out", out, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "error: RULER qa_2 at 512 tokens:" in err
+    assert "error: 1 task/length pairs cannot be built; nothing was generated" in err
+    assert server.requests == [] and not os.path.exists(os.path.join(out, "samples_niah_single_1.jsonl"))
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(server, tmp_path, capsys):
+    """Under pytest stderr is a file, as in a cluster job's log: the evaluation writes plain progress lines."""
+    server.reset()
+    server.respond = lambda body: "no idea"
+    assert main(["eval", "niah", "--backend", f"openai:{server.base_url}#m", "--tokenizer", QWEN, "--min-len", "600",
+                 "--max-len", "1000", "--num-lengths", "2", "--num-depths", "2", "--out", str(tmp_path / "n")]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("niah: ")]
+    assert [x.split(",")[0] for x in lines] == ["niah: 4/4 items (100%)"]  # one chunk of 8: one line
+    assert "\r" not in "".join(lines)

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["loongrl.rewards.extract", "loongrl.rewards.scorers", "loongrl.rewards.router", "loongrl.rewards.judge",
-           "loongrl.eval.ruler"]
+           "loongrl.eval.ruler", "loongrl.progress"]
 
 
 def _generated(name: str) -> bool:

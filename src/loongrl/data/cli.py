@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tqdm import tqdm
+from loongrl.progress import progress_bar
 
 from loongrl.data.fill import PLACEMENTS
 from loongrl.data.sources import SOURCES, InputError, read_id_list
@@ -68,7 +68,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     from loongrl.data.validate import recorded_tokenizer, validate_file
 
     tokenizer = args.tokenizer or recorded_tokenizer(args.file) or default_tokenizer()
-    with tqdm(unit="row", desc="validate", disable=args.quiet or None, file=sys.stderr) as bar:
+    with progress_bar(unit="row", desc="validate", disable=args.quiet) as bar:
         report = validate_file(args.file, tokenizer, args.max_prompt_tokens, progress=bar.update, engine=args.engine)
     if report.other_tokenizer:
         print(f"note: {report.other_tokenizer} rows were made with another tokenizer than {tokenizer}: their budget "
@@ -92,7 +92,7 @@ def _run_filter(args: argparse.Namespace) -> int:
         cfg = FilterConfig(**{f.name: getattr(args, f.name) for f in fields(FilterConfig)})
         backend = make_backend(args.model, **options)
         rescue = make_backend(args.rescue_model, **options) if args.rescue_model else None
-        with tqdm(unit="item", desc="filter", disable=args.quiet or None, file=sys.stderr) as bar:
+        with progress_bar(unit="item", desc="filter", disable=args.quiet) as bar:
             stats = difficulty_filter(args.source, args.input, backend, cfg, args.out, rescue_backend=rescue,
                                       progress=bar.update)
     except (InputError, FileNotFoundError, ValueError, BackendError) as e:
@@ -127,9 +127,10 @@ def _run_book_ruler(args: argparse.Namespace) -> int:
                           system_prompt=args.system_prompt, seed=args.seed)
     writer = RowWriter(args.out)
     try:
-        for row in tqdm(book_ruler_rows(cfg), total=cfg.num, unit="row", desc=f"book ruler {cfg.kind}",
-                        disable=args.quiet or None, file=sys.stderr):
-            writer.write(row)
+        with progress_bar(total=cfg.num, unit="row", desc=f"book ruler {cfg.kind}", disable=args.quiet) as bar:
+            for row in book_ruler_rows(cfg):
+                writer.write(row)
+                bar.update(1)
         writer.close()
     except (ValueError, FileNotFoundError) as e:
         writer.abort()

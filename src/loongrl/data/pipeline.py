@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from tqdm import tqdm
+from loongrl.progress import progress_bar
 
 from loongrl.data.io import RowWriter, file_sha256, write_json_atomic
 from loongrl.data.sources import clean, load_source
@@ -69,8 +68,8 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
         summary.skipped["before_start"] += min(config.start, len(data.records))
     target = len(items) if config.num is None else config.num
     writer = RowWriter(out)
-    bar = tqdm(total=target, unit="row", desc=f"{'keychain' if config.keychain else 'qa'} {config.source}",
-               disable=not progress or None, file=sys.stderr)
+    bar = progress_bar(total=target, unit="row", desc=f"{'keychain' if config.keychain else 'qa'} {config.source}",
+                       disable=not progress)
     pool = None
     t1 = time.perf_counter()
     try:

@@ -174,12 +174,27 @@ def _run_ruler(args) -> int:
         print("note: qa_1 skipped: it needs SQuAD v2 dev, pass --squad PATH", file=sys.stderr)
     counter = _counter(args)
     args.window = _window(args)
+    # Every task at every length is built before anything is generated: one that cannot fit (qa_2's gold
+    # documents alone exceed 1K) is reported with all the others at once, not after hours of the tasks before it.
+    planned, problems = [], []
+    for name in names:
+        items = []
+        for length in args.lengths:
+            try:
+                items += [ruler.generate(registry[name], length, i, data, counter, args.seed, args.reasoning,
+                                         args.window, args.max_new_tokens) for i in range(args.num_samples)]
+            except ValueError as err:
+                problems.append(str(err))
+        planned.append((name, items))
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"error: {len(problems)} task/length pairs cannot be built; nothing was generated", file=sys.stderr)
+        return 2
     backend = _backend(args)
     records = []
-    for name in names:
+    for name, items in planned:
         task = registry[name]
-        items = [ruler.generate(task, length, i, data, counter, args.seed, args.reasoning, args.window,
-                                args.max_new_tokens) for length in args.lengths for i in range(args.num_samples)]
         new_tokens = items[0].meta["max_new_tokens"]
         sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=new_tokens), args)
         settings = {"bench": "ruler", "task": name, "lengths": args.lengths, "num_samples": args.num_samples,

@@ -84,7 +84,7 @@ def run_eval(items: Sequence[EvalItem], backend, sampling: SamplingConfig, score
     fingerprint. Items are sent ``chunk_size`` at a time; each finished chunk is on disk before
     the next starts, so at most one chunk is lost when a run is killed.
     """
-    from tqdm import tqdm
+    from loongrl.progress import progress_bar
 
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
@@ -94,8 +94,8 @@ def run_eval(items: Sequence[EvalItem], backend, sampling: SamplingConfig, score
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     done = read_done(out_path, run_id)
     pending = [it for it in items if it.id not in done]
-    with tqdm(total=len(items), initial=len(items) - len(pending), unit="item", desc=desc,
-              disable=not progress or None, file=sys.stderr) as bar, \
+    with progress_bar(total=len(items), initial=len(items) - len(pending), unit="item", desc=desc,
+                      disable=not progress) as bar, \
             open(out_path, "a", encoding="utf-8") as out:
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start:start + chunk_size]

@@ -54,13 +54,13 @@ def sample_and_score(items: Sequence, backend, sampling: SamplingConfig, score: 
     ``prompt(item)`` gives the chat messages (default: a parquet row's ``prompt``); ``desc`` names the
     progress bar (None: no bar).
     """
-    from tqdm import tqdm
+    from loongrl.progress import progress_bar
 
     prompts = [prompt(it) for it in items]
     if desc is None:
         texts = backend.generate(prompts, sampling)
     else:
-        with tqdm(total=len(items), desc=desc, unit="item", leave=False) as bar:
+        with progress_bar(total=len(items), desc=desc, unit="item", leave=False) as bar:
             texts = backend.generate(prompts, sampling, progress=bar.update)
     return [[{"response": t, **r} for t, r in zip(group, results)]
             for group, results in zip(texts, score(items, texts), strict=True)]
