@@ -46,6 +46,7 @@ import threading
 import time
 import urllib.request
 
+from . import checks
 from .recipe import Recipe, Stage
 from .verl_backend import DAPO_NO_VARIANCE, run_stages
 
@@ -604,6 +605,9 @@ def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int 
 
     t0 = time.time()
     prepare_demo(recipe)
+    # the real cluster's parallelism, budgets, window and data, checked statically: the CPU run below uses one
+    # worker and SP 1, so verl never meets them here (a missing data file is stood in for, hence a warning)
+    checks.require(recipe, "verl", missing_data_ok=True, show_ran=True)
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     notes: list[str] = []
