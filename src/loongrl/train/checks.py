@@ -269,12 +269,15 @@ def check_token_budgets(recipe: Recipe, report: CheckReport) -> None:
                 report.ran.append(f"{stage.name}: token budget {tokens}/GPU x SP {sp} = {tokens * sp} >= prompt "
                                   f"{r.max_prompt_tokens} + response {r.max_response_tokens} (actor, ref, rollout log-prob)")
         else:
-            b = sft_token_budget(recipe, stage)  # raised to ceil(max_length / SP) by construction
+            # verl's SFT trainer batches by tokens the same way (engine/utils.py:111, seqlen_balancing.py:384);
+            # sft_token_budget raises the budget to ceil(max_length / SP), so this holds by construction
+            b, asked = sft_token_budget(recipe, stage), recipe.cluster.max_tokens_per_gpu
             ok = b * sp >= stage.sft.max_length
+            why = "" if asked == b else f" (cluster.max_tokens_per_gpu {asked} raised to ceil(max_length / SP))" \
+                if asked else " (ceil(max_length / SP): cluster.max_tokens_per_gpu is not set)"
             (report.ran if ok else report.problems).append(
                 f"{stage.name}: SFT token budget {b}/GPU x SP {sp} = {b * sp} {'>=' if ok else '<'} max_length "
-                f"{stage.sft.max_length}" + (" (raised from cluster.max_tokens_per_gpu)"
-                                             if (recipe.cluster.max_tokens_per_gpu or 0) < b else ""))
+                f"{stage.sft.max_length}{why}")
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -284,35 +287,48 @@ def _tokenizer_folder(model: str) -> str | None:
     return os.path.dirname(path) if path else None
 
 
-def _counters(model: str, report: CheckReport):
-    """(count prompt, count prompt + completion, fingerprint) with the model's tokenizer, or None."""
+class RowLengths:
+    """Row lengths as the stages count them (`transitions.prompt_token_counter` with the model's tokenizer, loaded
+    offline on first use), reusing `extra_info.prompt_tokens` where the row records the same tokenizer's
+    fingerprint (the data synthesizer counted it the same way), so long files are not counted twice."""
+
+    def __init__(self, folder: str):
+        self.folder, self._counts = folder, {}
+        try:  # the fingerprint the data synthesizer records (loongrl.data.tokens, no transformers import)
+            from loongrl.data.tokens import get_counter
+
+            self.fingerprint = get_counter(folder).fingerprint
+        except Exception:  # noqa: BLE001 - no fingerprint: every row is counted
+            self.fingerprint = None
+
+    def __call__(self, row: dict, sft: bool) -> int:
+        info = row.get("extra_info") or {}
+        if not sft and self.fingerprint and info.get("tokenizer_fingerprint") == self.fingerprint \
+                and info.get("prompt_tokens"):
+            return int(info["prompt_tokens"])
+        if sft not in self._counts:
+            from transformers import AutoTokenizer
+
+            from .transitions import prompt_token_counter
+
+            self._counts[sft] = prompt_token_counter(AutoTokenizer.from_pretrained(self.folder), with_completion=sft)
+        return self._counts[sft](row)
+
+
+def _row_lengths(model: str, report: CheckReport) -> RowLengths | None:
     folder = _tokenizer_folder(model)
     if folder is None:
         report.warnings.append(f"the tokenizer of {model} is not available offline (local folder or hub cache): "
                                "prompt lengths were not checked against the stages' budgets")
         return None
-    from transformers import AutoTokenizer
-
-    from .transitions import prompt_token_counter
-
-    try:
-        tok = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError) as e:
-        report.warnings.append(f"the tokenizer of {model} could not be loaded ({e}): lengths were not checked")
-        return None
-    try:  # the fingerprint the data synthesizer records with each row's prompt_tokens
-        from loongrl.data.tokens import get_counter
-
-        fingerprint = get_counter(folder).fingerprint
-    except Exception:  # noqa: BLE001 - no fingerprint: every row is counted
-        fingerprint = None
-    return prompt_token_counter(tok), prompt_token_counter(tok, with_completion=True), fingerprint
+    return RowLengths(folder)
 
 
 BAD_ROWS_SHOWN = 5  # per file; the rest are counted in one line
 
 
-def _read_file(path: str, sft: bool, counters, report: CheckReport, stages: str) -> list[int] | None:
+def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: CheckReport,
+               stages: str) -> list[int] | None:
     """Schema-check every row of `path`; returns each row's length (prompt, or prompt + completion for SFT)
     when counting is possible, [] when it is not, None when the file is unusable."""
     from tqdm import tqdm
@@ -329,11 +345,11 @@ def _read_file(path: str, sft: bool, counters, report: CheckReport, stages: str)
     except Exception as e:  # noqa: BLE001 - any reader error is the file's problem, named
         report.problems.append(f"{path}: cannot be read as a row file ({type(e).__name__}: {e})")
         return None
-    lengths, bad, recorded = [], 0, 0
-    count = None if counters is None else counters[1 if sft else 0]
+    lengths, bad, n = [], 0, 0
     with tqdm(total=total, desc=f"checking {os.path.basename(path)}", unit="row", leave=False,
               disable=total is None or total < 500, file=sys.stderr) as bar:
         for i, row in enumerate(rows):
+            n += 1
             bar.update(1)
             errs = row_problems(row, sft)
             if errs:
@@ -341,14 +357,16 @@ def _read_file(path: str, sft: bool, counters, report: CheckReport, stages: str)
                 if bad <= BAD_ROWS_SHOWN:
                     report.problems.append(f"{path}: row {i}: {'; '.join(errs)} (read by {stages})")
                 continue
-            if count is None:
-                continue
-            info = row.get("extra_info") or {}
-            if not sft and counters[2] and info.get("tokenizer_fingerprint") == counters[2] and info.get("prompt_tokens"):
-                lengths.append(int(info["prompt_tokens"]))  # counted with this very tokenizer when made
-                recorded += 1
-            else:
-                lengths.append(count(row))
+            if lengths_of is not None:
+                try:
+                    lengths.append(lengths_of(row, sft))
+                except (OSError, ValueError) as e:
+                    report.warnings.append(f"the tokenizer in {lengths_of.folder} could not be loaded ({e}): "
+                                           "lengths were not checked")
+                    lengths_of = None
+    if n == 0:
+        report.problems.append(f"{path}: no rows (read by {stages})")
+        return None
     if bad > BAD_ROWS_SHOWN:
         report.problems.append(f"{path}: {bad - BAD_ROWS_SHOWN} more rows with problems ({bad} in all)")
     if bad:
@@ -367,24 +385,25 @@ def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False) ->
                 readers.append(stage)
     if not files:
         return
-    counters = _counters(recipe.model, report)
+    uses_data_var = bool(recipe.source) and os.path.isfile(recipe.source) and \
+        "${LOONGRL_DATA" in open(recipe.source, encoding="utf-8").read()
+    lengths_of = _row_lengths(recipe.model, report) if any(os.path.isfile(p) for p, _ in files) else None
     fits: dict[str, list[int]] = {}  # stage name -> rows fitting, per counted file
     for (path, sft), stages in files.items():
         names = ", ".join(s.name for s in stages)
         if not os.path.isfile(path):
             folder = os.path.dirname(path)
-            hint = "" if os.path.isdir(folder) else (
-                f" (its folder {folder} does not exist; "
-                + (f"LOONGRL_DATA={os.environ['LOONGRL_DATA']}" if os.environ.get("LOONGRL_DATA")
-                   else "LOONGRL_DATA is not set") + ")")
+            hint = "" if os.path.isdir(folder) else f" (its folder {folder} does not exist" + (
+                "" if not uses_data_var else f"; LOONGRL_DATA={os.environ['LOONGRL_DATA']}"
+                if os.environ.get("LOONGRL_DATA") else "; LOONGRL_DATA is not set") + ")"
             line = f"{names}: data file not found: {path}{hint}"
             (report.warnings if missing_ok else report.problems).append(
                 line + ("; the preflight synthesizes stand-in rows" if missing_ok else ""))
             continue
-        lengths = _read_file(path, sft, counters, report, f"stage {names}")
+        lengths = _read_file(path, sft, lengths_of, report, f"stage {names}")
         if lengths is None:
             continue
-        if counters is None:
+        if lengths_of is None or len(lengths) == 0:
             report.ran.append(f"{os.path.basename(path)}: {'SFT ' if sft else ''}schema of every row checked "
                               "(lengths not counted)")
             continue
