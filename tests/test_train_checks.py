@@ -114,8 +114,10 @@ def test_missing_file_and_row_without_prompt_are_named_with_file_and_row(shipped
     assert f"error: {bad}: row 1: prompt: missing (read by stage stage1)" in err
     assert f"error: {bad}: row 2: reward_model.ground_truth: missing or empty (read by stage stage1)" in err
     # at stage time too (a recipe that skipped the checks): the file and row, not a bare KeyError('prompt')
-    with pytest.raises(RecipeError, match=rf"{bad}: row 1: prompt: missing"):
-        transitions.read_rows(bad)
+    mixture = load_recipe(_recipe_file(tmp_path, edit=edit)).stages[1].rl.data
+    mixture.components = [c for c in mixture.components if c.path == bad]
+    with pytest.raises(RecipeError, match=rf"^{bad}: row 1: prompt: missing$"):
+        transitions.build_mixture(mixture, 0, None, None)
 
 
 def test_a_stage_whose_rows_all_exceed_its_budget_is_refused_and_drops_are_counted(shipped, tmp_path, capsys):

@@ -173,11 +173,13 @@ def check_window(recipe: Recipe, config: dict, where: str, report: CheckReport, 
         if existing is not None:
             window = max(native, int(existing.get("original_max_position_embeddings") or native)
                          * float(existing.get("factor") or 1))
-            line = f"{stage.name}: {what} {length} vs the model's own rope scaling " \
-                   f"({existing.get('rope_type') or existing.get('type')}, window {window:.0f}; kept as it is)"
-            (report.problems if length > window else report.ran).append(
-                line if length <= window else f"{stage.name}: {what} {length} exceeds the {window:.0f}-token window "
-                                              f"of the model's own rope scaling ({where})")
+            kind = existing.get("rope_type") or existing.get("type")
+            if length > window:
+                report.problems.append(f"{stage.name}: {what} {length} exceeds the {window:.0f}-token window of the "
+                                       f"model's own rope scaling ({kind}, {where})")
+            else:
+                report.ran.append(f"{stage.name}: {what} {length} <= {window:.0f}-token window of the model's own "
+                                  f"rope scaling ({kind}; kept as it is)")
             continue
         if length <= native:
             report.ran.append(f"{stage.name}: {what} {length} <= {native}-token native window: no rope scaling")
@@ -206,10 +208,11 @@ def check_parallelism(recipe: Recipe, config: dict | None, where: str, report: C
         # verl/models/transformers/monkey_patch.py:343-346: heads % sp == 0, and kv % sp == 0 or sp % kv == 0
         # (KV heads are then repeated)
         elif heads % sp or (kv % sp and sp % kv):
+            fit = [s for s in range(1, heads + 1) if heads % s == 0 and (kv % s == 0 or s % kv == 0)]
             report.problems.append(
                 f"cluster.ulysses_sp {sp} does not fit the model's {heads} attention heads and {kv} KV heads "
                 f"({where}): verl needs heads % SP == 0 and (KV heads % SP == 0 or SP % KV heads == 0); "
-                f"SP that fit: {', '.join(str(s) for s in range(1, heads + 1) if heads % s == 0 and (kv % s == 0 or s % kv == 0))}")
+                f"SP that fit: {', '.join(map(str, fit))}")
         else:
             report.ran.append(f"Ulysses SP {sp} divides {heads} attention heads and {kv} KV heads ({where})")
     bad = []

@@ -18,6 +18,10 @@ is replaced, and the run says so:
   rollout), one Ray cluster shared by the stages; sequence and tensor parallelism 1;
 - an LLM judge that does not answer is left out (rule-only reward), and said so.
 
+Before anything runs, the checks before launch (`checks.py`) check the real cluster's parallelism, token
+budgets, context window and data statically (a missing data file is a warning here: it is stood in for); a
+problem stops the preflight (exit 2).
+
 Per stage it prints passed, or the first error line and the log path. A watchdog kills a stage that runs
 past `timeout` seconds; the Ray cluster is shut down at the end, whatever happened. A stage also fails when
 verl ran with a value other than the one we emitted for any key, or logged a warning naming one (the config

@@ -43,11 +43,15 @@ def row_problems(row: dict, sft: bool = False) -> list[str]:
 
 
 def read_rows(path: str) -> list[dict]:
-    """All rows of a row file; a missing file, or a row without a usable `prompt`, is an error naming the file
-    and the row (the rest of the schema is checked before launch, `checks.py`)."""
     if not os.path.isfile(path):
         raise RecipeError(f"{path}: data file not found")
-    rows = list(iter_rows(path))
+    return list(iter_rows(path))
+
+
+def read_stage_rows(path: str) -> list[dict]:
+    """The rows of a stage's data file; a row without a usable `prompt` is an error naming the file and the row,
+    not a bare KeyError at counting (the rest of the schema is checked before launch, `checks.py`)."""
+    rows = read_rows(path)
     bad = [(i, p) for i, row in enumerate(rows) if (p := _messages_problem(row.get("prompt"), "prompt"))]
     if bad:
         i, problem = bad[0]
@@ -101,7 +105,7 @@ def build_mixture(mixture: DataMixture, seed: int, count: Callable[[dict], int] 
     rng = random.Random(seed)
     rows, parts = [], []
     for comp in mixture.components:
-        part = read_rows(comp.path)
+        part = read_stage_rows(comp.path)
         if comp.max_items is not None and comp.max_items < len(part):
             part = rng.sample(part, comp.max_items)
         rows += part * comp.repeat

@@ -10,7 +10,8 @@ transition, length filter), a small validation parquet and a Hydra override list
 
 and merges the last checkpoint to HF format (`python -m verl.model_merger merge`) so the next stage (and
 the next transition's sampling pass) starts from it. `--dry-run` prints the commands instead;
-`--preflight` (`preflight.py`) runs every stage for real on this CPU first.
+`--preflight` (`preflight.py`) runs every stage for real on this CPU first. Both, and every launch, first run
+the checks before launch (`checks.py`: parallelism, token budgets, context window and YaRN, data files).
 
 On a Ray cluster, every path a stage uses (its data, the reward router, the checkpoint folder, a local
 model) must be visible on every node, and loongrl and verl installed there: `cluster_check` verifies
@@ -379,6 +380,21 @@ def _print_command(cmd: list[str]) -> None:
     print(" ".join(map(shlex.quote, cmd[:lead])) + "".join(" \\\n    " + shlex.quote(x) for x in cmd[lead:]))
 
 
+def print_plan(steps: list[dict]) -> None:
+    """The dry run's listing: per stage its data, limits, node check, train command and merge."""
+    for i, s in enumerate(steps):
+        print(f"# stage {i}: {s['stage']} ({s['kind']}, verl config {s['config']})")
+        print(f"# {s['data']}")
+        for line in s["limits"]:
+            print(f"# {line}")
+        if "check" in s:
+            print("# first, on every node of the Ray cluster: paths visible, loongrl/verl importable")
+            print(" ".join(map(shlex.quote, s["check"])))
+        _print_command(s["train"])
+        print("# then: " + " ".join(shlex.quote(x) for x in s["merge"]) + "   ({step} = last saved step)")
+        print()
+
+
 def run(recipe: Recipe, out_dir: str, dry_run: bool = False, resume: bool = True) -> int:
     """Check the recipe before launch (`checks.py`; a problem: exit 2), then print (`dry_run`) or run the stages."""
     from .checks import run_checks
@@ -389,17 +405,7 @@ def run(recipe: Recipe, out_dir: str, dry_run: bool = False, resume: bool = True
         return 2
     steps = plan(recipe, out_dir)
     if dry_run:
-        for i, s in enumerate(steps):
-            print(f"# stage {i}: {s['stage']} ({s['kind']}, verl config {s['config']})")
-            print(f"# {s['data']}")
-            for line in s["limits"]:
-                print(f"# {line}")
-            if "check" in s:
-                print("# first, on every node of the Ray cluster: paths visible, loongrl/verl importable")
-                print(" ".join(map(shlex.quote, s["check"])))
-            _print_command(s["train"])
-            print("# then: " + " ".join(shlex.quote(x) for x in s["merge"]) + "   ({step} = last saved step)")
-            print()
+        print_plan(steps)
         return 0
     write_rope_configs(recipe, steps)
     run_stages(recipe, out_dir, resume, SubprocessRunner())
