@@ -154,7 +154,9 @@ def _two_stage_recipe(tmp_path, model: str, rollout: str = "vllm", rope: str = "
     return load_recipe(str(path))
 
 
+@pytest.mark.slow  # verl's Hydra config and model config (as tests/test_train_verl.py): not in mutation runs
 def test_yarn_only_where_the_lengths_need_it_and_verl_reads_it(shipped, tmp_path):
+    pytest.importorskip("verl", reason="verl is not installed (make setup installs it)")
     from omegaconf import OmegaConf
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.config.model import HFModelConfig
@@ -189,6 +191,12 @@ def test_yarn_only_where_the_lengths_need_it_and_verl_reads_it(shipped, tmp_path
                                                                   "original_max_position_embeddings": 32768})
     kept = verl_backend.plan(_two_stage_recipe(tmp_path, own), str(tmp_path / "run"))[1]
     assert not [o for o in kept["overrides"] if "hf_config_path" in o or "hf_overrides" in o]
+    # an SFT stage longer than the window: the trainer's model reads the same kind of config folder
+    sft = load_recipe(_recipe_file(tmp_path, "qwenlong-l1-32b", edit=lambda raw: (
+        raw.update(model=model), raw["stages"][0]["sft"].update(max_length=40000))))
+    sft_step = verl_backend.plan(sft, str(tmp_path / "sft"))[0]
+    assert verl_backend.compose_overrides(sft_step["overrides"], "sft_trainer_engine").model.hf_config_path == \
+        os.path.join(os.path.dirname(sft_step["ckpt_dir"]), "model_config")
     from loongrl.train.checks import run_checks
 
     off = run_checks(_two_stage_recipe(tmp_path, model, rope="off"))
