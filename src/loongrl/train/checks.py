@@ -229,6 +229,8 @@ def check_parallelism(recipe: Recipe, config: dict | None, where: str, report: C
     report.ran.append(f"cluster: {c.nnodes} x {c.gpus_per_node} = {world} GPUs divisible by rollout TP {tp} and "
                       f"Ulysses SP {sp} (data-parallel size {world // sp})")
     dp = world // sp
+    # verl/utils/config.py:103-125 (validate_config, on the driver with the real GPU count) checks the batch against
+    # the GPUs only without dynamic batching, which every stage here uses; the workers' assert below is what is left
     for stage in recipe.stages:
         if stage.rl is not None:
             r = stage.rl
@@ -367,6 +369,7 @@ def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: Chec
                     report.warnings.append(f"the tokenizer in {lengths_of.folder} could not be loaded ({e}): "
                                            "lengths were not checked")
                     lengths_of = None
+                    lengths.clear()
     if n == 0:
         report.problems.append(f"{path}: no rows (read by {stages})")
         return None
@@ -388,8 +391,10 @@ def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False) ->
                 readers.append(stage)
     if not files:
         return
-    uses_data_var = bool(recipe.source) and os.path.isfile(recipe.source) and \
-        "${LOONGRL_DATA" in open(recipe.source, encoding="utf-8").read()
+    uses_data_var = False  # a shipped recipe reads ${LOONGRL_DATA}: say what it is when its folder is missing
+    if recipe.source and os.path.isfile(recipe.source):
+        with open(recipe.source, encoding="utf-8") as f:
+            uses_data_var = "${LOONGRL_DATA" in f.read()
     lengths_of = _row_lengths(recipe.model, report) if any(os.path.isfile(p) for p, _ in files) else None
     fits: dict[str, list[int]] = {}  # stage name -> rows fitting, per counted file
     for (path, sft), stages in files.items():
@@ -417,8 +422,8 @@ def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False) ->
             lo = spec.data.min_prompt_tokens
             hi = spec.data.max_prompt_tokens if spec.data.max_prompt_tokens is not None else (
                 spec.max_prompt_tokens if stage.rl is not None else spec.max_length)
-            fit = sum(lo < n <= hi for n in lengths)
-            longer, shorter = sum(n > hi for n in lengths), sum(n <= lo for n in lengths)
+            fit = sum(lo < k <= hi for k in lengths)
+            longer, shorter = sum(k > hi for k in lengths), sum(k <= lo for k in lengths)
             what = "prompt + completion" if sft else "prompt"
             dropped = "; ".join(x for x in (f"{longer:,} longer" if longer else "",
                                             f"{shorter:,} shorter" if shorter else "") if x)
