@@ -22,18 +22,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def shipped(shipped_recipe_env, monkeypatch):
     """The shipped recipes' data and models' config.json, as $LOONGRL_DATA and the hub cache."""
-    import sys
-
     import huggingface_hub.constants
 
     monkeypatch.setenv("LOONGRL_DATA", shipped_recipe_env["LOONGRL_DATA"])
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", shipped_recipe_env["HF_HUB_CACHE"])
-    checks = sys.modules.get("loongrl.train.checks")  # config.json files are read once per process: forget them
-    if checks is not None:
-        checks.read_model_config.cache_clear()
-    yield shipped_recipe_env
-    if checks is not None:
-        checks.read_model_config.cache_clear()
+    return shipped_recipe_env
 
 
 def _recipe_file(tmp_path, name="loongrl-7b", edit=None) -> str:

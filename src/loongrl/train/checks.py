@@ -85,7 +85,12 @@ def model_file(model: str, filename: str) -> str | None:
     return path if isinstance(path, str) and os.path.isfile(path) else None
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=16)
+def _read_json(path: str, mtime_ns: int) -> dict:  # the plan reads the config once per stage: read it once
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def read_model_config(model: str) -> tuple[dict | None, str]:
     """(config.json of `model`, where it was read) or (None, why it could not be read)."""
     path = model_file(model, "config.json")
@@ -93,8 +98,7 @@ def read_model_config(model: str) -> tuple[dict | None, str]:
         where = "its folder has no config.json" if os.path.isdir(model) else \
             "not a local folder and not in the Hugging Face hub cache (checks never use the network)"
         return None, f"config.json of {model} could not be read: {where}"
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
+    config = _read_json(path, os.stat(path).st_mtime_ns)
     text = config.get("text_config") if "num_attention_heads" not in config else None
     return {**config, **(text or {})}, f"{model} config.json"
 
