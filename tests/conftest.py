@@ -77,6 +77,64 @@ def qa_files(tmp_path_factory):
     return {s: _synth(tmp_path_factory, "qa", s) for s in INPUTS}
 
 
+# Published config.json values of the shipped recipes' models (their Hugging Face model cards' config.json):
+# Qwen2.5-7B/14B-Instruct have a 32K native window and no rope_scaling; the R1 distill of Qwen2.5-32B has 128K.
+PUBLISHED_CONFIGS = {
+    "Qwen/Qwen2.5-7B-Instruct": dict(num_attention_heads=28, num_key_value_heads=4, hidden_size=3584,
+                                     intermediate_size=18944, num_hidden_layers=28, max_position_embeddings=32768),
+    "Qwen/Qwen2.5-14B-Instruct": dict(num_attention_heads=40, num_key_value_heads=8, hidden_size=5120,
+                                      intermediate_size=13824, num_hidden_layers=48, max_position_embeddings=32768),
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": dict(num_attention_heads=40, num_key_value_heads=8, hidden_size=5120,
+                                                     intermediate_size=27648, num_hidden_layers=64,
+                                                     max_position_embeddings=131072),
+}
+
+
+def write_model_config(folder: str, tokenizer: bool = False, **values) -> str:
+    """A model folder holding only config.json (Qwen2 architecture, `values` over Qwen2.5-7B-Instruct's published
+    numbers) and, with `tokenizer`, the shared Qwen2.5 tokenizer files (linked)."""
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 152064, "rope_theta": 1e6,
+              "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+              **PUBLISHED_CONFIGS["Qwen/Qwen2.5-7B-Instruct"], **values}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f)
+    if tokenizer:
+        for name in os.listdir(QWEN):
+            if name != "SOURCE.md":
+                os.symlink(os.path.join(QWEN, name), os.path.join(folder, name))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shipped_recipe_env(tmp_path_factory):
+    """{LOONGRL_DATA, HF_HUB_CACHE} for the shipped recipes: 3 synthesized rows per data file they read (4K tokens,
+    inside every stage's window; sft_traces with a gold completion) and a hub cache holding their models'
+    published config.json (the Qwen2.5 ones with the shared Qwen2.5 tokenizer, which the family shares)."""
+    from loongrl.data.io import iter_rows, write_rows
+
+    root = tmp_path_factory.mktemp("shipped")
+    data = root / "data"
+    data.mkdir()
+    for source in INPUTS:
+        for kind in ("qa", "keychain"):
+            path = _synth(tmp_path_factory, "kc" if kind == "keychain" else "qa", source, num=3,
+                          max_prompt_tokens=4096)
+            os.replace(path, data / f"{kind}_{source}.parquet")
+        # QwenLong phase II reads (20K, 60K] rows; its model's tokenizer is not here, so lengths are not counted
+        os.link(data / f"qa_{source}.parquet", data / f"qa60k_{source}.parquet")
+    gold = [{"role": "assistant", "content": "<think>\n</think>\n\nThe answer is \\boxed{x}."}]
+    write_rows(str(data / "sft_traces.parquet"),
+               [dict(r, completion=gold) for r in iter_rows(str(data / "qa_hotpotqa.parquet"))])
+    hub = root / "hub"
+    for repo, values in PUBLISHED_CONFIGS.items():
+        snapshot = hub / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0" * 40)
+        write_model_config(str(snapshot), tokenizer=repo.startswith("Qwen/"), **values)
+        (snapshot.parent.parent / "refs").mkdir()
+        (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    return {"LOONGRL_DATA": str(data), "HF_HUB_CACHE": str(hub)}
+
+
 def read_rows(path: str) -> list[dict]:
     from loongrl.data.io import iter_rows
 

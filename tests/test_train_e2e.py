@@ -1,5 +1,6 @@
 """End to end on CPU with a tiny model: SFT -> GRPO -> hard mining -> GRPO -> retrospective GRPO, a few
-steps each, then resume after a stage that fails for real (its data file is missing at first)."""
+steps each, then resume: a data file missing at first stops the run before any stage trains (checks before
+launch); the stages before it run, and the rerun with the file skips them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from conftest import read_rows
 
 from loongrl.demo.task import make_demo_data
+from loongrl.train.checks import CheckError
 from loongrl.train.orchestrate import run_recipe
 from loongrl.train.recipe import parse_recipe
 
@@ -70,8 +72,10 @@ def test_multi_stage_run_and_resume(demo_files):
     raw = _recipe(data, str(d / "model"), late)
     recipe = parse_recipe(raw, "mini.yaml", str(d))
     out = str(d / "run")
-    with pytest.raises(Exception, match="late.parquet: data file not found"):
-        run_recipe(recipe, out)
+    with pytest.raises(CheckError, match=r"phase2: data file not found: .*late.parquet"):
+        run_recipe(recipe, out)  # refused before any stage trains (checks before launch)
+    assert not os.path.exists(os.path.join(out, "00_sft"))
+    run_recipe(parse_recipe(dict(raw, stages=raw["stages"][:3]), "mini.yaml", str(d)), out)  # the stages before it
     names = ["00_sft", "01_grpo1", "02_grpo2"]
     for n in names:
         assert json.load(open(os.path.join(out, n, "manifest.json")))["status"] == "completed"
@@ -94,7 +98,7 @@ def test_multi_stage_run_and_resume(demo_files):
     assert m2["inputs"]["model"] == m1["checkpoint"]  # sampled and trained from the previous checkpoint
     assert m1["metrics"]["steps"] == 2 and "reward" in m1["metrics"] and "kl" in m1["metrics"]
 
-    os.link(data["rl"], late)  # the missing input appears; rerun resumes at phase2
+    os.link(data["rl"], late)  # the missing input appears; the whole recipe resumes at phase2
     report = run_recipe(parse_recipe(raw, "mini.yaml", str(d)), out)
     for n in names:
         assert _mtimes(os.path.join(out, n)) == before[n], f"{n} was re-run"

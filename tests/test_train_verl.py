@@ -89,9 +89,10 @@ def test_qwenlong_dapo_uses_the_knobs_verl_v1_honours(tmp_path):
         assert cfg.trainer.max_actor_ckpt_to_keep == 2
 
 
-def test_dry_run_shows_budget_dapo_knobs_and_retention():
+def test_dry_run_shows_budget_dapo_knobs_and_retention(shipped_recipe_env):
     out = subprocess.run([sys.executable, "-m", "loongrl.cli", "train", os.path.join(REPO, "recipes", "qwenlong-l1-32b.yaml"),
-                          "--backend", "verl", "--dry-run"], capture_output=True, text=True, check=True).stdout
+                          "--backend", "verl", "--dry-run"], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, **shipped_recipe_env)).stdout
     for needle in ("data.max_token_len_per_gpu=10000", "engine.ulysses_sequence_parallel_size=8",
                    "algorithm.filter_groups.max_inflight_gen_batches=3", "sampler_kwargs.max_gen_batches=30",
                    "trainer.max_ckpt_to_keep=2", "trainer.max_actor_ckpt_to_keep=2",
@@ -100,9 +101,15 @@ def test_dry_run_shows_budget_dapo_knobs_and_retention():
     assert "max_num_gen_batches" not in out and "gen_batch_size" not in out
 
 
-def test_cli_dry_run_prints_commands():
-    out = subprocess.run([sys.executable, "-m", "loongrl.cli", "train", os.path.join(REPO, "recipes", "loongrl-7b.yaml"),
-                          "--backend", "verl", "--dry-run"], capture_output=True, text=True, check=True).stdout
+def test_cli_dry_run_prints_commands(shipped_recipe_env, tmp_path):
+    cmd = [sys.executable, "-m", "loongrl.cli", "train", os.path.join(REPO, "recipes", "loongrl-7b.yaml"),
+           "--backend", "verl", "--dry-run"]
+    # without its data the dry run fails, naming every missing file (LOONGRL_DATA points at an empty folder)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **shipped_recipe_env,
+                                                                       "LOONGRL_DATA": str(tmp_path)})
+    assert proc.returncode == 2 and "verl.trainer.main_ppo" not in proc.stdout
+    assert proc.stderr.count("data file not found") == 6 and f"{tmp_path}/keychain_2wikimqa.parquet" in proc.stderr
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=dict(os.environ, **shipped_recipe_env)).stdout
     assert out.count("verl.trainer.main_ppo") == 3 and out.count("verl.model_merger merge") == 3
     for needle in ("actor_rollout_ref.rollout.n=8", "actor_rollout_ref.actor.optim.lr=1e-06",
                    "kl_loss_coef=0.001", "kl_loss_type=low_var_kl", "rollout.temperature=0.6", "rollout.top_p=0.95",

@@ -249,7 +249,11 @@ def test_retrospective_stage_description(tmp_path):
 
 
 def test_dry_run_prints_each_stage_without_running_it(recipe, tmp_path, capsys):
-    assert verl_backend.run(recipe, str(tmp_path), dry_run=True) == 0
+    # this recipe's odd values do not make a launchable cluster (SP 5 on 12 GPUs) and its data is absent:
+    # the dry run refuses it (checks before launch, tests/test_train_checks.py); the listing is print_plan's
+    assert verl_backend.run(recipe, str(tmp_path), dry_run=True) == 2
+    assert "error: cluster: 3 nodes x 4 GPUs = 12 GPUs is not divisible by Ulysses SP 5" in capsys.readouterr().err
+    verl_backend.print_plan(verl_backend.plan(recipe, str(tmp_path)))
     out = capsys.readouterr().out
     assert not (tmp_path / "00_warm").exists()
     stages = out.split("\n\n")[:3]
@@ -272,9 +276,10 @@ def test_dry_run_prints_each_stage_without_running_it(recipe, tmp_path, capsys):
 def test_without_dry_run_the_stages_are_prepared_for_real(recipe, tmp_path):
     from conftest import QWEN
 
-    recipe.model = QWEN  # a local tokenizer: the launch gets as far as the stage's data, which is absent here
+    recipe.model = QWEN  # a local tokenizer: the stages get as far as their data, which is absent here
+    assert verl_backend.run(recipe, str(tmp_path)) == 2 and not (tmp_path / "00_warm").exists()  # checks first
     with pytest.raises(RecipeError, match="^/d/sft.parquet: data file not found$"):
-        verl_backend.run(recipe, str(tmp_path))
+        verl_backend.run_stages(recipe, str(tmp_path), True, verl_backend.SubprocessRunner())
     assert (tmp_path / "00_warm").is_dir() and not (tmp_path / "01_rl1").exists()
 
 
@@ -333,7 +338,7 @@ def test_ray_node_check_covers_the_sft_inputs_and_the_judge_key(recipe, tmp_path
     monkeypatch.delenv("OPENAI_API_KEY")
     monkeypatch.delenv("LOONGRL_TEST_JUDGE_KEY")
     assert not [c for c in verl_backend.plan(recipe, str(tmp_path))[1]["check"] if c.startswith("--env=")]
-    verl_backend.run(recipe, str(tmp_path), dry_run=True)
+    verl_backend.print_plan(verl_backend.plan(recipe, str(tmp_path)))
     out = capsys.readouterr().out
     assert out.count("# first, on every node of the Ray cluster: paths visible, loongrl/verl importable\n"
                      "ray job submit --address=http://head:8265 -- ") == 3

@@ -1,4 +1,7 @@
-"""`loongrl train RECIPE`: run a multi-stage recipe (TRL embedded) or launch / print its verl commands."""
+"""`loongrl train RECIPE`: run a multi-stage recipe (TRL embedded) or launch / print its verl commands.
+
+Every launch, dry run and preflight first runs the checks before launch (`checks.py`): any problem is printed
+as an `error:` line, all of them at once, and the command exits 2 before a stage starts."""
 
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default: runs/<recipe name>)")
     p.add_argument("--backend", choices=("trl", "verl"), default="trl",
                    help="trl: train here with TRL (default); verl: launch verl.trainer.main_ppo per stage")
-    p.add_argument("--dry-run", action="store_true", help="verl: print each stage's commands and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="verl: run the checks before launch, print them and each stage's commands, and exit "
+                        "(2 on any problem)")
     p.add_argument("--preflight", action="store_true",
                    help="verl: run every stage through verl's real trainer on this CPU for 2 steps (tiny model, "
                         "short data, CPU plugin + hf rollout) before renting GPUs; exit 1 if a stage fails")
@@ -28,6 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from .checks import CheckError
+
+    try:
+        return _main(args)
+    except CheckError:  # its lines are printed already
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     from .recipe import RecipeError, load_recipe
 
     try:

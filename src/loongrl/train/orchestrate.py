@@ -199,12 +199,14 @@ def completed_stage(recipe: Recipe, stage: Stage, sdir: str, model_path: str, pr
 
 
 def run_recipe(recipe: Recipe, out_dir: str, resume: bool = True) -> dict:
-    """Run (or resume) every stage with the TRL backend; returns the report dict."""
-    from . import trl_backend
+    """Run (or resume) every stage with the TRL backend; returns the report dict. The checks before launch that
+    apply to TRL (data files, context window; `checks.py`) run first: a problem raises `CheckError`."""
+    from . import checks, trl_backend
 
+    prepare_demo(recipe)
+    checks.require(recipe, "trl")
     os.makedirs(out_dir, exist_ok=True)
     write_json_atomic(os.path.join(out_dir, "recipe.json"), to_dict(recipe))
-    prepare_demo(recipe)
     eval_rewards = next((s.rl.reward_kwargs for s in recipe.stages if s.rl is not None), {})
     init_path = os.path.join(out_dir, "init_eval.json")
     if not (resume and os.path.isfile(init_path)):

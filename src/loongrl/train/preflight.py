@@ -18,6 +18,10 @@ is replaced, and the run says so:
   rollout), one Ray cluster shared by the stages; sequence and tensor parallelism 1;
 - an LLM judge that does not answer is left out (rule-only reward), and said so.
 
+Before anything runs, the checks before launch (`checks.py`) check the real cluster's parallelism, token
+budgets, context window and data statically (a missing data file is a warning here: it is stood in for); a
+problem stops the preflight (exit 2).
+
 Per stage it prints passed, or the first error line and the log path. A watchdog kills a stage that runs
 past `timeout` seconds; the Ray cluster is shut down at the end, whatever happened. A stage also fails when
 verl ran with a value other than the one we emitted for any key, or logged a warning naming one (the config
@@ -46,6 +50,7 @@ import threading
 import time
 import urllib.request
 
+from . import checks
 from .recipe import Recipe, Stage
 from .verl_backend import DAPO_NO_VARIANCE, run_stages
 
@@ -634,6 +639,9 @@ def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int 
 
     t0 = time.time()
     prepare_demo(recipe)
+    # the real cluster's parallelism, budgets, window and data, checked statically: the CPU run below uses one
+    # worker and SP 1, so verl never meets them here (a missing data file is stood in for, hence a warning)
+    checks.require(recipe, "verl", missing_data_ok=True, show_ran=True)
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     notes: list[str] = []

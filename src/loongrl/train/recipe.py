@@ -323,6 +323,10 @@ class Cluster:
         optimizer_offload: FSDP optimiser-state offload to CPU.
         max_checkpoints: verl checkpoints kept per stage (older ones are deleted; the last is what the
             stage's merge and a resume use). null keeps all (a 32B checkpoint with optimiser state is ~380 GB).
+        rope_scaling: `auto`: a stage whose prompt + response (SFT: max_length) exceeds the model's native
+            window (config.json `max_position_embeddings`, no rope scaling of its own) gets YaRN, factor = the
+            smallest power of two that covers it, in the actor, reference and rollout config (`checks.py`,
+            docs/train.md); stages that fit get none. `off`: never; such a stage is an error before launch.
         extra_overrides: Raw Hydra overrides appended last (checked by the same composition test).
     """
 
@@ -337,6 +341,7 @@ class Cluster:
     param_offload: bool = False
     optimizer_offload: bool = False
     max_checkpoints: int | None = 2
+    rope_scaling: Literal["auto", "off"] = "auto"
     extra_overrides: list[str] = field(default_factory=list)
 
 

@@ -18,11 +18,45 @@ from loongrl.data.io import file_sha256, iter_rows, write_rows  # noqa: F401  (r
 from .recipe import DataMixture, RecipeError
 
 
+def _messages_problem(value, field: str) -> str | None:
+    if value is None:
+        return f"{field}: missing"
+    if not isinstance(value, list) or not value:
+        return f"{field}: not a non-empty chat list of {{role, content}} messages"
+    for j, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            return f"{field}[{j}]: not a {{role, content}} message"
+    return None
+
+
+def row_problems(row: dict, sft: bool = False) -> list[str]:
+    """What keeps a row from being trained on: `prompt` a non-empty chat list of {role, content},
+    `reward_model.ground_truth` present, and for SFT a `completion` chat list (the gold response)."""
+    problems = [_messages_problem(row.get("prompt"), "prompt")]
+    rm = row.get("reward_model")
+    gt = rm.get("ground_truth") if isinstance(rm, dict) else None
+    if gt is None or (isinstance(gt, (list, str)) and not gt):
+        problems.append("reward_model.ground_truth: missing or empty")
+    if sft:
+        problems.append(_messages_problem(row.get("completion"), "completion"))
+    return [p for p in problems if p]
+
 
 def read_rows(path: str) -> list[dict]:
     if not os.path.isfile(path):
         raise RecipeError(f"{path}: data file not found")
     return list(iter_rows(path))
+
+
+def read_stage_rows(path: str) -> list[dict]:
+    """The rows of a stage's data file; a row without a usable `prompt` is an error naming the file and the row,
+    not a bare KeyError at counting (the rest of the schema is checked before launch, `checks.py`)."""
+    rows = read_rows(path)
+    bad = [(i, p) for i, row in enumerate(rows) if (p := _messages_problem(row.get("prompt"), "prompt"))]
+    if bad:
+        i, problem = bad[0]
+        raise RecipeError(f"{path}: row {i}: {problem}" + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""))
+    return rows
 
 
 def source_of(row: dict) -> str:
@@ -71,7 +105,7 @@ def build_mixture(mixture: DataMixture, seed: int, count: Callable[[dict], int] 
     rng = random.Random(seed)
     rows, parts = [], []
     for comp in mixture.components:
-        part = read_rows(comp.path)
+        part = read_stage_rows(comp.path)
         if comp.max_items is not None and comp.max_items < len(part):
             part = rng.sample(part, comp.max_items)
         rows += part * comp.repeat

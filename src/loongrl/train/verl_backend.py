@@ -10,7 +10,8 @@ transition, length filter), a small validation parquet and a Hydra override list
 
 and merges the last checkpoint to HF format (`python -m verl.model_merger merge`) so the next stage (and
 the next transition's sampling pass) starts from it. `--dry-run` prints the commands instead;
-`--preflight` (`preflight.py`) runs every stage for real on this CPU first.
+`--preflight` (`preflight.py`) runs every stage for real on this CPU first. Both, and every launch, first run
+the checks before launch (`checks.py`: parallelism, token budgets, context window and YaRN, data files).
 
 On a Ray cluster, every path a stage uses (its data, the reward router, the checkpoint folder, a local
 model) must be visible on every node, and loongrl and verl installed there: `cluster_check` verifies
@@ -72,13 +73,52 @@ def _flat(d: dict, prefix: str = ""):
             yield f"{prefix}{k}", v
 
 
+def rl_token_budget(recipe: Recipe, stage: Stage) -> int:
+    """Dynamic-batch tokens per GPU of an RL stage (actor update, rollout and ref log-prob passes):
+    `cluster.max_tokens_per_gpu`, else prompt + response. Checked before launch (`checks.check_token_budgets`)."""
+    return recipe.cluster.max_tokens_per_gpu or (stage.rl.max_prompt_tokens + stage.rl.max_response_tokens)
+
+
+def rope_config_dir(ckpt_dir: str) -> str:
+    """Where a stage's YaRN config.json is written (verl's `model.hf_config_path`): beside its checkpoints."""
+    return os.path.join(os.path.dirname(ckpt_dir), "model_config")
+
+
+def rope_overrides(recipe: Recipe, stage: Stage, model_key: str, ckpt_dir: str) -> list[str]:
+    """YaRN for a stage whose sequences exceed the model's native window (`checks.rope_scaling_plan`), else [].
+
+    verl 0.9.1 cannot take it through `model.override_config`: its update_model_config recurses into a dict value
+    and sets attributes on it (verl/utils/model.py:81-85), which fails on transformers 5's `rope_parameters` dict
+    (and on transformers 4's None). So the actor and reference read a config.json with the rope scaling through
+    `model.hf_config_path` (verl/workers/config/model.py:151-188; written by `run` before launch), and the rollout
+    engine, which loads the model folder itself, gets it as vLLM `hf_overrides` / SGLang
+    `json_model_override_args` through `rollout.engine_kwargs` (vllm_async_server.py:287, 346-349;
+    async_sglang_server.py:276, 340), with `max_model_len` = the stage's longest sequence."""
+    from .checks import rope_scaling_plan
+
+    plan = rope_scaling_plan(recipe, stage)
+    if plan is None:
+        return []
+    out = [f"{model_key}.hf_config_path={rope_config_dir(ckpt_dir)}"]
+    if stage.rl is None:
+        return out
+    ro = "actor_rollout_ref.rollout"
+    out.append(f"{ro}.max_model_len={plan['length']}")
+    hf = {"rope_scaling": plan["rope_scaling"], "max_position_embeddings": plan["max_position_embeddings"]}
+    if recipe.cluster.rollout == "vllm":
+        out += [f"+{ro}.engine_kwargs.vllm.hf_overrides.{k}={_fmt(v)}" for k, v in _flat(hf)]
+    elif recipe.cluster.rollout == "sglang":
+        out.append(f"+{ro}.engine_kwargs.sglang.json_model_override_args='{json.dumps(hf)}'")
+    return out
+
+
 def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, ckpt_dir: str,
                  val_path: str | None = None) -> list[str]:
     """Hydra overrides for `verl.trainer.main_ppo` (config `ppo_trainer`) of one RL stage."""
     r: RLStage = stage.rl
     c = recipe.cluster
     a, ro, ref = "actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref"
-    tokens = c.max_tokens_per_gpu or (r.max_prompt_tokens + r.max_response_tokens)
+    tokens = rl_token_budget(recipe, stage)
     o = {
         "algorithm.adv_estimator": "grpo",
         "algorithm.norm_adv_by_std_in_grpo": r.norm_adv_by_std,
@@ -169,6 +209,7 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
         out += ["reward.reward_manager.name=dapo", f"{ob}.enable=True", f"{ob}.len={r.overlong_buffer.length}",
                 f"{ob}.penalty_factor={_fmt(r.overlong_buffer.penalty_factor)}", f"{ob}.log=False",
                 f"+reward.reward_kwargs.max_resp_len={r.max_response_tokens}"]
+    out += rope_overrides(recipe, stage, "actor_rollout_ref.model", ckpt_dir)
     return out + list(c.extra_overrides)
 
 
@@ -220,7 +261,8 @@ def sft_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str,
         o["trainer.total_training_steps"] = s.steps
     else:
         o["trainer.total_epochs"] = _whole_epochs(s.epochs)
-    return [f"{k}={_fmt(v)}" for k, v in o.items()] + list(c.extra_overrides)
+    return ([f"{k}={_fmt(v)}" for k, v in o.items()] + rope_overrides(recipe, stage, "model", ckpt_dir)
+            + list(c.extra_overrides))
 
 
 def compose_overrides(overrides: list[str], config_name: str = "ppo_trainer"):
@@ -338,23 +380,46 @@ def _print_command(cmd: list[str]) -> None:
     print(" ".join(map(shlex.quote, cmd[:lead])) + "".join(" \\\n    " + shlex.quote(x) for x in cmd[lead:]))
 
 
+def print_plan(steps: list[dict]) -> None:
+    """The dry run's listing: per stage its data, limits, node check, train command and merge."""
+    for i, s in enumerate(steps):
+        print(f"# stage {i}: {s['stage']} ({s['kind']}, verl config {s['config']})")
+        print(f"# {s['data']}")
+        for line in s["limits"]:
+            print(f"# {line}")
+        if "check" in s:
+            print("# first, on every node of the Ray cluster: paths visible, loongrl/verl importable")
+            print(" ".join(map(shlex.quote, s["check"])))
+        _print_command(s["train"])
+        print("# then: " + " ".join(shlex.quote(x) for x in s["merge"]) + "   ({step} = last saved step)")
+        print()
+
+
 def run(recipe: Recipe, out_dir: str, dry_run: bool = False, resume: bool = True) -> int:
+    """Check the recipe before launch (`checks.py`; a problem: exit 2), then print (`dry_run`) or run the stages."""
+    from .checks import run_checks
+
+    report = run_checks(recipe, "verl")
+    report.print(show_ran=dry_run)
+    if not report.ok:
+        return 2
     steps = plan(recipe, out_dir)
     if dry_run:
-        for i, s in enumerate(steps):
-            print(f"# stage {i}: {s['stage']} ({s['kind']}, verl config {s['config']})")
-            print(f"# {s['data']}")
-            for line in s["limits"]:
-                print(f"# {line}")
-            if "check" in s:
-                print("# first, on every node of the Ray cluster: paths visible, loongrl/verl importable")
-                print(" ".join(map(shlex.quote, s["check"])))
-            _print_command(s["train"])
-            print("# then: " + " ".join(shlex.quote(x) for x in s["merge"]) + "   ({step} = last saved step)")
-            print()
+        print_plan(steps)
         return 0
+    write_rope_configs(recipe, steps)
     run_stages(recipe, out_dir, resume, SubprocessRunner())
     return 0
+
+
+def write_rope_configs(recipe: Recipe, steps: list[dict]) -> None:
+    """The YaRN config.json of every stage that `rope_overrides` pointed at one."""
+    from .checks import rope_scaling_plan, write_rope_config
+
+    for stage, s in zip(recipe.stages, steps):
+        rope = rope_scaling_plan(recipe, stage)
+        if rope is not None:
+            write_rope_config(recipe, rope, rope_config_dir(s["ckpt_dir"]))
 
 
 class SubprocessRunner:
