@@ -340,7 +340,7 @@ def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: Chec
                stages: str) -> list[int] | None:
     """Schema-check every row of `path`; returns each row's length (prompt, or prompt + completion for SFT)
     when counting is possible, [] when it is not, None when the file is unusable."""
-    from tqdm import tqdm
+    from loongrl.progress import progress_bar
 
     from loongrl.data.io import iter_rows
 
@@ -355,8 +355,8 @@ def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: Chec
         report.problems.append(f"{path}: cannot be read as a row file ({type(e).__name__}: {e})")
         return None
     lengths, bad, n = [], 0, 0
-    with tqdm(total=total, desc=f"checking {os.path.basename(path)}", unit="row", leave=False,
-              disable=total is None or total < 500, file=sys.stderr) as bar:
+    with progress_bar(total=total, desc=f"checking {os.path.basename(path)}", unit="row", leave=False,
+                      disable=total is None or total < 500) as bar:
         for i, row in enumerate(rows):
             n += 1
             bar.update(1)
