@@ -9,7 +9,7 @@ import pytest
 from conftest import ascii_locale
 import yaml
 
-from loongrl.train.recipe import RecipeError, load_recipe
+from loongrl.train.recipe import RecipeError, load_recipe, parse_recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(REPO, "recipes")
@@ -259,7 +259,7 @@ def test_missing_file_unknown_top_key_and_config_hash(tmp_path):
     with pytest.raises(RecipeError, match="nope.yaml: recipe file not found"):
         load_recipe(str(tmp_path / "nope.yaml"))
     with pytest.raises(RecipeError, match=r": nmae: unknown key; known keys: name, model, stages, seed, eval, cluster, "
-                                          r"tiny_model, demo_data$"):
+                                          r"tiny_model, demo_data, logger$"):
         load_recipe(_write(tmp_path, yaml.safe_dump({**_two_stages(), "nmae": "x"})))
     with pytest.raises(RecipeError, match=r": recipe: expected a mapping for Recipe, got list$"):
         load_recipe(_write(tmp_path, "[1, 2]\n"))
@@ -340,3 +340,16 @@ def test_a_union_without_null_refuses_null():
     assert _convert(None, int | None, "x") is None
     with pytest.raises(RecipeError, match=r"^x: must not be null$"):
         _convert(None, int | str, "x")   # no recipe field has such a type yet; the branch must still refuse
+
+
+def test_logger_names_are_checked_on_load():
+    base = {"name": "x", "model": "m", "stages": [{"name": "a", "sft": {"data": {"components": [{"path": "d"}]}}}]}
+    assert parse_recipe(base, "r.yaml").logger == ["console", "tensorboard"]
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(dict(base, logger=["console", "tensorbord"]), "r.yaml")
+    assert str(err.value) == ("r.yaml: logger[1]: 'tensorbord' is not one of "
+                              "['console', 'tensorboard', 'wandb', 'mlflow']")
+    with pytest.raises(RecipeError, match=r"^r.yaml: logger: expected a list, got str$"):
+        parse_recipe(dict(base, logger="wandb"), "r.yaml")
+    with pytest.raises(RecipeError, match=r"^r.yaml: logger: \['wandb', 'wandb'\] names a logger twice$"):
+        parse_recipe(dict(base, logger=["wandb", "wandb"]), "r.yaml")
