@@ -353,3 +353,7 @@ def test_logger_names_are_checked_on_load():
         parse_recipe(dict(base, logger="wandb"), "r.yaml")
     with pytest.raises(RecipeError, match=r"^r.yaml: logger: \['wandb', 'wandb'\] names a logger twice$"):
         parse_recipe(dict(base, logger=["wandb", "wandb"]), "r.yaml")
+    with pytest.raises(RecipeError, match=r"^r.yaml: cluster.extra_overrides\[1\]: set the loggers with the recipe's "
+                                          r"`logger` field, not trainer.logger$"):
+        parse_recipe(dict(base, cluster={"extra_overrides": ["trainer.balance_batch=False",
+                                                             "trainer.logger=[console,wandb]"]}), "r.yaml")

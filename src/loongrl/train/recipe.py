@@ -540,6 +540,9 @@ def _validate(recipe: Recipe) -> None:
     _check(recipe.cluster.max_checkpoints is None or recipe.cluster.max_checkpoints >= 1,
            "cluster.max_checkpoints", "must be >= 1 or null")
     _check(len(set(recipe.logger)) == len(recipe.logger), "logger", f"{recipe.logger} names a logger twice")
+    for i, o in enumerate(recipe.cluster.extra_overrides):  # verl's file logger feeds metrics.csv: keep it on
+        _check(o.split("=", 1)[0].lstrip("+~") != "trainer.logger", f"cluster.extra_overrides[{i}]",
+               "set the loggers with the recipe's `logger` field, not trainer.logger")
     for i, ev in enumerate(recipe.eval):
         _check(ev.max_new_tokens > 0, f"eval[{i}].max_new_tokens", "must be > 0")
 

@@ -9,7 +9,9 @@ transition, length filter), a small validation parquet and a Hydra override list
     torchrun --nnodes=N --nproc_per_node=G -m verl.trainer.sft_trainer <overrides>  (SFT)
 
 and merges the last checkpoint to HF format (`python -m verl.model_merger merge`) so the next stage (and
-the next transition's sampling pass) starts from it. `--dry-run` prints the commands instead;
+the next transition's sampling pass) starts from it. The stage's metrics.csv is then read from verl's `file`
+logger (always on; TensorBoard goes to OUT/tb/NN_stage), and after the last stage the run's metrics.csv,
+report.md and curves.png are written as for the TRL backend. `--dry-run` prints the commands instead;
 `--preflight` (`preflight.py`) runs every stage for real on this CPU first.
 
 On a Ray cluster, every path a stage uses (its data, the reward router, the checkpoint folder, a local
