@@ -9,7 +9,7 @@ import pytest
 from conftest import ascii_locale
 import yaml
 
-from loongrl.train.recipe import RecipeError, load_recipe
+from loongrl.train.recipe import RecipeError, load_recipe, parse_recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(REPO, "recipes")
@@ -265,7 +265,7 @@ def test_missing_file_unknown_top_key_and_config_hash(tmp_path):
     with pytest.raises(RecipeError, match="nope.yaml: recipe file not found"):
         load_recipe(str(tmp_path / "nope.yaml"))
     with pytest.raises(RecipeError, match=r": nmae: unknown key; known keys: name, model, stages, seed, eval, cluster, "
-                                          r"tiny_model, demo_data$"):
+                                          r"tiny_model, demo_data, logger$"):
         load_recipe(_write(tmp_path, yaml.safe_dump({**_two_stages(), "nmae": "x"})))
     with pytest.raises(RecipeError, match=r": recipe: expected a mapping for Recipe, got list$"):
         load_recipe(_write(tmp_path, "[1, 2]\n"))
@@ -354,3 +354,20 @@ def test_training_caches_judge_verdicts_unless_told_not_to(tmp_path):
     assert cached.stages[1].rl.reward_kwargs["judge_config"] == {"model": "j", "cache_path": "auto"}
     off = _two_stages(reward_kwargs={"judge_config": {"model": "j", "cache_path": None}})
     assert load_recipe(_write(tmp_path, yaml.safe_dump(off))).stages[1].rl.reward_kwargs["judge_config"]["cache_path"] is None
+
+
+def test_logger_names_are_checked_on_load():
+    base = {"name": "x", "model": "m", "stages": [{"name": "a", "sft": {"data": {"components": [{"path": "d"}]}}}]}
+    assert parse_recipe(base, "r.yaml").logger == ["console", "tensorboard"]
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(dict(base, logger=["console", "tensorbord"]), "r.yaml")
+    assert str(err.value) == ("r.yaml: logger[1]: 'tensorbord' is not one of "
+                              "['console', 'tensorboard', 'wandb', 'mlflow']")
+    with pytest.raises(RecipeError, match=r"^r.yaml: logger: expected a list, got str$"):
+        parse_recipe(dict(base, logger="wandb"), "r.yaml")
+    with pytest.raises(RecipeError, match=r"^r.yaml: logger: \['wandb', 'wandb'\] names a logger twice$"):
+        parse_recipe(dict(base, logger=["wandb", "wandb"]), "r.yaml")
+    with pytest.raises(RecipeError, match=r"^r.yaml: cluster.extra_overrides\[1\]: set the loggers with the recipe's "
+                                          r"`logger` field, not trainer.logger$"):
+        parse_recipe(dict(base, cluster={"extra_overrides": ["trainer.balance_batch=False",
+                                                             "trainer.logger=[console,wandb]"]}), "r.yaml")

@@ -69,7 +69,7 @@ def test_sft_config_of_a_stage():
 
 
 def test_common_arguments_on_this_cpu_machine():
-    assert trl_backend._common_kwargs("out", 7) == {
+    assert trl_backend._common_kwargs("out", 7, ["console", "tensorboard"]) == {
         "output_dir": "out", "logging_steps": 1, "report_to": "none", "save_strategy": "no", "seed": 7,
         "data_seed": 7, "disable_tqdm": False, "use_cpu": True, "bf16": False, "gradient_checkpointing": False,
         "full_determinism": True}  # same machine and seed, same numbers (issue 12)
@@ -118,8 +118,9 @@ def test_trl_accepts_the_mapped_configs(tmp_path):
     """The contract: TRL's own config classes take the mapped arguments (a renamed field fails here)."""
     from trl import GRPOConfig, SFTConfig
 
-    common = trl_backend._common_kwargs(str(tmp_path), 0)
+    common = trl_backend._common_kwargs(str(tmp_path), 0, ["console", "tensorboard", "wandb"])
     grpo = GRPOConfig(reward_weights=[1.0], **trl_backend.grpo_config_kwargs(_loongrl_stage()), **common)
     assert (grpo.loss_type, grpo.beta, grpo.epsilon_high, grpo.num_generations) == ("dapo", 1e-3, 0.28, 8)
     sft = SFTConfig(**trl_backend.sft_config_kwargs(SFTStage(batch_size=8, micro_batch_size=2)), **common)
     assert (sft.gradient_accumulation_steps, sft.completion_only_loss) == (4, True)
+    assert sft.report_to == grpo.report_to == ["wandb"]  # the recipe's `logger`, TRL's own W&B callback

@@ -22,7 +22,8 @@ RECIPE = {
     "name": "r", "model": "org/base", "seed": 7,
     "cluster": {"nnodes": 3, "gpus_per_node": 4, "rollout": "sglang", "tensor_parallel": 2, "ulysses_sp": 5,
                 "gpu_memory_utilization": 0.6, "param_offload": True, "optimizer_offload": False,
-                "max_checkpoints": 4, "extra_overrides": ["trainer.logger=[console]"]},
+                "max_checkpoints": 4, "extra_overrides": ["trainer.balance_batch=False"]},
+    "logger": ["wandb", "tensorboard"],
     "stages": [
         {"name": "warm", "sft": {
             "data": {"components": [{"path": "/d/sft.parquet"}]},
@@ -87,7 +88,8 @@ def test_rl_overrides_carry_every_knob(recipe):
         "trainer.project_name=loongrl", "trainer.experiment_name=r-rl1", "trainer.nnodes=3",
         "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck", "trainer.save_freq=3",
         "trainer.max_actor_ckpt_to_keep=4", "trainer.test_freq=-1",
-        "trainer.val_before_train=False", "trainer.resume_mode=auto", "trainer.logger=[console,tensorboard]",
+        "trainer.val_before_train=False", "trainer.resume_mode=auto",
+        "trainer.logger=[wandb,tensorboard,file]",  # the recipe's loggers and verl's file logger, read for metrics.csv
         "trainer.total_training_steps=9",
         # DAPO: dynamic sampling on accuracy, 2 batches in flight, our capped sampler stops after 7 batches
         "algorithm.filter_groups.enable=True", "algorithm.filter_groups.metric=acc",
@@ -101,7 +103,7 @@ def test_rl_overrides_carry_every_knob(recipe):
         f"{kw}.judge_config.cache_path=auto",  # training caches verdicts on each node by default
         "reward.reward_manager.name=dapo", f"{ob}.enable=True", f"{ob}.len=100", f"{ob}.penalty_factor=0.5",
         f"{ob}.log=False", "+reward.reward_kwargs.max_resp_len=500",
-        "trainer.logger=[console]",  # cluster.extra_overrides, last
+        "trainer.balance_batch=False",  # cluster.extra_overrides, last
     ]
     assert os.path.samefile(verl_backend.ROUTER_PATH, ROUTER)
 
@@ -134,9 +136,9 @@ def test_sft_overrides_carry_every_knob(recipe):
         "optim.lr_warmup_steps_ratio=0.1", "optim.min_lr_ratio=0.05", "optim.weight_decay=0.02",
         "optim.clip_grad=0.5", "trainer.project_name=loongrl", "trainer.experiment_name=r-warm",
         "trainer.nnodes=3", "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck",
-        "trainer.max_ckpt_to_keep=4", "trainer.logger=[console,tensorboard]", "trainer.seed=7",
+        "trainer.max_ckpt_to_keep=4", "trainer.logger=[wandb,tensorboard,file]", "trainer.seed=7",
         "trainer.total_epochs=2",
-        "trainer.logger=[console]",
+        "trainer.balance_batch=False",
     ]
     recipe.stages[0].sft.steps = 5
     out = verl_backend.sft_overrides(recipe, recipe.stages[0], "m", "d", "c")
@@ -261,11 +263,14 @@ def test_dry_run_prints_each_stage_without_running_it(recipe, tmp_path, capsys):
                                           "# data: sft.parquet; prompt tokens in (0, 3000]",
                                           "# SFT token budget: 600 tokens/GPU x SP 5 = 3000 >= max_length 3000; "
                                           "keep the last 4 checkpoints"]
+    # SFT runs under torchrun, without Ray: where verl's loggers write is set in its environment
+    assert stages[0].splitlines()[3] == (f"VERL_FILE_LOGGER_PATH={tmp_path}/00_warm/verl_metrics.jsonl "
+                                         f"TENSORBOARD_DIR={tmp_path}/tb/00_warm \\")
     # the launcher and its flags on one line, then one override per line
-    assert stages[0].splitlines()[3] == ("torchrun --nnodes=3 --nproc_per_node=4 '--node_rank=${NODE_RANK}' "
+    assert stages[0].splitlines()[4] == ("torchrun --nnodes=3 --nproc_per_node=4 '--node_rank=${NODE_RANK}' "
                                          "'--master_addr=${MASTER_ADDR}' '--master_port=${MASTER_PORT:-29500}' "
                                          "-m verl.trainer.sft_trainer \\")
-    assert stages[0].splitlines()[4] == f"    'data.train_files=[{tmp_path}/00_warm/data_messages.parquet]' \\"
+    assert stages[0].splitlines()[5] == f"    'data.train_files=[{tmp_path}/00_warm/data_messages.parquet]' \\"
     assert stages[0].splitlines()[-2] == f"    hydra.run.dir={tmp_path}/00_warm/hydra"
     assert stages[1].splitlines()[3:5] == ["# DAPO: groups without reward variance on acc are replaced, 2 batches "
                                            "in flight; a step fails after 7 batches of 12 prompts",
@@ -290,7 +295,8 @@ def test_every_override_composes_against_verls_own_config(recipe):
 
     rl = verl_backend.rl_overrides(recipe, recipe.stages[1], "/m", "/d.parquet", "/ck")
     cfg = verl_backend.compose_overrides(rl)
-    assert cfg.actor_rollout_ref.rollout.name == "sglang" and cfg.trainer.logger == ["console"]  # extra wins
+    assert cfg.actor_rollout_ref.rollout.name == "sglang" and cfg.trainer.balance_batch is False  # extra, last
+    assert cfg.trainer.logger == ["wandb", "tensorboard", "file"]
     assert cfg.reward.reward_kwargs.overlong_buffer_cfg.len == 100 and cfg.algorithm.filter_groups.metric == "acc"
     sft = verl_backend.compose_overrides(verl_backend.sft_overrides(recipe, recipe.stages[0], "/m", "/d", "/ck"),
                                          "sft_trainer_engine")
@@ -354,14 +360,19 @@ def test_the_subprocess_runner_checks_trains_and_merges_and_fails_loudly(tmp_pat
 
     runner = verl_backend.SubprocessRunner()
     ckpt = tmp_path / "ck"
-    runner.train({"train": py("train "), "ckpt_dir": str(ckpt)}, str(tmp_path))
+    runner.train({"train": py("train "), "env": {}, "ckpt_dir": str(ckpt)}, str(tmp_path))
     assert log.read_text() == "train " and not ckpt.exists()           # one node: no check, no folder made
-    runner.train({"check": py("check "), "train": py("train "), "ckpt_dir": str(ckpt)}, str(tmp_path))
+    runner.train({"check": py("check "), "train": py("train "), "env": {}, "ckpt_dir": str(ckpt)}, str(tmp_path))
     runner.merge({"merge": py("merge {step}")}, str(tmp_path), "7")
     assert log.read_text() == "train check train merge 7" and ckpt.is_dir()
+    # the stage's environment (an SFT stage's logger paths) reaches the training command
+    env_cmd = [sys.executable, "-c", f"import os; open({str(log)!r}, 'a').write(' ' + os.environ['TENSORBOARD_DIR'])"]
+    runner.train({"train": env_cmd, "env": {"TENSORBOARD_DIR": "/run/tb/00_sft"}, "ckpt_dir": str(ckpt)}, str(tmp_path))
+    assert log.read_text() == "train check train merge 7 /run/tb/00_sft"
     fail = [sys.executable, "-c", "raise SystemExit(3)"]
-    for call in (lambda: runner.train({"train": fail, "ckpt_dir": str(ckpt)}, str(tmp_path)),
-                 lambda: runner.train({"check": fail, "train": py("never"), "ckpt_dir": str(ckpt)}, str(tmp_path)),
+    for call in (lambda: runner.train({"train": fail, "env": {}, "ckpt_dir": str(ckpt)}, str(tmp_path)),
+                 lambda: runner.train({"check": fail, "train": py("never"), "env": {}, "ckpt_dir": str(ckpt)},
+                                      str(tmp_path)),
                  lambda: runner.merge({"merge": fail}, str(tmp_path), "7")):
         with pytest.raises(subprocess.CalledProcessError):
             call()
@@ -491,3 +502,101 @@ def test_run_stages_counts_sft_completions_and_mines_with_the_last_checkpoint(tm
     assert transition["kind"] == "hard_mining" and transition["input"] == 4      # stage two's four rows
     assert transition["model"] == os.path.join(out, "01_two", "checkpoint")     # sampled with stage two's model
     assert manifests[2]["inputs"]["model"] == manifests[1]["checkpoint"]
+
+
+# logger: TRL's report_to (its progress bar is the console; TensorBoard is our writer, OUT/tb/NN_stage) and
+# verl's trainer.logger (plus `file`, read for metrics.csv), written out by hand for each choice.
+@pytest.mark.parametrize("logger, report_to, verl_logger", [
+    (["console", "tensorboard"], "none", ["console", "tensorboard", "file"]),  # the default
+    (["wandb"], ["wandb"], ["wandb", "file"]),
+    ([], "none", ["file"]),
+    (["console", "tensorboard", "wandb", "mlflow"], ["wandb", "mlflow"], ["console", "tensorboard", "wandb", "mlflow",
+                                                                          "file"]),
+])
+def test_logger_maps_to_trl_report_to_and_verl_trainer_logger(recipe, tmp_path, logger, report_to, verl_logger):
+    pytest.importorskip("verl", reason="verl is not installed (make setup installs it)")
+    from loongrl.train import trl_backend
+
+    recipe.logger = logger
+    assert trl_backend._common_kwargs("out", 0, logger)["report_to"] == report_to
+    sft, rl, _ = verl_backend.plan(recipe, str(tmp_path))
+    tb = {"TENSORBOARD_DIR": f"{tmp_path}/tb/01_rl1"} if "tensorboard" in logger else {}
+    composed = verl_backend.compose_overrides(rl["overrides"])
+    assert list(composed.trainer.logger) == verl_logger
+    # RL: verl's trainer runs in a Ray actor, on any node: the paths go in the job's runtime env
+    assert dict(composed.ray_kwargs.ray_init.runtime_env.env_vars) == {
+        "VERL_FILE_LOGGER_PATH": f"{tmp_path}/01_rl1/verl_metrics.jsonl", **tb}
+    assert rl["env"] == {}
+    # SFT: torchrun, no Ray: the paths are the launch's environment
+    composed = verl_backend.compose_overrides(sft["overrides"], "sft_trainer_engine")
+    assert list(composed.trainer.logger) == verl_logger
+    assert sft["env"] == {"VERL_FILE_LOGGER_PATH": f"{tmp_path}/00_warm/verl_metrics.jsonl",
+                          **({"TENSORBOARD_DIR": f"{tmp_path}/tb/00_warm"} if tb else {})}
+
+
+def test_logger_names_are_the_ones_trl_and_verl_take():
+    pytest.importorskip("verl", reason="verl is not installed (make setup installs it)")
+    import typing
+
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    from verl.utils.tracking import Tracking
+
+    from loongrl.train.recipe import Recipe
+
+    names = typing.get_args(typing.get_args(typing.get_type_hints(Recipe)["logger"])[0])
+    assert names == ("console", "tensorboard", "wandb", "mlflow")
+    assert set(names) | {"file"} <= set(Tracking.supported_backend)
+    assert {"wandb", "mlflow", "tensorboard"} <= set(INTEGRATION_TO_CALLBACK)
+
+
+def test_logger_secrets_stay_in_the_environment(kc_files, tmp_path, monkeypatch, capsys):
+    """W&B / MLflow keys are checked on the nodes by name, never forwarded or written down; their non-secret
+    settings reach the Ray job."""
+    from conftest import QWEN
+
+    secrets = {"WANDB_API_KEY": "wk-0123456789abcdef", "MLFLOW_TRACKING_TOKEN": "mt-fedcba9876543210"}
+    settings = {"WANDB_MODE": "offline", "WANDB_ENTITY": "team", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    for k, v in {**secrets, **settings}.items():
+        monkeypatch.setenv(k, v)
+    stage = {"data": {"components": [{"path": kc_files["musique"]}]}, "max_prompt_tokens": 20000,
+             "batch_size": 2, "steps": 1}
+    recipe = parse_recipe({"name": "r", "model": QWEN, "logger": ["wandb", "mlflow"],
+                           "cluster": {"ray_address": "http://head:8265"},
+                           "stages": [{"name": "one", "rl": stage}]}, "r.yaml", "/")
+    out = tmp_path / "out"
+    verl_backend.run_stages(recipe, str(out), True, RecordingRunner(QWEN))
+    verl_backend.run(recipe, str(out), dry_run=True)
+    cmds = json.loads((out / "00_one" / "manifest.json").read_text())["commands"]
+    assert [c for c in cmds["check"] if c.startswith("--env=")] == ["--env=MLFLOW_TRACKING_TOKEN",
+                                                                    "--env=WANDB_API_KEY"]
+    job_env = json.loads(next(c for c in cmds["train"] if c.startswith("--runtime-env-json="))
+                         .split("=", 1)[1])["env_vars"]
+    assert {k: job_env.get(k) for k in settings} == settings
+    assert not set(secrets) & set(job_env)
+    written = capsys.readouterr().out + "".join(p.read_text(errors="replace") for p in out.rglob("*")
+                                                if p.is_file() and p.suffix in (".json", ".md", ".csv", ".jsonl"))
+    assert "manifest" in written and not [v for v in secrets.values() if v in written]
+
+
+def test_a_resumed_stage_keeps_the_steps_of_its_earlier_attempt(tmp_path, monkeypatch):
+    """verl's file logger truncates its file when a stage resumes; the earlier attempt is kept aside and
+    a step trained again takes the later values."""
+    pytest.importorskip("verl", reason="verl is not installed (make setup installs it)")
+    from verl.utils.tracking import FileLogger
+
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(tmp_path / "verl_metrics.jsonl"))
+    first = FileLogger("loongrl", "r-one")
+    for step in (1, 2, 3):
+        first.log({"critic/score/mean": step / 10, "response_length/mean": 5.0, "other": 1}, step)
+    first.fp.close()  # killed after step 3; the checkpoint is step 2
+    verl_backend.keep_earlier_attempts(str(tmp_path))
+    second = FileLogger("loongrl", "r-one")
+    for step in (3, 4):
+        second.log({"critic/score/mean": step, "actor/kl_loss": 0.5}, step)
+    second.finish()
+    with open(tmp_path / "verl_metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "da')  # half a line
+    assert verl_backend.read_verl_metrics(str(tmp_path), sft=False) == [
+        {"step": 1, "reward": 0.1, "response_length": 5.0}, {"step": 2, "reward": 0.2, "response_length": 5.0},
+        {"step": 3, "reward": 3.0, "response_length": 5.0, "kl": 0.5}, {"step": 4, "reward": 4.0, "kl": 0.5}]
+    assert sorted(os.listdir(tmp_path)) == ["verl_metrics.attempt1.jsonl", "verl_metrics.jsonl"]

@@ -58,9 +58,12 @@ def preflight_run(tmp_path_factory):
     run_recipe(parse_recipe(teach, "teach.yaml", str(d)), str(d / "teach"))
     model = str(d / "teach" / "00_sft" / "checkpoint")
     out = d / "preflight"
+    cwd = d / "cwd"  # where the run is launched from: verl's loggers must write nothing here
+    cwd.mkdir()
     proc = subprocess.run([sys.executable, "-m", "loongrl.cli", "train", str(recipe_file), "--backend", "verl",
                            "--preflight", "--preflight-model", model, "--out", str(out), "--stage-timeout", "600"],
-                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=1500)
+                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=1500,
+                          cwd=cwd)
     report = json.loads((out / "preflight.json").read_text()) if (out / "preflight.json").exists() else None
     return proc, report, out, model
 
@@ -190,3 +193,65 @@ def test_no_ray_process_left_behind(preflight_run):
         except psutil.NoSuchProcess:
             pass
     assert alive == []
+
+
+def _csv(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_each_stage_writes_our_metrics_from_verls_log(preflight_run):
+    """NN_stage/metrics.csv in our column names, from verl's file logger; the rewards are the mean score of
+    the stage's rollout dumps (verl's own record of each sample), steps numbered across the stages."""
+    _, _, out, _ = preflight_run
+    for i, stage in enumerate(STAGES):
+        sdir = _stage_dir(out, i)
+        rows = _csv(sdir / "metrics.csv")
+        assert [(r["stage"], r["step"], r["global_step"]) for r in rows] == [
+            (stage, "1", str(2 * i + 1)), (stage, "2", str(2 * i + 2))], stage
+        summary = json.loads((sdir / "manifest.json").read_text())["metrics"]
+        assert summary["steps"] == 2, stage
+        if stage == "sft":
+            assert "reward" not in rows[0] and all(0 < float(r["loss"]) < 20 for r in rows)
+            assert float(rows[0]["learning_rate"]) > 0 and summary["loss"]["first"] == float(rows[0]["loss"])
+            continue
+        per_step = defaultdict(list)
+        for row in _dumps(sdir):
+            per_step[row["step"]].append(row["score"])
+        for r in rows:
+            scores = per_step[int(r["step"])]
+            assert float(r["reward"]) == pytest.approx(sum(scores) / len(scores)), (stage, r)
+            assert 0 < float(r["response_length"]) <= 32 and float(r["learning_rate"]) > 0, (stage, r)
+            assert {"kl", "entropy", "loss"} <= set(r), (stage, r)
+        assert summary["reward"]["last"] == pytest.approx(float(rows[-1]["reward"]))
+
+
+def test_tensorboard_logs_land_in_the_run_folder_not_the_launch_directory(preflight_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, _, out, _ = preflight_run
+    launch = out.parent / "cwd"
+    assert list(launch.iterdir()) == []  # no ./tensorboard_log (verl's default) nor any other file
+    events = sorted(out.rglob("events.out.tfevents*"))
+    assert {p.parent for p in events} == {out / "run" / "tb" / f"{i:02d}_{s}" for i, s in enumerate(STAGES)}
+    for i, stage in enumerate(STAGES):
+        acc = EventAccumulator(str(out / "run" / "tb" / f"{i:02d}_{stage}")).Reload()
+        key = "train/loss" if stage == "sft" else "critic/score/mean"  # verl's own names, its own writer
+        assert [e.step for e in acc.Scalars(key)] == [1, 2], stage
+
+
+def test_the_recipe_gets_the_run_metrics_and_report(preflight_run):
+    _, _, out, _ = preflight_run
+    run = out / "run"
+    rows = _csv(run / "metrics.csv")
+    assert [float(r["global_step"]) for r in rows] == list(range(1, 9))
+    assert [r["stage"] for r in rows] == [s for s in STAGES for _ in range(2)]
+    report = (run / "report.md").read_text()
+    assert "No held-out evaluation ran" in report and "![reward and response length per step](curves.png)" in report
+    for stage in STAGES:
+        assert f"| {stage} | {'sft' if stage == 'sft' else 'rl'} | 2 |" in report
+    assert "Transition before `stage2` (hard_mining)" in report
+    assert (run / "curves.png").stat().st_size > 10_000
+    assert [s["steps"] for s in json.loads((run / "report.json").read_text())["stages"]] == [0, 2, 2, 2, 2]

@@ -40,6 +40,11 @@ def stage_dir(out_dir: str, index: int, stage: Stage) -> str:
     return os.path.join(out_dir, f"{index:02d}_{stage.name}")
 
 
+def tb_dir(sdir: str) -> str:
+    """A stage's TensorBoard folder (both backends): `tensorboard --logdir OUT/tb` shows every stage."""
+    return os.path.join(os.path.dirname(sdir), "tb", os.path.basename(sdir))
+
+
 def _read_json(path: str):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -62,13 +67,17 @@ def prepare_demo(recipe: Recipe) -> None:
 
 
 class StageMetrics:
-    """Per-step metrics of one stage: CSV in the stage folder and TensorBoard scalars."""
+    """Per-step metrics of one stage, in our column names: CSV in the stage folder, the manifest's summary
+    and, with a `tb_dir`, TensorBoard scalars. TRL stages feed it as they log; verl stages after training,
+    from verl's file logger (`verl_backend.read_verl_metrics`; verl writes its own TensorBoard)."""
 
-    def __init__(self, sdir: str, tb_dir: str, stage: str, step_offset: int):
+    def __init__(self, sdir: str, tb_dir: str | None, stage: str, step_offset: int):
         self.rows: list[dict] = []
         self.path = os.path.join(sdir, "metrics.csv")
         self.stage, self.offset = stage, step_offset
         self.tb = None
+        if tb_dir is None:
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -230,10 +239,11 @@ def run_recipe(recipe: Recipe, out_dir: str, resume: bool = True) -> dict:
         count = transitions.prompt_token_counter(_tokenizer(model_path), with_completion=stage.sft is not None)
         data_path, data_stats = prepare_data(recipe, i, stage, model_path, prev, sdir, count)
         print(f"[{stage.name}] {data_stats['rows']} rows")
-        metrics = StageMetrics(sdir, os.path.join(out_dir, "tb", f"{i:02d}_{stage.name}"), stage.name, step_offset)
+        metrics = StageMetrics(sdir, tb_dir(sdir) if "tensorboard" in recipe.logger else None,
+                               stage.name, step_offset)
         try:
             train = trl_backend.train_sft if stage.sft is not None else trl_backend.train_grpo
-            ckpt = train(stage.spec, model_path, data_path, sdir, recipe.seed + i, metrics)
+            ckpt = train(stage.spec, model_path, data_path, sdir, recipe.seed + i, metrics, recipe.logger)
         finally:
             metrics.close()
         evals = run_evals(recipe, ckpt, eval_rewards)
@@ -246,8 +256,17 @@ def run_recipe(recipe: Recipe, out_dir: str, resume: bool = True) -> dict:
         write_json_atomic(mpath, man)
         manifests.append(man)
         model_path, prev, step_offset = ckpt, man, step_offset + man["metrics"]["steps"]
+    return write_run_report(out_dir, recipe, _read_json(init_path), manifests)
+
+
+def write_run_report(out_dir: str, recipe: Recipe, init: dict, manifests: list[dict]) -> dict:
+    """The run's metrics.csv (every stage's rows) and report.md / report.json / curves.png (both backends)."""
     all_rows = []
     for i, stage in enumerate(recipe.stages):
-        all_rows += read_csv(os.path.join(stage_dir(out_dir, i, stage), "metrics.csv"))
+        path = os.path.join(stage_dir(out_dir, i, stage), "metrics.csv")
+        if os.path.isfile(path):
+            all_rows += read_csv(path)
+        else:  # a stage completed by an older loongrl, which wrote no metrics for verl stages
+            print(f"[report] no {path}: stage {stage.name} has no per-step rows in the run's metrics.csv")
     write_csv(os.path.join(out_dir, "metrics.csv"), all_rows)
-    return report.write_report(out_dir, recipe, _read_json(init_path), manifests, all_rows)
+    return report.write_report(out_dir, recipe, init, manifests, all_rows)

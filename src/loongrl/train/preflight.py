@@ -276,6 +276,10 @@ def preflight_recipe(recipe: Recipe, model: str, data: dict, factor: float, note
         c = recipe.cluster
         notes.append(f"cluster: 1 CPU worker instead of {c.nnodes}x{c.gpus_per_node} GPUs; Ulysses SP "
                      f"{c.ulysses_sp} and rollout TP {c.tensor_parallel} run as 1 (parallelism is not exercised)")
+    remote = [x for x in recipe.logger if x in ("wandb", "mlflow")]
+    if remote:  # console, TensorBoard and verl's file logger run as in the real run
+        pf.logger = [x for x in recipe.logger if x not in remote]
+        notes.append(f"logger: {', '.join(remote)} left out (a CPU run of tiny models is not worth a tracked run)")
     scaled = lambda n: None if n is None else (0 if n == 0 else max(1, math.ceil(n * factor)))  # noqa: E731
     judges = set()
     for original, stage in zip(recipe.stages, pf.stages):
@@ -463,21 +467,21 @@ class RayCluster:
 
 
 # Replaced on purpose for the CPU (the contract check skips them): device, FSDP version, Ray and
-# TransferQueue resources, attention kernel, loggers and dumps.
+# TransferQueue resources, attention kernel and dumps. The loggers are the real run's (verl_backend.stage_env).
 def cpu_rl_overrides(address: str, sdir: str) -> list[str]:
     env = "+ray_kwargs.ray_init.runtime_env.env_vars"
     return ["actor_rollout_ref.actor.strategy=fsdp2", "actor_rollout_ref.ref.strategy=fsdp2", "trainer.device=cpu",
             "ray_kwargs.ray_init.num_cpus=null", f"+ray_kwargs.ray_init.address={address}",
             f"{env}.VERL_PLATFORM=loongrl_cpu", f"{env}.LOONGRL_VERL_CONFIG_DUMP={sdir}/verl_config.json",
-            f"{env}.VERL_FILE_LOGGER_PATH={sdir}/verl_metrics.jsonl", f"{env}.OMP_NUM_THREADS='1'",
+            f"{env}.OMP_NUM_THREADS='1'",
             "reward.num_workers=1", "actor_rollout_ref.rollout.agent.num_workers=1",
             "transfer_queue.backend.SimpleStorage.num_data_storage_units=1", "data.dataloader_num_workers=0",
             "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-            "trainer.logger=[console,file]", f"trainer.rollout_data_dir={sdir}/rollouts"]
+            f"trainer.rollout_data_dir={sdir}/rollouts"]
 
 
 CPU_SFT_OVERRIDES = ["engine.strategy=fsdp2", "trainer.device=cpu", "data.num_workers=0",
-                     "+model.override_config.attn_implementation=sdpa", "trainer.logger=[console,file]"]
+                     "+model.override_config.attn_implementation=sdpa"]
 
 
 def _key(override: str) -> str:
@@ -549,14 +553,13 @@ class PreflightRunner:
         if cmds["kind"] == "rl":
             cpu = cpu_rl_overrides(self.cluster.address, sdir)
             cmd = [*cmds["train"], *cpu]
-            env = self.env
+            env = dict(self.env, **cmds["env"])
         else:
             cpu = CPU_SFT_OVERRIDES
             head = cmds["train"].index("-m")
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
                    *cmds["train"][head:], *cpu]
-            env = dict(self.env, LOONGRL_VERL_CONFIG_DUMP=os.path.join(sdir, "verl_config.json"),
-                       VERL_FILE_LOGGER_PATH=os.path.join(sdir, "verl_metrics.jsonl"))
+            env = dict(self.env, **cmds["env"], LOONGRL_VERL_CONFIG_DUMP=os.path.join(sdir, "verl_config.json"))
         report.model = next(o.split("=", 1)[1] for o in cmds["overrides"]
                             if _key(o) in ("actor_rollout_ref.model.path", "model.path"))
         with open(os.path.join(sdir, "preflight_overrides.json"), "w") as f:

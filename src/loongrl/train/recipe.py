@@ -361,6 +361,11 @@ class Recipe:
             texts of all stages' data and the eval sets.
         demo_data: Generate the demo-cpu task files first if missing (demo only): `dir` (relative to the
             recipe) plus `loongrl.demo.task.make_demo_data` arguments.
+        logger: Where per-step metrics go besides each stage's `metrics.csv` (always written), a list of
+            `console` (verl prints each step's metrics; TRL's progress bar is always on), `tensorboard`
+            (`OUT/tb/NN_stage`), `wandb`, `mlflow`: the names TRL's `report_to` and verl's
+            `trainer.logger` share. W&B and MLflow read their settings (WANDB_API_KEY, WANDB_MODE,
+            MLFLOW_TRACKING_URI, ...) from the environment only; docs/train.md has examples.
     """
 
     name: str
@@ -371,6 +376,8 @@ class Recipe:
     cluster: Cluster = field(default_factory=Cluster)
     tiny_model: dict | None = None
     demo_data: dict | None = None
+    logger: list[Literal["console", "tensorboard", "wandb", "mlflow"]] = field(
+        default_factory=lambda: ["console", "tensorboard"])
     source: str = field(default="", metadata={"internal": True})
 
 
@@ -546,6 +553,10 @@ def _validate(recipe: Recipe) -> None:
             _check(len(r.data.components) > 0, f"{sub}.data.components", "an RL stage needs data")
     _check(recipe.cluster.max_checkpoints is None or recipe.cluster.max_checkpoints >= 1,
            "cluster.max_checkpoints", "must be >= 1 or null")
+    _check(len(set(recipe.logger)) == len(recipe.logger), "logger", f"{recipe.logger} names a logger twice")
+    for i, o in enumerate(recipe.cluster.extra_overrides):  # verl's file logger feeds metrics.csv: keep it on
+        _check(o.split("=", 1)[0].lstrip("+~") != "trainer.logger", f"cluster.extra_overrides[{i}]",
+               "set the loggers with the recipe's `logger` field, not trainer.logger")
     for i, ev in enumerate(recipe.eval):
         _check(ev.max_new_tokens > 0, f"eval[{i}].max_new_tokens", "must be > 0")
 

@@ -42,23 +42,30 @@ def plot_curves(rows: list[dict], path: str) -> str | None:
 
 
 def write_report(out_dir: str, recipe, init: dict, manifests: list[dict], rows: list[dict]) -> dict:
-    names = [e.name for e in recipe.eval]
+    """report.md / report.json / curves.png from the stage manifests and the run's per-step rows. The eval
+    columns are the sets that ran (the verl backend evaluates none between stages); a manifest written
+    before steps were recorded shows `?`."""
     table = [{"after": "init", "kind": "-", "steps": 0, "rows": 0, "eval": init.get("eval", {})}]
     for m in manifests:
-        table.append({"after": m["stage"], "kind": m["kind"], "steps": m["metrics"]["steps"], "rows": m["data"]["rows"],
-                      "eval": m["eval"], "transition": m["data_stats"].get("transition"),
-                      "seconds": m.get("seconds")})
-    lines = [f"# {recipe.name}: held-out accuracy after each stage", "",
+        table.append({"after": m["stage"], "kind": m["kind"], "steps": m.get("metrics", {}).get("steps", "?"),
+                      "rows": m["data"]["rows"], "eval": m.get("eval", {}),
+                      "transition": m["data_stats"].get("transition"), "seconds": m.get("seconds")})
+    names = [e.name for e in recipe.eval if any(e.name in t["eval"] for t in table)]
+    head = ([f"# {recipe.name}: held-out accuracy after each stage", "",
              "acc = shared scorer (`loongrl.rewards.router`), greedy, one sample; exact = extracted answer equals "
-             "the gold after normalisation.", "",
-             "| after stage | kind | steps | train rows | " + " | ".join(f"{n} acc | {n} exact" for n in names) + " |",
-             "|---|---|---|---|" + "---|---|" * len(names)]
+             "the gold after normalisation."] if names else
+            [f"# {recipe.name}: stages", "", "No held-out evaluation ran (the verl backend evaluates none between "
+             "stages: `loongrl eval` a stage's `checkpoint/`)."])
+    lines = head + ["",
+             "| " + " | ".join(["after stage", "kind", "steps", "train rows"] +
+                               [f"{n} {m}" for n in names for m in ("acc", "exact")]) + " |",
+             "|" + "---|" * (4 + 2 * len(names))]
     for t in table:
         cells = []
         for n in names:
             ev = t["eval"].get(n)
             cells += [f"{ev['acc']:.3f}", f"{ev['exact']:.3f}"] if ev else ["-", "-"]
-        lines.append(f"| {t['after']} | {t['kind']} | {t['steps']} | {t['rows']} | " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(map(str, [t["after"], t["kind"], t["steps"], t["rows"], *cells])) + " |")
     for t in table:
         tr = t.get("transition")
         if tr:

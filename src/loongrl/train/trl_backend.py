@@ -85,19 +85,25 @@ def _optim_kwargs(optim) -> dict:
             "warmup_ratio": optim.warmup_ratio, "weight_decay": optim.weight_decay, "max_grad_norm": optim.grad_clip}
 
 
-def _common_kwargs(out_dir: str, seed: int) -> dict:
-    return {"output_dir": out_dir, "logging_steps": 1, "report_to": "none", "save_strategy": "no", "seed": seed,
-            "data_seed": seed, "disable_tqdm": False, **_device_kwargs()}
+def report_to(logger: list[str]) -> list[str] | str:
+    """TRL's `report_to` for the recipe's `logger`: W&B and MLflow are transformers' own callbacks; TensorBoard
+    is our `StageMetrics` writer (OUT/tb/NN_stage, our metric names) and console TRL's progress bar."""
+    return [x for x in logger if x in ("wandb", "mlflow")] or "none"
+
+
+def _common_kwargs(out_dir: str, seed: int, logger: list[str]) -> dict:
+    return {"output_dir": out_dir, "logging_steps": 1, "report_to": report_to(logger), "save_strategy": "no",
+            "seed": seed, "data_seed": seed, "disable_tqdm": False, **_device_kwargs()}
 
 
 def train_sft(spec: SFTStage, model_path: str, data_path: str, out_dir: str, seed: int,
-              sink: Callable[[dict], None]) -> str:  # pragma: no mutate block (TRL training only)
+              sink: Callable[[dict], None], logger: list[str]) -> str:  # pragma: no mutate block (TRL training only)
     """SFT on prompt-completion rows (loss on the completion only); returns the saved model folder."""
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
     ds = load_dataset("parquet", data_files=data_path, split="train").select_columns(["prompt", "completion"])
-    args = SFTConfig(**sft_config_kwargs(spec), **_common_kwargs(out_dir, seed))
+    args = SFTConfig(**sft_config_kwargs(spec), **_common_kwargs(out_dir, seed, logger))
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=ds, callbacks=[_metrics_callback(sink)])
     return _train_and_save(trainer, out_dir)
 
@@ -142,7 +148,7 @@ def grpo_rewards(spec: RLStage) -> tuple[list[Callable], list[float]]:
 
 
 def train_grpo(spec: RLStage, model_path: str, data_path: str, out_dir: str, seed: int,
-               sink: Callable[[dict], None]) -> str:  # pragma: no mutate block (TRL training only)
+               sink: Callable[[dict], None], logger: list[str]) -> str:  # pragma: no mutate block (TRL training only)
     """GRPO/DAPO on RL rows; `model_path` must be a folder or hub id (TRL reloads the reference model
     from it when kl_coef > 0, pitfall P1). Returns the saved model folder."""
     from datasets import load_dataset
@@ -150,7 +156,7 @@ def train_grpo(spec: RLStage, model_path: str, data_path: str, out_dir: str, see
 
     ds = load_dataset("parquet", data_files=data_path, split="train")
     rewards, weights = grpo_rewards(spec)
-    args = GRPOConfig(reward_weights=weights, **grpo_config_kwargs(spec), **_common_kwargs(out_dir, seed))
+    args = GRPOConfig(reward_weights=weights, **grpo_config_kwargs(spec), **_common_kwargs(out_dir, seed, logger))
     trainer = GRPOTrainer(model=model_path, reward_funcs=rewards, args=args, train_dataset=ds,
                           callbacks=[_metrics_callback(sink)])
     return _train_and_save(trainer, out_dir)

@@ -9,7 +9,9 @@ transition, length filter), a small validation parquet and a Hydra override list
     torchrun --nnodes=N --nproc_per_node=G -m verl.trainer.sft_trainer <overrides>  (SFT)
 
 and merges the last checkpoint to HF format (`python -m verl.model_merger merge`) so the next stage (and
-the next transition's sampling pass) starts from it. `--dry-run` prints the commands instead;
+the next transition's sampling pass) starts from it. The stage's metrics.csv is then read from verl's `file`
+logger (always on; TensorBoard goes to OUT/tb/NN_stage), and after the last stage the run's metrics.csv,
+report.md and curves.png are written as for the TRL backend. `--dry-run` prints the commands instead;
 `--preflight` (`preflight.py`) runs every stage for real on this CPU first. Both, and every launch, first run
 the checks before launch (`checks.py`: parallelism, token budgets, context window and YaRN, data files).
 
@@ -37,7 +39,20 @@ DAPO_SAMPLER = "pkg://loongrl.train.dapo_sampler"
 DAPO_NO_VARIANCE = "DAPO dynamic sampling found too few prompt groups with reward variance"  # its error
 VAL_ROWS = 8  # validation is off (test_freq=-1), but verl still loads and length-filters val_files
 # Non-secret settings the stages need on every node; an API key is checked on the nodes, never forwarded.
-FORWARDED_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+FORWARDED_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
+                 "WANDB_ENTITY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_DIR", "MLFLOW_TRACKING_URI",
+                 "MLFLOW_TRACKING_USERNAME")
+# Secrets of the loggers: checked on the nodes when set here, never forwarded or written down.
+LOGGER_KEYS = {"wandb": ("WANDB_API_KEY",), "mlflow": ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD")}
+METRICS_JSONL = "verl_metrics.jsonl"  # verl's `file` logger, always on: our metrics.csv is read from it
+# Our metric names (orchestrate.METRIC_COLUMNS) <- verl 0.9.1's keys: RL from verl/trainer/ppo/metric_utils.py
+# (compute_data_metrics) and the actor's update (verl/workers/utils/losses.py, actor/kl_loss, actor/lr);
+# SFT from verl/trainer/sft_trainer.py:398-401 (train/loss, train/lr). verl does not log our reward's `acc`
+# (it reaches only the rollout dumps), so verl stages have no pass_rate column.
+VERL_METRIC_KEYS = {"reward": "critic/score/mean", "response_length": "response_length/mean",
+                    "kl": "actor/kl_loss", "entropy": "actor/entropy", "loss": "actor/pg_loss",
+                    "learning_rate": "actor/lr"}
+VERL_SFT_METRIC_KEYS = {"loss": "train/loss", "learning_rate": "train/lr"}
 
 
 def _whole_epochs(epochs: float) -> int:
@@ -112,9 +127,27 @@ def rope_overrides(recipe: Recipe, stage: Stage, model_key: str, ckpt_dir: str) 
     return out
 
 
+def verl_loggers(recipe: Recipe) -> list[str]:
+    """verl's `trainer.logger` for the recipe's `logger`: the same names, plus verl's `file` logger, which
+    our metrics.csv is read from (verl/utils/tracking.py, `Tracking.supported_backend`)."""
+    return [*recipe.logger, "file"]
+
+
+def stage_env(recipe: Recipe, sdir: str) -> dict:
+    """Where verl's loggers write, read from the environment by verl (verl/utils/tracking.py: FileLogger
+    reads VERL_FILE_LOGGER_PATH, _TensorboardAdapter TENSORBOARD_DIR, else ./tensorboard_log in the cwd)."""
+    from .orchestrate import tb_dir
+
+    env = {"VERL_FILE_LOGGER_PATH": os.path.join(sdir, METRICS_JSONL)}
+    if "tensorboard" in recipe.logger:
+        env["TENSORBOARD_DIR"] = tb_dir(sdir)
+    return env
+
+
 def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, ckpt_dir: str,
-                 val_path: str | None = None) -> list[str]:
-    """Hydra overrides for `verl.trainer.main_ppo` (config `ppo_trainer`) of one RL stage."""
+                 val_path: str | None = None, env: dict | None = None) -> list[str]:
+    """Hydra overrides for `verl.trainer.main_ppo` (config `ppo_trainer`) of one RL stage; `env` is set in
+    the Ray job's runtime env, so it reaches verl's trainer whatever node it lands on."""
     r: RLStage = stage.rl
     c = recipe.cluster
     a, ro, ref = "actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref"
@@ -181,8 +214,10 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
         "trainer.test_freq": -1,
         "trainer.val_before_train": False,
         "trainer.resume_mode": "auto",
-        "trainer.logger": ["console", "tensorboard"],
+        "trainer.logger": verl_loggers(recipe),
     }
+    for k, v in (env or {}).items():
+        o[f"+ray_kwargs.ray_init.runtime_env.env_vars.{k}"] = v
     if r.steps is not None:
         o["trainer.total_training_steps"] = r.steps
     else:
@@ -254,7 +289,7 @@ def sft_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str,
         "trainer.n_gpus_per_node": c.gpus_per_node,
         "trainer.default_local_dir": ckpt_dir,
         "trainer.max_ckpt_to_keep": c.max_checkpoints,
-        "trainer.logger": ["console", "tensorboard"],
+        "trainer.logger": verl_loggers(recipe),
         "trainer.seed": recipe.seed,
     }
     if s.steps is not None:
@@ -288,9 +323,11 @@ def stage_commands(recipe: Recipe, stage: Stage, model_path: str, sdir: str) -> 
     paths = [data, ckpt_dir]
     # verl's entry points are Hydra apps: without this they write outputs/DATE/TIME/ into the caller's cwd.
     hydra_dir = f"hydra.run.dir={os.path.join(sdir, 'hydra')}"
+    env = stage_env(recipe, sdir)
     if stage.rl is not None:
         val = os.path.join(sdir, "val.parquet")
-        overrides = rl_overrides(recipe, stage, model_path, data, ckpt_dir, val)
+        overrides = rl_overrides(recipe, stage, model_path, data, ckpt_dir, val, env)
+        env = {}  # in the overrides: Ray's runtime env reaches the trainer on any node
         train = [sys.executable, "-m", "verl.trainer.main_ppo", *overrides, hydra_dir]
         if c.ray_address:
             train = ["ray", "job", "submit", f"--address={c.ray_address}",
@@ -312,16 +349,18 @@ def stage_commands(recipe: Recipe, stage: Stage, model_path: str, sdir: str) -> 
         paths.append(model_path)
     merge = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", actor,
              "--target_dir", os.path.join(sdir, "checkpoint")]
+    # SFT runs under torchrun, no Ray: the logger paths are set in its environment (printed by --dry-run)
     cmds = {"stage": stage.name, "kind": stage.kind, "config": config, "overrides": overrides, "train": train,
-            "merge": merge, "ckpt_dir": ckpt_dir}
+            "env": env, "merge": merge, "ckpt_dir": ckpt_dir}
     if c.ray_address:
-        env = {(r.reward_kwargs.get("judge_config") or {}).get("api_key_env", "OPENAI_API_KEY")
-               for r in [stage.rl] if r is not None and r.reward_kwargs.get("judge_config")}
+        keys = {(r.reward_kwargs.get("judge_config") or {}).get("api_key_env", "OPENAI_API_KEY")
+                for r in [stage.rl] if r is not None and r.reward_kwargs.get("judge_config")}
+        keys |= {k for name in recipe.logger for k in LOGGER_KEYS.get(name, ())}
         from importlib.metadata import version
 
         cmds["check"] = ["ray", "job", "submit", f"--address={c.ray_address}", "--", sys.executable, "-m",
                          "loongrl.train.cluster_check", *[f"--path={p}" for p in paths],
-                         *[f"--env={e}" for e in sorted(env) if e in os.environ],
+                         *[f"--env={e}" for e in sorted(keys) if e in os.environ],
                          f"--version=verl={version('verl')}", f"--version=loongrl={version('loongrl')}"]
     return cmds
 
@@ -390,6 +429,8 @@ def print_plan(steps: list[dict]) -> None:
         if "check" in s:
             print("# first, on every node of the Ray cluster: paths visible, loongrl/verl importable")
             print(" ".join(map(shlex.quote, s["check"])))
+        if s["env"]:
+            print(" ".join(shlex.quote(f"{k}={v}") for k, v in s["env"].items()) + " \\")
         _print_command(s["train"])
         print("# then: " + " ".join(shlex.quote(x) for x in s["merge"]) + "   ({step} = last saved step)")
         print()
@@ -432,7 +473,7 @@ class SubprocessRunner:
         if "check" in cmds:
             os.makedirs(cmds["ckpt_dir"], exist_ok=True)  # checked writable on every node
             subprocess.run(cmds["check"], check=True)
-        subprocess.run(cmds["train"], check=True)
+        subprocess.run(cmds["train"], check=True, env=dict(os.environ, **cmds["env"]))
 
     def merge(self, cmds: dict, sdir: str, step: str) -> None:
         subprocess.run([x.replace("{step}", step) for x in cmds["merge"]], check=True)
@@ -453,6 +494,56 @@ def write_stage_inputs(stage: Stage, sdir: str, data_path: str) -> None:
         transitions.write_rows(os.path.join(sdir, "val.parquet"), rows[:VAL_ROWS])
 
 
+def keep_earlier_attempts(sdir: str) -> None:
+    """verl's file logger truncates its file (open "wb", verl/utils/tracking.py FileLogger): before a stage
+    resumes, the earlier attempt's steps move to verl_metrics.attemptN.jsonl, so metrics.csv keeps them."""
+    path = os.path.join(sdir, METRICS_JSONL)
+    if os.path.isfile(path):
+        os.replace(path, os.path.join(sdir, f"verl_metrics.attempt{len(_attempts(sdir)) + 1}.jsonl"))
+
+
+def _attempts(sdir: str) -> list[str]:
+    names = [n for n in os.listdir(sdir) if n.startswith("verl_metrics.attempt") and n.endswith(".jsonl")]
+    return [os.path.join(sdir, n) for n in sorted(names, key=lambda n: int(n[len("verl_metrics.attempt"):-6]))]
+
+
+def read_verl_metrics(sdir: str, sft: bool) -> list[dict]:
+    """Per-step rows in our metric names from verl's file logger (every attempt; a step trained again after
+    a resume keeps the later values). A line a killed run left half-written is skipped and counted."""
+    keys = VERL_SFT_METRIC_KEYS if sft else VERL_METRIC_KEYS
+    steps: dict[int, dict] = {}
+    bad = 0
+    for path in _attempts(sdir) + [os.path.join(sdir, METRICS_JSONL)]:
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                    step, data = int(record["step"]), record["data"]
+                except (ValueError, KeyError, TypeError):
+                    bad += 1
+                    continue
+                row = steps.setdefault(step, {"step": step})  # SFT logs val/loss as a second record of a step
+                row.update({ours: float(data[theirs]) for ours, theirs in keys.items() if theirs in data})
+    if bad:
+        print(f"[metrics] {sdir}: skipped {bad} unreadable line(s) of verl's metrics log")
+    return [steps[k] for k in sorted(steps)]
+
+
+def write_stage_metrics(stage: Stage, sdir: str, manifests: list[dict]) -> dict:
+    """The stage's metrics.csv from verl's file logger, numbered after the earlier stages' steps (as TRL
+    stages are); returns the manifest's metrics summary."""
+    from .orchestrate import StageMetrics
+
+    offset = sum(m.get("metrics", {}).get("steps", 0) for m in manifests)
+    metrics = StageMetrics(sdir, None, stage.name, offset)  # verl wrote its own TensorBoard
+    for row in read_verl_metrics(sdir, stage.sft is not None):
+        metrics(row)
+    metrics.close()
+    return metrics.summary()
+
+
 def run_stages(recipe: Recipe, out_dir: str, resume: bool, runner, on_stage=None) -> str:
     """Run the stages: `runner.begin`, data preparation and transitions as in the TRL backend, then
     `runner.train` and `runner.merge`; a stage with a completed manifest is skipped. `on_stage(i, stage, cmds, manifest)` is
@@ -460,15 +551,16 @@ def run_stages(recipe: Recipe, out_dir: str, resume: bool, runner, on_stage=None
     from loongrl.data.io import write_json_atomic
 
     from . import transitions
-    from .orchestrate import _tokenizer, completed_stage, prepare_data
+    from .orchestrate import _tokenizer, completed_stage, prepare_data, write_run_report
     from .recipe import config_hash
 
-    model, prev = recipe.model, None
+    model, prev, manifests = recipe.model, None, []
     for i, stage in enumerate(recipe.stages):
         sdir = os.path.abspath(os.path.join(out_dir, f"{i:02d}_{stage.name}"))
         inputs, chash, done = completed_stage(recipe, stage, sdir, model, prev, resume)
         if done is not None:
             prev, model = done, done["checkpoint"]
+            manifests.append(done)
             continue
         os.makedirs(sdir, exist_ok=True)  # verl resumes its own checkpoints inside (resume_mode=auto)
         runner.begin(stage, sdir)
@@ -476,17 +568,22 @@ def run_stages(recipe: Recipe, out_dir: str, resume: bool, runner, on_stage=None
         data_path, stats = prepare_data(recipe, i, stage, model, prev, sdir, count)
         write_stage_inputs(stage, sdir, data_path)
         cmds = stage_commands(recipe, stage, model, sdir)
+        keep_earlier_attempts(sdir)
         runner.train(cmds, sdir)
         with open(os.path.join(cmds["ckpt_dir"], "latest_checkpointed_iteration.txt")) as f:
             step = f.read().strip()
         runner.merge(cmds, sdir, step)
-        prev = {"stage": stage.name, "status": "completed", "backend": "verl", "commands": cmds,
-                "config_hash": chash, "inputs": inputs, "checkpoint": os.path.join(sdir, "checkpoint"),
-                "data": {"path": data_path, "rows": stats["rows"]}, "data_stats": stats}
+        prev = {"stage": stage.name, "index": i, "kind": stage.kind, "status": "completed", "backend": "verl",
+                "commands": cmds, "config_hash": chash, "inputs": inputs,
+                "checkpoint": os.path.join(sdir, "checkpoint"), "data": {"path": data_path, "rows": stats["rows"]},
+                "data_stats": stats, "metrics": write_stage_metrics(stage, sdir, manifests), "eval": {}}
         prev["manifest_hash"] = config_hash(prev)
         write_json_atomic(os.path.join(sdir, "manifest.json"), prev)
+        manifests.append(prev)
         if on_stage is not None:
             on_stage(i, stage, cmds, prev)
         model = prev["checkpoint"]
+    # no held-out evaluation between verl stages: the report has steps, rows, transitions and curves
+    write_run_report(out_dir, recipe, {"model": recipe.model, "eval": {}}, manifests)
     print(json.dumps({"out": out_dir, "checkpoint": model}))
     return model
