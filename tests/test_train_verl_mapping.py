@@ -88,7 +88,7 @@ def test_rl_overrides_carry_every_knob(recipe):
         "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck", "trainer.save_freq=3",
         "trainer.max_actor_ckpt_to_keep=4", "trainer.test_freq=-1",
         "trainer.val_before_train=False", "trainer.resume_mode=auto", "trainer.logger=[console,tensorboard]",
-        "trainer.total_training_steps=9",
+        "trainer.total_training_steps=9", "trainer.total_epochs=9",  # the epoch cap never binds first
         # DAPO: dynamic sampling on accuracy, 2 batches in flight, our capped sampler stops after 7 batches
         "algorithm.filter_groups.enable=True", "algorithm.filter_groups.metric=acc",
         "algorithm.filter_groups.max_inflight_gen_batches=2",
@@ -133,13 +133,16 @@ def test_sft_overrides_carry_every_knob(recipe):
         "optim.lr_warmup_steps_ratio=0.1", "optim.min_lr_ratio=0.05", "optim.weight_decay=0.02",
         "optim.clip_grad=0.5", "trainer.project_name=loongrl", "trainer.experiment_name=r-warm",
         "trainer.nnodes=3", "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck",
-        "trainer.max_ckpt_to_keep=4", "trainer.logger=[console,tensorboard]", "trainer.seed=7",
-        "trainer.total_epochs=2",
+        "trainer.save_freq=50",  # SFT's save_every default: checkpoints to resume from
+        "trainer.max_ckpt_to_keep=4", "trainer.resume_mode=auto", "trainer.logger=[console,tensorboard]",
+        "trainer.seed=7", "trainer.total_epochs=2",
         "trainer.logger=[console]",
     ]
-    recipe.stages[0].sft.steps = 5
+    recipe.stages[0].sft.steps, recipe.stages[0].sft.save_every = 5, 2
     out = verl_backend.sft_overrides(recipe, recipe.stages[0], "m", "d", "c")
-    assert "trainer.total_training_steps=5" in out and not any("total_epochs" in o for o in out)
+    # one epoch more than steps: a resume at an epoch's end spends one on verl's exhausted dataloader
+    assert "trainer.total_training_steps=5" in out and "trainer.total_epochs=6" in out
+    assert "trainer.save_freq=2" in out
 
 
 @pytest.mark.parametrize("epochs", [1.5, 0.5, 0.0])
@@ -201,12 +204,18 @@ def test_plan_chains_each_stage_from_the_previous_merged_checkpoint(recipe, tmp_
     assert steps[2]["merge"][-1] == os.path.join(sdir[2], "checkpoint")
     # what the dry run prints about each stage: limits and data
     assert steps[0]["limits"] == ["SFT token budget: 600 tokens/GPU x SP 5 = 3000 >= max_length 3000; "
-                                  "keep the last 4 checkpoints"]
-    assert steps[1]["limits"] == ["keep the last 4 checkpoints (every 3 steps)",
+                                  "keep the last 4 checkpoints (every 50 steps; a rerun resumes from the last)",
+                                  "steps: 2 epochs x rows // 16 (counted at launch); marked complete only when the "
+                                  "last checkpoint holds them all"]
+    assert steps[1]["limits"] == ["keep the last 4 checkpoints (every 3 steps; a rerun resumes from the last)",
+                                  "steps: 9 (total_training_steps; total_epochs=9 so that verl's epoch cap cannot "
+                                  "stop the stage first; needs >= 12 rows); marked complete only when the last "
+                                  "checkpoint holds them all",
                                   "DAPO: groups without reward variance on acc are replaced, 2 batches in flight; "
                                   "a step fails after 7 batches of 12 prompts"]
     recipe.cluster.max_checkpoints = None
-    assert verl_backend.plan(recipe, out)[2]["limits"] == ["keep every checkpoint (every 20 steps)"]
+    assert verl_backend.plan(recipe, out)[2]["limits"][0] == ("keep every checkpoint (every 20 steps; a rerun "
+                                                              "resumes from the last)")
     assert steps[0]["data"] == "data: sft.parquet; prompt tokens in (0, 3000]"
     assert steps[1]["data"] == "data: a.parquet[:10] x2 + b.parquet; prompt tokens in (5, 900]"
     assert steps[2]["data"] == (
@@ -252,17 +261,19 @@ def test_dry_run_prints_each_stage_without_running_it(recipe, tmp_path, capsys):
     out = capsys.readouterr().out
     assert not (tmp_path / "00_warm").exists()
     stages = out.split("\n\n")[:3]
-    assert stages[0].splitlines()[:3] == ["# stage 0: warm (sft, verl config sft_trainer_engine)",
+    assert stages[0].splitlines()[:4] == ["# stage 0: warm (sft, verl config sft_trainer_engine)",
                                           "# data: sft.parquet; prompt tokens in (0, 3000]",
                                           "# SFT token budget: 600 tokens/GPU x SP 5 = 3000 >= max_length 3000; "
-                                          "keep the last 4 checkpoints"]
+                                          "keep the last 4 checkpoints (every 50 steps; a rerun resumes from the last)",
+                                          "# steps: 2 epochs x rows // 16 (counted at launch); marked complete only "
+                                          "when the last checkpoint holds them all"]
     # the launcher and its flags on one line, then one override per line
-    assert stages[0].splitlines()[3] == ("torchrun --nnodes=3 --nproc_per_node=4 '--node_rank=${NODE_RANK}' "
+    assert stages[0].splitlines()[4] == ("torchrun --nnodes=3 --nproc_per_node=4 '--node_rank=${NODE_RANK}' "
                                          "'--master_addr=${MASTER_ADDR}' '--master_port=${MASTER_PORT:-29500}' "
                                          "-m verl.trainer.sft_trainer \\")
-    assert stages[0].splitlines()[4] == f"    'data.train_files=[{tmp_path}/00_warm/data_messages.parquet]' \\"
+    assert stages[0].splitlines()[5] == f"    'data.train_files=[{tmp_path}/00_warm/data_messages.parquet]' \\"
     assert stages[0].splitlines()[-2] == f"    hydra.run.dir={tmp_path}/00_warm/hydra"
-    assert stages[1].splitlines()[3:5] == ["# DAPO: groups without reward variance on acc are replaced, 2 batches "
+    assert stages[1].splitlines()[4:6] == ["# DAPO: groups without reward variance on acc are replaced, 2 batches "
                                            "in flight; a step fails after 7 batches of 12 prompts",
                                            f"{sys.executable} -m verl.trainer.main_ppo \\"]
     assert stages[2].splitlines()[-1].startswith(f"# then: {sys.executable} -m verl.model_merger merge --backend fsdp")
@@ -468,7 +479,7 @@ def test_run_stages_counts_sft_completions_and_mines_with_the_last_checkpoint(tm
 
     rl = {"data": {"components": [{"path": data["rl"]}]}, "max_prompt_tokens": 4000, "batch_size": 2, "steps": 1}
     sampling = {"k": 2, "max_new_tokens": 4, "backend": "transformers"}
-    recipe = parse_recipe({"name": "r", "model": model, "seed": 3, "stages": [
+    recipe = parse_recipe({"name": "r", "model": model, "seed": 3, "cluster": {"gpus_per_node": 1}, "stages": [
         {"name": "one", "sft": {"data": {"components": [{"path": data["sft"]}]}, "max_length": max_length,
                                 "batch_size": 2, "micro_batch_size": 2, "steps": 1}},
         {"name": "two", "rl": rl},
