@@ -72,7 +72,8 @@ def test_sft_config_of_a_stage():
 def test_common_arguments_on_this_cpu_machine():
     assert trl_backend._common_kwargs("out", 7, 3) == {
         "output_dir": "out", "logging_steps": 1, "report_to": "none", "save_strategy": "steps",
-        "save_total_limit": 3, "seed": 7, "data_seed": 7, "disable_tqdm": False, "use_cpu": True, "bf16": False, "gradient_checkpointing": False,
+        "save_total_limit": 3, "seed": 7, "data_seed": 7, "disable_tqdm": False, "use_cpu": True, "bf16": False,
+        "gradient_checkpointing": False,
         "full_determinism": True}  # same machine and seed, same numbers (issue 12)
 
 

@@ -10,6 +10,10 @@ scale_rewards `group`/`none`; batch_size prompts per RL step -> generation batch
 completions, split into batch/mini optimiser updates (steps_per_generation), each reused ppo_epochs
 times (num_iterations). TRL has no dynamic-sampling resampling: with `algorithm: dapo` zero-variance
 groups get zero advantage (their share is logged as `frac_reward_zero_std`).
+
+Checkpoints: `checkpoint-N` in the stage folder every `save_every` steps (RL: in optimiser steps, a whole RL
+step's worth), the last `cluster.max_checkpoints` kept; `orchestrate` resumes an interrupted stage from the
+newest complete one (`last_checkpoint`) and rebuilds the metrics logged before it (`logged_rows`).
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def _metrics_callback(sink: Callable[[dict], None]):
     return MetricsCallback()
 
 
-def _train_and_save(trainer, out_dir: str, resume_from: str | None) -> dict:  # pragma: no mutate block (TRL training only)
+def _train_and_save(trainer, out_dir: str, resume_from: str | None) -> dict:  # pragma: no mutate block (TRL only)
     """Train (from `resume_from`, a checkpoint-N folder, when given: transformers restores weights, optimiser,
     scheduler, RNG states and the data position), then save model and tokenizer to `out_dir/checkpoint`.
     The progress bar stays, but it no longer prints every step's log dict (the metrics go to CSV/TensorBoard).
@@ -166,7 +170,8 @@ def grpo_config_kwargs(spec: RLStage) -> dict:
     updates = spec.batch_size // mini
     # save_steps counts optimiser steps: a whole RL step's updates, so a checkpoint never splits a generation
     # batch (TRL regenerates every steps_per_generation x num_iterations steps, counted from the resume)
-    kw = {"save_steps": spec.save_every * optimiser_steps_per_rl_step(spec),"num_generations": spec.group_size, "per_device_train_batch_size": mini * spec.group_size,
+    kw = {"save_steps": spec.save_every * optimiser_steps_per_rl_step(spec),
+          "num_generations": spec.group_size, "per_device_train_batch_size": mini * spec.group_size,
           "steps_per_generation": updates, "num_iterations": spec.ppo_epochs, "beta": spec.kl_coef,
           "epsilon": spec.clip_low, "epsilon_high": spec.clip_high, "loss_type": LOSS_TYPES[spec.loss_agg],
           "scale_rewards": "group" if spec.norm_adv_by_std else "none", "entropy_coef": spec.entropy_coef,
