@@ -145,6 +145,21 @@ def test_sft_overrides_carry_every_knob(recipe):
     assert "trainer.save_freq=2" in out
 
 
+def test_steps_asked_counted_as_verl_counts_them_and_a_pool_without_a_full_batch_refused(recipe):
+    warm, rl1, rl2 = recipe.stages
+    # SFT: 3 x 4 GPUs / SP 5 = 2 data-parallel ranks of 16 / 2 = 8 sequences; 101 rows -> 50 per rank -> 6 steps
+    assert verl_backend.steps_per_epoch(recipe, warm, 101) == 6
+    assert verl_backend.asked_steps(recipe, warm, 101) == 2 * 6                     # epochs 2
+    assert verl_backend.asked_steps(recipe, rl1, 24) == 9                           # steps 9, whatever the rows
+    assert verl_backend.asked_steps(recipe, rl2, 23) == 2 * 2                       # epochs 2 x 23 // 8
+    with pytest.raises(RecipeError, match="^r.yaml: stage 'rl1': 11 rows make no full batch of batch_size 12 "
+                                          "\\(verl drops the last partial batch\\): 0 steps per epoch$"):
+        verl_backend.asked_steps(recipe, rl1, 11)
+    warm.sft.batch_size = 1
+    with pytest.raises(RecipeError, match="batch_size 1 leaves no sequence to each of its 2 data-parallel ranks"):
+        verl_backend.asked_steps(recipe, warm, 101)
+
+
 @pytest.mark.parametrize("epochs", [1.5, 0.5, 0.0])
 def test_fractional_or_zero_epochs_are_refused_not_rounded(recipe, epochs):
     recipe.stages[2].rl.epochs = epochs
@@ -451,6 +466,44 @@ def test_run_stages_prepares_trains_merges_and_resumes_each_stage(kc_files, tmp_
     redo = RecordingRunner(QWEN)
     verl_backend.run_stages(recipe, out, False, redo)
     assert [c[:2] for c in redo.calls if c[0] == "merge"] == [("merge", "one"), ("merge", "two")]
+
+
+def test_run_stages_refuses_a_stage_short_of_its_steps_and_resumes_it_in_its_kept_folder(kc_files, tmp_path, capsys):
+    """verl exited 0 with its last checkpoint at step 12 of the 20 asked: no merge, no `completed`, no next
+    stage. The rerun keeps the folder (same config): the prepared rows are reused, verl resumes its checkpoint."""
+    from conftest import QWEN
+
+    from loongrl.train.orchestrate import StageIncomplete
+
+    stage = {"data": {"components": [{"path": kc_files["musique"]}]}, "max_prompt_tokens": 20000,
+             "batch_size": 2, "steps": 20}
+    recipe = parse_recipe({"name": "r", "model": QWEN, "seed": 3,
+                           "stages": [{"name": "one", "rl": stage}, {"name": "two", "rl": stage}]}, "r.yaml", "/")
+    out, runner = str(tmp_path / "out"), RecordingRunner(QWEN)  # it leaves global_step_12
+    with pytest.raises(StageIncomplete, match="^one trained 12 of 20 steps \\(last checkpoint global_step_12\\): "
+                                              "not marked complete$"):
+        verl_backend.run_stages(recipe, out, True, runner)
+    assert [c[0] for c in runner.calls] == ["begin", "train"]                       # no merge, no stage two
+    one = os.path.join(out, "00_one")
+    manifest = json.load(open(os.path.join(one, "manifest.json")))
+    assert (manifest["status"], manifest["steps"]) == ("incomplete", {"asked": 20, "trained": 12, "checkpoint": 12})
+    assert not os.path.exists(os.path.join(out, "01_two"))
+    data = os.stat(os.path.join(one, "data.parquet")).st_mtime_ns
+    capsys.readouterr()
+    with pytest.raises(StageIncomplete):
+        verl_backend.run_stages(recipe, out, True, RecordingRunner(QWEN))
+    printed = capsys.readouterr().out
+    assert "[one] reusing the 6 rows prepared before the interruption" in printed
+    assert "[one] resuming from verl's checkpoint global_step_12 (step 12 of 20)" in printed
+    assert os.stat(os.path.join(one, "data.parquet")).st_mtime_ns == data
+    # a changed stage clears the folder: verl must not resume a checkpoint of another configuration
+    stage["steps"] = 10
+    recipe = parse_recipe({"name": "r", "model": QWEN, "seed": 3, "stages": [{"name": "one", "rl": stage}]},
+                          "r.yaml", "/")
+    verl_backend.run_stages(recipe, out, True, RecordingRunner(QWEN))
+    assert f"[one] {one} holds a run of another configuration: cleared" in capsys.readouterr().out
+    assert json.load(open(os.path.join(one, "manifest.json")))["steps"] == {"asked": 10, "trained": 12,
+                                                                            "checkpoint": 12}
 
 
 def test_run_stages_counts_sft_completions_and_mines_with_the_last_checkpoint(tmp_path):
