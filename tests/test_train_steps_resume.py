@@ -214,7 +214,7 @@ def test_verl_stage_held_below_its_steps_is_not_marked_complete(verl_sft):
 
 @pytest.mark.verl_cpu
 def test_verl_sft_stage_killed_after_a_checkpoint_resumes_from_it_and_trains_all_its_steps(verl_sft):
-    """The trainer (torchrun and its worker) is SIGKILLed once its first checkpoint is written; the rerun resumes
+    """The trainer (torchrun and its worker) is SIGKILLed once a checkpoint is written; the rerun resumes
     from the newest checkpoint and trains only the later steps, all 6 of them in the end: more than verl's
     default epoch cap (4 epochs of 1 step) allowed, and with one epoch spent on the exhausted dataloader
     after a resume at an epoch's end."""
@@ -235,9 +235,12 @@ def test_verl_sft_stage_killed_after_a_checkpoint_resumes_from_it_and_trains_all
                 first.wait(timeout=0.2)
             except subprocess.TimeoutExpired:
                 pass
-        trainer = next(p for p in psutil.Process(first.pid).children(recursive=True)
-                       if "torch.distributed.run" in " ".join(p.cmdline()))
-        os.killpg(trainer.pid, signal.SIGKILL)  # torchrun leads its own process group (the preflight's watchdog)
+        torchrun = next(p for p in psutil.Process(first.pid).children(recursive=True)
+                        if "torch.distributed.run" in " ".join(p.cmdline()))
+        trainer = [torchrun, *torchrun.children(recursive=True)]  # its worker runs in a session of its own
+        for p in trainer:
+            p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(trainer)
         stdout, _ = first.communicate(timeout=900)
     finally:
         if first.poll() is None:  # a failed assertion above: stop the preflight and all it started

@@ -196,14 +196,14 @@ def steps_per_epoch(recipe: Recipe, stage: Stage, rows: int) -> int:
 def asked_steps(recipe: Recipe, stage: Stage, rows: int) -> int:
     """The steps a stage of `rows` rows asks for: `steps`, or epochs x steps per epoch. A pool without one full
     batch is refused before launch (verl would divide by its 0 steps per epoch, or train nothing)."""
-    if steps_per_epoch(recipe, stage, rows) == 0:
+    spe = steps_per_epoch(recipe, stage, rows)
+    if spe == 0:
         from .recipe import RecipeError
 
         b, dp = stage.spec.batch_size, _data_parallel(recipe)
         why = (f"batch_size {b} leaves no sequence to each of its {dp} data-parallel ranks" if stage.sft is not None
                and b < dp else f"{rows} rows make no full batch of batch_size {b} (verl drops the last partial batch)")
         raise RecipeError(f"{recipe.source}: stage {stage.name!r}: {why}: 0 steps per epoch")
-    spe = steps_per_epoch(recipe, stage, rows)
     return stage.spec.steps if stage.spec.steps is not None else _whole_epochs(stage.spec.epochs) * spe
 
 
