@@ -533,6 +533,8 @@ class PreflightRunner:
                 report.peak_rss_mb, report.peak_processes = round(mem.peak_mb, 1), mem.peak_n
                 self.processes |= mem.seen
         capped = False
+        if rc < 0:  # a signal, not an error of verl's: its log ends wherever it was
+            raise PreflightError(f"the trainer was killed by signal {-rc}; log {report.log}")
         if rc != 0:
             error = first_error(report.log)
             capped = DAPO_NO_VARIANCE in error and _all_filtered_zero(error)
