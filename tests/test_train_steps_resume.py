@@ -155,7 +155,7 @@ def test_killed_trl_stages_resume_from_their_checkpoints_and_end_like_an_uninter
 # ------------------------------------------------------------------------------------ verl, for real on CPU
 # The preflight runs verl's own SFT trainer here (torchrun, FSDP2 on gloo) on a tiny model of the demo's
 # family. 4 rows of batch 4: one step per epoch, so verl's default total_epochs (4) would end a stage of
-# more steps early. Each run takes a minute or two; they take /tmp/verl-cpu.lock in turn with other verl users.
+# more steps early. Each preflight run takes under a minute on a quiet 2-core machine.
 VERL_SFT_STEPS = 6
 
 PREFLIGHT = r"""
@@ -188,19 +188,15 @@ def verl_sft(tmp_path_factory):
     return d, recipe
 
 
-def _locked(cmd: list[str]) -> list[str]:
-    return ["flock", "/tmp/verl-cpu.lock", *cmd]
-
-
 @pytest.mark.verl_cpu
 def test_verl_stage_held_below_its_steps_is_not_marked_complete(verl_sft):
     """`trainer.total_epochs=1` (appended last, as a user's extra override would be) stops verl after 1 of the
     stage's 2 steps, exit code 0: the stage is refused, named with both numbers, and nothing is merged."""
     d, recipe = verl_sft
     out = d / "held"
-    proc = subprocess.run(_locked([sys.executable, "-m", "loongrl.cli", "train",
-                                   recipe("held", extra_overrides=["trainer.total_epochs=1"]), "--backend", "verl",
-                                   "--preflight", "--preflight-rows", "4", "--out", str(out)]),
+    proc = subprocess.run([sys.executable, "-m", "loongrl.cli", "train",
+                           recipe("held", extra_overrides=["trainer.total_epochs=1"]), "--backend", "verl",
+                           "--preflight", "--preflight-rows", "4", "--out", str(out)],
                           capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=1800)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "stage sft (sft): FAILED: sft trained 1 of 2 steps (last checkpoint global_step_1): not marked complete" \
@@ -224,7 +220,7 @@ def test_verl_sft_stage_killed_after_a_checkpoint_resumes_from_it_and_trains_all
     path, out = recipe("killed"), d / "killed"
     sdir = out / "run" / "00_sft"
     tracker = sdir / "verl_ckpt" / "latest_checkpointed_iteration.txt"
-    cmd = _locked([sys.executable, "-c", PREFLIGHT, path, str(out), str(VERL_SFT_STEPS)])
+    cmd = [sys.executable, "-c", PREFLIGHT, path, str(out), str(VERL_SFT_STEPS)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
