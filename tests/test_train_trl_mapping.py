@@ -32,6 +32,7 @@ def test_grpo_config_of_a_paper_stage():
         "learning_rate": 1e-6, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1, "weight_decay": 0.02,
         "max_grad_norm": 0.5,
         "max_steps": 10 * 4 * 2,                      # TRL counts optimiser steps: RL steps x updates x epochs
+        "save_steps": 20 * 4 * 2,                     # save_every 20 RL steps, in optimiser steps too
     }
     kw = trl_backend.grpo_config_kwargs(_loongrl_stage())
     assert type(kw["steps_per_generation"]) is int and type(kw["max_steps"]) is int
@@ -61,7 +62,7 @@ def test_sft_config_of_a_stage():
                     optim=Optim(learning_rate=1e-5, lr_scheduler="linear", warmup_ratio=0.05))
     assert trl_backend.sft_config_kwargs(spec) == {
         "per_device_train_batch_size": 4, "gradient_accumulation_steps": 16, "num_train_epochs": 2.0,
-        "max_steps": -1, "max_length": 30000, "completion_only_loss": True,
+        "max_steps": -1, "max_length": 30000, "completion_only_loss": True, "save_steps": 50,
         "learning_rate": 1e-5, "lr_scheduler_type": "linear", "warmup_ratio": 0.05, "weight_decay": 0.01,
         "max_grad_norm": 1.0}
     assert type(trl_backend.sft_config_kwargs(spec)["gradient_accumulation_steps"]) is int
@@ -69,9 +70,10 @@ def test_sft_config_of_a_stage():
 
 
 def test_common_arguments_on_this_cpu_machine():
-    assert trl_backend._common_kwargs("out", 7, ["console", "tensorboard"]) == {
-        "output_dir": "out", "logging_steps": 1, "report_to": "none", "save_strategy": "no", "seed": 7,
-        "data_seed": 7, "disable_tqdm": False, "use_cpu": True, "bf16": False, "gradient_checkpointing": False,
+    assert trl_backend._common_kwargs("out", 7, ["console", "tensorboard"], 3) == {
+        "output_dir": "out", "logging_steps": 1, "report_to": "none", "save_strategy": "steps",
+        "save_total_limit": 3, "seed": 7, "data_seed": 7, "disable_tqdm": False, "use_cpu": True, "bf16": False,
+        "gradient_checkpointing": False,
         "full_determinism": True}  # same machine and seed, same numbers (issue 12)
 
 
@@ -118,9 +120,10 @@ def test_trl_accepts_the_mapped_configs(tmp_path):
     """The contract: TRL's own config classes take the mapped arguments (a renamed field fails here)."""
     from trl import GRPOConfig, SFTConfig
 
-    common = trl_backend._common_kwargs(str(tmp_path), 0, ["console", "tensorboard", "wandb"])
+    common = trl_backend._common_kwargs(str(tmp_path), 0, ["console", "tensorboard", "wandb"], 2)
     grpo = GRPOConfig(reward_weights=[1.0], **trl_backend.grpo_config_kwargs(_loongrl_stage()), **common)
     assert (grpo.loss_type, grpo.beta, grpo.epsilon_high, grpo.num_generations) == ("dapo", 1e-3, 0.28, 8)
     sft = SFTConfig(**trl_backend.sft_config_kwargs(SFTStage(batch_size=8, micro_batch_size=2)), **common)
     assert (sft.gradient_accumulation_steps, sft.completion_only_loss) == (4, True)
     assert sft.report_to == grpo.report_to == ["wandb"]  # the recipe's `logger`, TRL's own W&B callback
+    assert (sft.save_strategy, sft.save_steps, sft.save_total_limit, grpo.save_steps) == ("steps", 50, 2, 160)

@@ -90,7 +90,7 @@ def test_rl_overrides_carry_every_knob(recipe):
         "trainer.max_actor_ckpt_to_keep=4", "trainer.test_freq=-1",
         "trainer.val_before_train=False", "trainer.resume_mode=auto",
         "trainer.logger=[wandb,tensorboard,file]",  # the recipe's loggers and verl's file logger, read for metrics.csv
-        "trainer.total_training_steps=9",
+        "trainer.total_training_steps=9", "trainer.total_epochs=9",  # the epoch cap never binds first
         # DAPO: dynamic sampling on accuracy, 2 batches in flight, our capped sampler stops after 7 batches
         "algorithm.filter_groups.enable=True", "algorithm.filter_groups.metric=acc",
         "algorithm.filter_groups.max_inflight_gen_batches=2",
@@ -136,13 +136,31 @@ def test_sft_overrides_carry_every_knob(recipe):
         "optim.lr_warmup_steps_ratio=0.1", "optim.min_lr_ratio=0.05", "optim.weight_decay=0.02",
         "optim.clip_grad=0.5", "trainer.project_name=loongrl", "trainer.experiment_name=r-warm",
         "trainer.nnodes=3", "trainer.n_gpus_per_node=4", "trainer.default_local_dir=/s/ck",
-        "trainer.max_ckpt_to_keep=4", "trainer.logger=[wandb,tensorboard,file]", "trainer.seed=7",
-        "trainer.total_epochs=2",
+        "trainer.save_freq=50",  # SFT's save_every default: checkpoints to resume from
+        "trainer.max_ckpt_to_keep=4", "trainer.resume_mode=auto", "trainer.logger=[wandb,tensorboard,file]",
+        "trainer.seed=7", "trainer.total_epochs=2",
         "trainer.balance_batch=False",
     ]
-    recipe.stages[0].sft.steps = 5
+    recipe.stages[0].sft.steps, recipe.stages[0].sft.save_every = 5, 2
     out = verl_backend.sft_overrides(recipe, recipe.stages[0], "m", "d", "c")
-    assert "trainer.total_training_steps=5" in out and not any("total_epochs" in o for o in out)
+    # one epoch more than steps: a resume at an epoch's end spends one on verl's exhausted dataloader
+    assert "trainer.total_training_steps=5" in out and "trainer.total_epochs=6" in out
+    assert "trainer.save_freq=2" in out
+
+
+def test_steps_asked_counted_as_verl_counts_them_and_a_pool_without_a_full_batch_refused(recipe):
+    warm, rl1, rl2 = recipe.stages
+    # SFT: 3 x 4 GPUs / SP 5 = 2 data-parallel ranks of 16 / 2 = 8 sequences; 101 rows -> 50 per rank -> 6 steps
+    assert verl_backend.steps_per_epoch(recipe, warm, 101) == 6
+    assert verl_backend.asked_steps(recipe, warm, 101) == 2 * 6                     # epochs 2
+    assert verl_backend.asked_steps(recipe, rl1, 24) == 9                           # steps 9, whatever the rows
+    assert verl_backend.asked_steps(recipe, rl2, 23) == 2 * 2                       # epochs 2 x 23 // 8
+    with pytest.raises(RecipeError, match="^r.yaml: stage 'rl1': 11 rows make no full batch of batch_size 12 "
+                                          "\\(verl drops the last partial batch\\): 0 steps per epoch$"):
+        verl_backend.asked_steps(recipe, rl1, 11)
+    warm.sft.batch_size = 1
+    with pytest.raises(RecipeError, match="batch_size 1 leaves no sequence to each of its 2 data-parallel ranks"):
+        verl_backend.asked_steps(recipe, warm, 101)
 
 
 @pytest.mark.parametrize("epochs", [1.5, 0.5, 0.0])
@@ -204,12 +222,18 @@ def test_plan_chains_each_stage_from_the_previous_merged_checkpoint(recipe, tmp_
     assert steps[2]["merge"][-1] == os.path.join(sdir[2], "checkpoint")
     # what the dry run prints about each stage: limits and data
     assert steps[0]["limits"] == ["SFT token budget: 600 tokens/GPU x SP 5 = 3000 >= max_length 3000; "
-                                  "keep the last 4 checkpoints"]
-    assert steps[1]["limits"] == ["keep the last 4 checkpoints (every 3 steps)",
+                                  "keep the last 4 checkpoints (every 50 steps; a rerun resumes from the last)",
+                                  "steps: 2 epochs x rows // 16 (counted at launch); marked complete only when the "
+                                  "last checkpoint holds them all"]
+    assert steps[1]["limits"] == ["keep the last 4 checkpoints (every 3 steps; a rerun resumes from the last)",
+                                  "steps: 9 (total_training_steps; total_epochs=9 so that verl's epoch cap cannot "
+                                  "stop the stage first; needs >= 12 rows); marked complete only when the last "
+                                  "checkpoint holds them all",
                                   "DAPO: groups without reward variance on acc are replaced, 2 batches in flight; "
                                   "a step fails after 7 batches of 12 prompts"]
     recipe.cluster.max_checkpoints = None
-    assert verl_backend.plan(recipe, out)[2]["limits"] == ["keep every checkpoint (every 20 steps)"]
+    assert verl_backend.plan(recipe, out)[2]["limits"][0] == ("keep every checkpoint (every 20 steps; a rerun "
+                                                              "resumes from the last)")
     assert steps[0]["data"] == "data: sft.parquet; prompt tokens in (0, 3000]"
     assert steps[1]["data"] == "data: a.parquet[:10] x2 + b.parquet; prompt tokens in (5, 900]"
     assert steps[2]["data"] == (
@@ -259,20 +283,22 @@ def test_dry_run_prints_each_stage_without_running_it(recipe, tmp_path, capsys):
     out = capsys.readouterr().out
     assert not (tmp_path / "00_warm").exists()
     stages = out.split("\n\n")[:3]
-    assert stages[0].splitlines()[:3] == ["# stage 0: warm (sft, verl config sft_trainer_engine)",
+    assert stages[0].splitlines()[:4] == ["# stage 0: warm (sft, verl config sft_trainer_engine)",
                                           "# data: sft.parquet; prompt tokens in (0, 3000]",
                                           "# SFT token budget: 600 tokens/GPU x SP 5 = 3000 >= max_length 3000; "
-                                          "keep the last 4 checkpoints"]
+                                          "keep the last 4 checkpoints (every 50 steps; a rerun resumes from the last)",
+                                          "# steps: 2 epochs x rows // 16 (counted at launch); marked complete only "
+                                          "when the last checkpoint holds them all"]
     # SFT runs under torchrun, without Ray: where verl's loggers write is set in its environment
-    assert stages[0].splitlines()[3] == (f"VERL_FILE_LOGGER_PATH={tmp_path}/00_warm/verl_metrics.jsonl "
+    assert stages[0].splitlines()[4] == (f"VERL_FILE_LOGGER_PATH={tmp_path}/00_warm/verl_metrics.jsonl "
                                          f"TENSORBOARD_DIR={tmp_path}/tb/00_warm \\")
     # the launcher and its flags on one line, then one override per line
-    assert stages[0].splitlines()[4] == ("torchrun --nnodes=3 --nproc_per_node=4 '--node_rank=${NODE_RANK}' "
+    assert stages[0].splitlines()[5] == ("torchrun --nnodes=3 --nproc_per_node=4 '--node_rank=${NODE_RANK}' "
                                          "'--master_addr=${MASTER_ADDR}' '--master_port=${MASTER_PORT:-29500}' "
                                          "-m verl.trainer.sft_trainer \\")
-    assert stages[0].splitlines()[5] == f"    'data.train_files=[{tmp_path}/00_warm/data_messages.parquet]' \\"
+    assert stages[0].splitlines()[6] == f"    'data.train_files=[{tmp_path}/00_warm/data_messages.parquet]' \\"
     assert stages[0].splitlines()[-2] == f"    hydra.run.dir={tmp_path}/00_warm/hydra"
-    assert stages[1].splitlines()[3:5] == ["# DAPO: groups without reward variance on acc are replaced, 2 batches "
+    assert stages[1].splitlines()[4:6] == ["# DAPO: groups without reward variance on acc are replaced, 2 batches "
                                            "in flight; a step fails after 7 batches of 12 prompts",
                                            f"{sys.executable} -m verl.trainer.main_ppo \\"]
     assert stages[2].splitlines()[-1].startswith(f"# then: {sys.executable} -m verl.model_merger merge --backend fsdp")
@@ -459,6 +485,44 @@ def test_run_stages_prepares_trains_merges_and_resumes_each_stage(kc_files, tmp_
     assert [c[:2] for c in redo.calls if c[0] == "merge"] == [("merge", "one"), ("merge", "two")]
 
 
+def test_run_stages_refuses_a_stage_short_of_its_steps_and_resumes_it_in_its_kept_folder(kc_files, tmp_path, capsys):
+    """verl exited 0 with its last checkpoint at step 12 of the 20 asked: no merge, no `completed`, no next
+    stage. The rerun keeps the folder (same config): the prepared rows are reused, verl resumes its checkpoint."""
+    from conftest import QWEN
+
+    from loongrl.train.orchestrate import StageIncomplete
+
+    stage = {"data": {"components": [{"path": kc_files["musique"]}]}, "max_prompt_tokens": 20000,
+             "batch_size": 2, "steps": 20}
+    recipe = parse_recipe({"name": "r", "model": QWEN, "seed": 3,
+                           "stages": [{"name": "one", "rl": stage}, {"name": "two", "rl": stage}]}, "r.yaml", "/")
+    out, runner = str(tmp_path / "out"), RecordingRunner(QWEN)  # it leaves global_step_12
+    with pytest.raises(StageIncomplete, match="^one trained 12 of 20 steps \\(last checkpoint global_step_12\\): "
+                                              "not marked complete$"):
+        verl_backend.run_stages(recipe, out, True, runner)
+    assert [c[0] for c in runner.calls] == ["begin", "train"]                       # no merge, no stage two
+    one = os.path.join(out, "00_one")
+    manifest = json.load(open(os.path.join(one, "manifest.json")))
+    assert (manifest["status"], manifest["steps"]) == ("incomplete", {"asked": 20, "trained": 12, "checkpoint": 12})
+    assert not os.path.exists(os.path.join(out, "01_two"))
+    data = os.stat(os.path.join(one, "data.parquet")).st_mtime_ns
+    capsys.readouterr()
+    with pytest.raises(StageIncomplete):
+        verl_backend.run_stages(recipe, out, True, RecordingRunner(QWEN))
+    printed = capsys.readouterr().out
+    assert "[one] reusing the 6 rows prepared before the interruption" in printed
+    assert "[one] resuming from verl's checkpoint global_step_12 (step 12 of 20)" in printed
+    assert os.stat(os.path.join(one, "data.parquet")).st_mtime_ns == data
+    # a changed stage clears the folder: verl must not resume a checkpoint of another configuration
+    stage["steps"] = 10
+    recipe = parse_recipe({"name": "r", "model": QWEN, "seed": 3, "stages": [{"name": "one", "rl": stage}]},
+                          "r.yaml", "/")
+    verl_backend.run_stages(recipe, out, True, RecordingRunner(QWEN))
+    assert f"[one] {one} holds a run of another configuration: cleared" in capsys.readouterr().out
+    assert json.load(open(os.path.join(one, "manifest.json")))["steps"] == {"asked": 10, "trained": 12,
+                                                                            "checkpoint": 12}
+
+
 def test_run_stages_counts_sft_completions_and_mines_with_the_last_checkpoint(tmp_path):
     """An SFT stage's `max_length` bounds prompt + completion (not the prompt alone); a mining stage samples
     the previous stage's rows with the previous stage's checkpoint."""
@@ -485,7 +549,7 @@ def test_run_stages_counts_sft_completions_and_mines_with_the_last_checkpoint(tm
 
     rl = {"data": {"components": [{"path": data["rl"]}]}, "max_prompt_tokens": 4000, "batch_size": 2, "steps": 1}
     sampling = {"k": 2, "max_new_tokens": 4, "backend": "transformers"}
-    recipe = parse_recipe({"name": "r", "model": model, "seed": 3, "stages": [
+    recipe = parse_recipe({"name": "r", "model": model, "seed": 3, "cluster": {"gpus_per_node": 1}, "stages": [
         {"name": "one", "sft": {"data": {"components": [{"path": data["sft"]}]}, "max_length": max_length,
                                 "batch_size": 2, "micro_batch_size": 2, "steps": 1}},
         {"name": "two", "rl": rl},

@@ -4,16 +4,21 @@ Layout of an output folder::
 
     recipe.json                 the validated recipe
     init_eval.json              held-out accuracy of the starting model
+    NN_<stage>/stage.json       written first: the stage's config hash (whose run the folder holds)
     NN_<stage>/data.parquet     the rows the stage trained on (after mixture, transition, length filter)
     NN_<stage>/data_stats.json  mixture parts, length-filter and transition counts (kept/dropped by reason)
+    NN_<stage>/checkpoint-N/    TRL's checkpoints every `save_every` steps (weights, optimiser, scheduler, RNG)
     NN_<stage>/metrics.csv      per-step metrics of the stage
     NN_<stage>/checkpoint/      the trained model (HF format)
-    NN_<stage>/manifest.json    written last: config, input hashes, metrics summary, mining stats, eval
+    NN_<stage>/manifest.json    written last: config, input hashes, steps asked and trained, metrics summary,
+                                mining stats, eval
     metrics.csv, tb/            per-step reward, pass rate, response length, KL of all stages
     report.md, report.json, curves.png
 
-A stage whose manifest says `completed` (with the same config and inputs) is skipped on a rerun, so a
-crashed run resumes after its last completed stage; an incomplete stage folder is cleared and redone.
+A stage whose manifest says `completed` (with the same config and inputs) is skipped on a rerun. A stage
+that was interrupted resumes: its folder is kept when its stage.json has the same config hash (else it is
+cleared), its prepared data is reused, and training continues from its last checkpoint. A stage is
+`completed` only when it trained the steps it asked for (`StageIncomplete` otherwise).
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from .recipe import Recipe, RecipeError, Stage, config_hash, to_dict
 
 METRIC_COLUMNS = ("reward", "pass_rate", "response_length", "kl", "entropy", "loss", "zero_std_groups",
                   "learning_rate", "token_accuracy")
+
+
+class StageIncomplete(RuntimeError):
+    """A stage that trained fewer steps than it asked for: not marked complete, the next stage not started."""
 
 
 def stage_dir(out_dir: str, index: int, stage: Stage) -> str:
@@ -185,6 +194,55 @@ def prepare_data(recipe: Recipe, index: int, stage: Stage, model_path: str, prev
     return path, stats
 
 
+def start_stage(stage: Stage, sdir: str, chash: str, resume: bool) -> bool:
+    """Keep `sdir` when it holds an interrupted run of this very stage (its stage.json has the config hash
+    `chash`), to resume it; otherwise clear it and write stage.json. Returns whether it was kept."""
+    path = os.path.join(sdir, "stage.json")
+    if resume and os.path.isfile(path):
+        try:
+            if _read_json(path).get("config_hash") == chash:
+                return True
+        except ValueError:  # cut short: not ours to trust
+            pass
+        print(f"[{stage.name}] {sdir} holds a run of another configuration: cleared")
+    shutil.rmtree(sdir, ignore_errors=True)
+    os.makedirs(sdir)
+    write_json_atomic(path, {"stage": stage.name, "config_hash": chash})
+    return False
+
+
+def stage_data(recipe: Recipe, index: int, stage: Stage, model_path: str, prev: dict | None, sdir: str,
+               kept: bool) -> tuple[str, dict]:
+    """The stage's rows: in a kept folder, those its interrupted run prepared (data_stats.json is written
+    after data.parquet, both atomically: it marks them complete); else `prepare_data`. Reusing them matters
+    beyond the cost of a transition: a resumed trainer's data position indexes these very rows."""
+    path, stats_path = os.path.join(sdir, "data.parquet"), os.path.join(sdir, "data_stats.json")
+    if kept and os.path.isfile(path) and os.path.isfile(stats_path):
+        import pyarrow.parquet as pq
+
+        stats = _read_json(stats_path)
+        if pq.ParquetFile(path).metadata.num_rows == stats.get("rows"):
+            print(f"[{stage.name}] reusing the {stats['rows']} rows prepared before the interruption")
+            return path, stats
+    # SFT's max_length bounds prompt + completion: longer rows are dropped and counted, never truncated.
+    count = transitions.prompt_token_counter(_tokenizer(model_path), with_completion=stage.sft is not None)
+    return prepare_data(recipe, index, stage, model_path, prev, sdir, count)
+
+
+def finish_stage(stage: Stage, sdir: str, man: dict, checkpoint: str) -> dict:
+    """Write the stage's manifest: `completed` when its `steps` show it trained what it asked for (or it
+    stopped short by design, `steps.short_by_design`), else `incomplete`, and raise `StageIncomplete`."""
+    steps = man["steps"]
+    short = steps["trained"] < steps["asked"] or steps["checkpoint"] < steps["asked"]
+    man["status"] = "incomplete" if short and not steps.get("short_by_design") else "completed"
+    man["manifest_hash"] = config_hash(man)
+    write_json_atomic(os.path.join(sdir, "manifest.json"), man)
+    if man["status"] != "completed":
+        raise StageIncomplete(f"{stage.name} trained {steps['trained']} of {steps['asked']} steps (last checkpoint "
+                              f"{checkpoint}): not marked complete")
+    return man
+
+
 def _inputs(recipe: Recipe, stage: Stage, model_path: str, prev: dict | None) -> dict:
     return {"model": model_path, "previous_manifest_hash": prev["manifest_hash"] if prev else None,
             "data": {c.path: file_sha256(c.path) or "missing"
@@ -203,7 +261,8 @@ def completed_stage(recipe: Recipe, stage: Stage, sdir: str, model_path: str, pr
         if man.get("status") == "completed" and man.get("config_hash") == chash:
             print(f"[{stage.name}] completed earlier: skipping ({sdir})")
             return inputs, chash, man
-        print(f"[{stage.name}] manifest does not match the recipe or inputs any more: redoing the stage")
+        if man.get("config_hash") != chash:
+            print(f"[{stage.name}] manifest does not match the recipe or inputs any more: redoing the stage")
     return inputs, chash, None
 
 
@@ -225,35 +284,53 @@ def run_recipe(recipe: Recipe, out_dir: str, resume: bool = True) -> dict:
     manifests = []
     for i, stage in enumerate(recipe.stages):
         sdir = stage_dir(out_dir, i, stage)
-        mpath = os.path.join(sdir, "manifest.json")
         inputs, chash, man = completed_stage(recipe, stage, sdir, model_path, prev, resume)
         if man is not None:
             manifests.append(man)
             model_path, prev, step_offset = man["checkpoint"], man, step_offset + man["metrics"]["steps"]
             continue
-        shutil.rmtree(sdir, ignore_errors=True)  # an incomplete stage starts from scratch
-        os.makedirs(sdir)
+        kept = start_stage(stage, sdir, chash, resume)
         t0 = time.time()
         print(f"[{stage.name}] {stage.kind} stage from {model_path}")
-        # SFT's max_length bounds prompt + completion: longer rows are dropped and counted, never truncated.
-        count = transitions.prompt_token_counter(_tokenizer(model_path), with_completion=stage.sft is not None)
-        data_path, data_stats = prepare_data(recipe, i, stage, model_path, prev, sdir, count)
+        data_path, data_stats = stage_data(recipe, i, stage, model_path, prev, sdir, kept)
         print(f"[{stage.name}] {data_stats['rows']} rows")
+        # RL: TRL counts optimiser steps (save_steps, max_steps, global_step); the manifest counts RL steps
+        unit = trl_backend.optimiser_steps_per_rl_step(stage.rl) if stage.rl is not None else 1
+        if stage.rl is not None and data_stats["rows"] < stage.rl.batch_size:  # TRL's RepeatSampler drops it
+            raise RecipeError(f"{recipe.source}: stage {stage.name!r}: {data_stats['rows']} rows make no full batch "
+                              f"of batch_size {stage.rl.batch_size}: 0 steps per epoch")
+        resume_from = trl_backend.last_checkpoint(sdir) if kept else None
         metrics = StageMetrics(sdir, tb_dir(sdir) if "tensorboard" in recipe.logger else None,
                                stage.name, step_offset)
+        if resume_from is not None:
+            done, planned = trl_backend.checkpoint_step(resume_from), _read_json(
+                os.path.join(resume_from, "trainer_state.json"))["max_steps"]
+            print(f"[{stage.name}] resuming from {os.path.basename(resume_from)} (step {done // unit} of "
+                  f"{planned // unit})")
+            for row in trl_backend.logged_rows(resume_from):  # the steps before it, logged by the killed run
+                metrics(row)
         try:
             train = trl_backend.train_sft if stage.sft is not None else trl_backend.train_grpo
-            ckpt = train(stage.spec, model_path, data_path, sdir, recipe.seed + i, metrics, recipe.logger)
+            result = train(stage.spec, model_path, data_path, sdir, recipe.seed + i, metrics, recipe.logger,
+                           recipe.cluster.max_checkpoints, resume_from)
         finally:
             metrics.close()
-        evals = run_evals(recipe, ckpt, eval_rewards)
-        man = {"stage": stage.name, "index": i, "kind": stage.kind, "status": "completed", "backend": "trl",
+        ckpt = result["checkpoint"]
+        steps = {"asked": stage.spec.steps or result["max_steps"] // unit, "trained": result["global_step"] // unit,
+                 "checkpoint": result["global_step"] // unit}
+        if unit > 1:
+            steps["optimiser_steps"] = result["global_step"]
+        if resume_from is not None:
+            steps["resumed_from"] = trl_backend.checkpoint_step(resume_from) // unit
+        man = {"stage": stage.name, "index": i, "kind": stage.kind, "backend": "trl",
                "config": to_dict(stage), "config_hash": chash, "inputs": inputs,
                "data": {"path": data_path, "rows": data_stats["rows"], "sha256": file_sha256(data_path)},
-               "data_stats": data_stats, "metrics": metrics.summary(), "checkpoint": ckpt, "eval": evals,
-               "seconds": round(time.time() - t0, 1)}
-        man["manifest_hash"] = config_hash(man)
-        write_json_atomic(mpath, man)
+               "data_stats": data_stats, "steps": steps, "metrics": metrics.summary(), "checkpoint": ckpt}
+        if steps["trained"] < steps["asked"]:
+            finish_stage(stage, sdir, man, f"step {steps['checkpoint']}")  # raises
+        man["eval"] = run_evals(recipe, ckpt, eval_rewards)
+        man["seconds"] = round(time.time() - t0, 1)
+        man = finish_stage(stage, sdir, man, f"step {steps['checkpoint']}")
         manifests.append(man)
         model_path, prev, step_offset = ckpt, man, step_offset + man["metrics"]["steps"]
     return write_run_report(out_dir, recipe, _read_json(init_path), manifests)

@@ -264,9 +264,9 @@ def judge_reachable(config: dict) -> bool:
 
 
 def preflight_recipe(recipe: Recipe, model: str, data: dict, factor: float, notes: list[str],
-                     max_gen_batches: int = MAX_GEN_BATCHES["random"]) -> Recipe:
+                     max_gen_batches: int = MAX_GEN_BATCHES["random"], steps: int = STEPS) -> Recipe:
     """The recipe as the preflight runs it: same algorithm settings, overrides and transitions; short data,
-    2 steps, one CPU worker with the `hf` rollout."""
+    `steps` steps, one CPU worker with the `hf` rollout."""
     pf = copy.deepcopy(recipe)
     pf.model, pf.eval, pf.tiny_model, pf.demo_data = model, [], None, None
     pf.cluster = dataclasses.replace(recipe.cluster, nnodes=1, gpus_per_node=1, rollout="hf", tensor_parallel=1,
@@ -288,7 +288,7 @@ def preflight_recipe(recipe: Recipe, model: str, data: dict, factor: float, note
             comp.path = data[comp.path]
         spec.data.min_prompt_tokens = scaled(spec.data.min_prompt_tokens)
         spec.data.max_prompt_tokens = scaled(spec.data.max_prompt_tokens)
-        spec.steps, spec.batch_size = STEPS, BATCH
+        spec.steps, spec.batch_size = steps, BATCH
         if stage.sft is not None:
             spec.micro_batch_size = BATCH
             spec.max_length = scaled(spec.max_length)
@@ -571,6 +571,8 @@ class PreflightRunner:
                 report.peak_rss_mb, report.peak_processes = round(mem.peak_mb, 1), mem.peak_n
                 self.processes |= mem.seen
         capped = False
+        if rc < 0:  # a signal, not an error of verl's: its log ends wherever it was
+            raise PreflightError(f"the trainer was killed by signal {-rc}; log {report.log}")
         if rc != 0:
             error = first_error(report.log)
             capped = DAPO_NO_VARIANCE in error and _all_filtered_zero(error)
@@ -584,15 +586,16 @@ class PreflightRunner:
         if problems:
             raise PreflightError("verl did not run with what we emitted: " + "; ".join(problems))
         report.reward_mean = _reward_mean(os.path.join(sdir, "verl_metrics.jsonl"))
-        if capped:
-            self._no_variance(cmds, sdir, report)
+        return self._no_variance(cmds, sdir, report) if capped else None
 
-    def _no_variance(self, cmds: dict, sdir: str, report: StageReport) -> None:
+    def _no_variance(self, cmds: dict, sdir: str, report: StageReport) -> str:
         """A DAPO stage whose model solved nothing stops at the regeneration cap: verl generated, scored and
-        filtered; its checkpoint is its input model (a merge-free pass-through)."""
-        report.notes.append("DAPO: no prompt group had reward variance (every group scored acc=0: a random "
-                            "model); verl stopped at the regeneration cap, so no optimiser step ran and the "
-                            "next stage starts from this stage's input model")
+        filtered; its checkpoint is its input model (a merge-free pass-through). Returns why the stage trained
+        fewer steps than asked: `run_stages` records it and marks the stage complete all the same."""
+        note = ("DAPO: no prompt group had reward variance (every group scored acc=0: a random model); verl "
+                "stopped at the regeneration cap, so no optimiser step ran and the next stage starts from this "
+                "stage's input model")
+        report.notes.append(note)
         report.status = "passed (cap)"
         target = os.path.join(sdir, "checkpoint")
         shutil.rmtree(target, ignore_errors=True)
@@ -601,6 +604,7 @@ class PreflightRunner:
         os.makedirs(ckpt, exist_ok=True)
         with open(os.path.join(ckpt, "latest_checkpointed_iteration.txt"), "w") as f:
             f.write("0")
+        return note
 
     def merge(self, cmds: dict, sdir: str, step: str) -> None:
         report = self._report(sdir)
@@ -634,8 +638,10 @@ def _reward_mean(metrics: str) -> float | None:
 
 
 def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int = ROWS,
-              timeout: float = TIMEOUT) -> list[StageReport]:
-    """Run the preflight of `recipe` in `out_dir`; prints a line per stage and returns the reports."""
+              timeout: float = TIMEOUT, steps: int = STEPS, resume: bool = False) -> list[StageReport]:
+    """Run the preflight of `recipe` in `out_dir`; prints a line per stage and returns the reports. `steps`
+    per stage; `resume` continues an interrupted preflight in `out_dir` (verl resumes its checkpoints; stages
+    completed earlier are reported `passed (earlier)`) instead of starting every stage afresh."""
     from transformers import AutoTokenizer
 
     from .orchestrate import prepare_demo
@@ -663,16 +669,16 @@ def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int 
         notes.append(f"data: prompts cut to {factor:.4f} of their length ({max(budgets)} -> "
                      f"{math.ceil(max(budgets) * factor)} tokens for the longest stage, at least "
                      f"{MIN_PROMPT_TOKENS}), at most {rows} rows per data file, responses <= {RESPONSE_TOKENS} "
-                     f"tokens, {BATCH} prompts x {STEPS} steps per stage")
+                     f"tokens, {BATCH} prompts x {steps} steps per stage")
     data = cut_data(recipe, os.path.join(out_dir, "data"), AutoTokenizer.from_pretrained(model), rows, factor, notes)
-    pf = preflight_recipe(recipe, model, data, factor, notes, MAX_GEN_BATCHES["given" if given else "random"])
+    pf = preflight_recipe(recipe, model, data, factor, notes, MAX_GEN_BATCHES["given" if given else "random"], steps)
     for note in notes:
         print(f"[preflight] {note}")
     reports = {s.name: StageReport(s.name, s.kind) for s in recipe.stages}
     with RayCluster({"VERL_PLATFORM": "loongrl_cpu", "OMP_NUM_THREADS": "1"}) as cluster:
         runner = PreflightRunner(pf, cluster, timeout, reports)
         try:
-            run_stages(pf, os.path.join(out_dir, "run"), resume=False, runner=runner,
+            run_stages(pf, os.path.join(out_dir, "run"), resume=resume, runner=runner,
                        on_stage=lambda i, stage, cmds, man: _print_stage(reports[stage.name]))
         except Exception as e:  # the stage that was running failed; later ones did not run
             failed = next((r for r in reports.values() if r.status == "running"), None)
@@ -681,6 +687,13 @@ def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int 
             failed.seconds = round(time.time() - runner.started[os.path.dirname(failed.log)], 1)
             failed.status, failed.error = "failed", str(e).splitlines()[0][:400] if str(e) else type(e).__name__
             _print_stage(failed)
+    for i, r in enumerate(reports.values() if resume else []):  # the stages run_stages skipped: a prefix
+        manifest = os.path.join(out_dir, "run", f"{i:02d}_{r.stage}", "manifest.json")
+        if r.status != "not run" or not os.path.isfile(manifest):
+            break
+        with open(manifest) as f:
+            if json.load(f).get("status") == "completed":
+                r.status = "passed (earlier)"
     result = list(reports.values())
     summary = {"recipe": recipe.name, "out": out_dir, "seconds": round(time.time() - t0, 1), "notes": notes,
                "stages": [dataclasses.asdict(r) for r in result],

@@ -174,6 +174,8 @@ class SFTStage:
         epochs: Passes over the data (ignored when `steps` is set).
         steps: Optimiser steps; null trains for `epochs`.
         max_length: Longest prompt + completion in tokens; longer rows are dropped and counted.
+        save_every: Checkpoint every this many optimiser steps (TRL `save_steps`, verl `trainer.save_freq`;
+            the last step is always saved): a crashed stage resumes from its last checkpoint.
     """
 
     data: DataMixture = field(default_factory=DataMixture)
@@ -183,6 +185,7 @@ class SFTStage:
     epochs: float = 1.0
     steps: int | None = None
     max_length: int = 32768
+    save_every: int = 50
 
 
 @dataclass
@@ -235,7 +238,9 @@ class RLStage:
         steps: RL steps; null trains for `epochs`.
         epochs: Passes over the data when `steps` is null.
         reward_kwargs: Options of the shared scorer (`loongrl.rewards.router.REWARD_KWARGS`, docs/rewards.md).
-        save_every: verl checkpoint frequency in steps (TRL saves at the end of a stage).
+        save_every: Checkpoint every this many RL steps (verl `trainer.save_freq`; TRL `save_steps` in
+            optimiser steps, i.e. times batch/mini x ppo_epochs; the last step is always saved): a crashed
+            stage resumes from its last checkpoint.
     """
 
     data: DataMixture = field(default_factory=DataMixture)
@@ -321,8 +326,9 @@ class Cluster:
         max_tokens_per_gpu: Dynamic-batch token budget per GPU (null: prompt + response budget).
         param_offload: FSDP parameter offload to CPU.
         optimizer_offload: FSDP optimiser-state offload to CPU.
-        max_checkpoints: verl checkpoints kept per stage (older ones are deleted; the last is what the
-            stage's merge and a resume use). null keeps all (a 32B checkpoint with optimiser state is ~380 GB).
+        max_checkpoints: Checkpoints kept per stage, verl and TRL (`save_total_limit`): older ones are
+            deleted; the last is what the stage's merge and a resume use. null keeps all (a 32B checkpoint
+            with optimiser state is ~380 GB).
         rope_scaling: `auto`: a stage whose prompt + response (SFT: max_length) exceeds the model's native
             window (config.json `max_position_embeddings`, no rope scaling of its own) gets YaRN, factor = the
             smallest power of two that covers it, in the actor, reference and rollout config (`checks.py`,
@@ -355,7 +361,7 @@ class Recipe:
         seed: Seed for data shuffling, sampling passes and the engines.
         stages: The stages in order.
         eval: Held-out sets evaluated before training and after every stage (may be empty).
-        cluster: verl launch settings (ignored by the TRL backend).
+        cluster: verl launch settings (the TRL backend uses only `max_checkpoints`).
         tiny_model: Build a tiny local model at `model` first if it does not exist (demo only):
             a mapping of `loongrl.demo.tiny.build_tiny_model` arguments; its tokenizer is trained on the
             texts of all stages' data and the eval sets.
@@ -495,6 +501,8 @@ def _validate(recipe: Recipe) -> None:
             _check(s.batch_size >= 1 and s.micro_batch_size >= 1, f"{sub}.batch_size", "batch sizes must be >= 1")
             _check(s.batch_size % s.micro_batch_size == 0, f"{sub}.batch_size",
                    f"{s.batch_size} is not a multiple of micro_batch_size {s.micro_batch_size}")
+            _check(s.steps is None or s.steps > 0, f"{sub}.steps", "must be > 0")
+            _check(s.save_every >= 1, f"{sub}.save_every", "must be >= 1")
             continue
         r = stage.rl
         _check(r.group_size >= 2, f"{sub}.group_size", "GRPO needs at least 2 rollouts per prompt")

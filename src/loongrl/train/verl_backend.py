@@ -219,7 +219,12 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
     for k, v in (env or {}).items():
         o[f"+ray_kwargs.ray_init.runtime_env.env_vars.{k}"] = v
     if r.steps is not None:
+        # verl stops at total_training_steps or after total_epochs (default 30) epochs of len(data) // batch
+        # steps, whichever comes first (verl/trainer/ppo/v1/trainer_base.py:467, 765; the epoch is counted from
+        # global_steps, so a resume spends none): with >= 1 step per epoch, checked before launch
+        # (`asked_steps`), `steps` epochs can never end the stage first.
         o["trainer.total_training_steps"] = r.steps
+        o["trainer.total_epochs"] = r.steps
     else:
         o["trainer.total_epochs"] = _whole_epochs(r.epochs)
     if c.ray_address:  # workers on every node run the launcher's interpreter (same env path on each node)
@@ -246,6 +251,36 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
                 f"+reward.reward_kwargs.max_resp_len={r.max_response_tokens}"]
     out += rope_overrides(recipe, stage, "actor_rollout_ref.model", ckpt_dir)
     return out + list(c.extra_overrides)
+
+
+def _data_parallel(recipe: Recipe) -> int:
+    c = recipe.cluster
+    return max(1, c.nnodes * c.gpus_per_node // c.ulysses_sp)
+
+
+def steps_per_epoch(recipe: Recipe, stage: Stage, rows: int) -> int:
+    """Steps verl trains per epoch of `rows` rows: both trainers drop the last partial batch. RL:
+    len(dataset) // train_batch_size (verl/trainer/ppo/v1/trainer_base.py:765). SFT: a DistributedSampler
+    and StatefulDataLoader per data-parallel rank, both drop_last=True (verl/trainer/sft_trainer.py:237, 251)."""
+    if stage.rl is not None:
+        return rows // stage.rl.batch_size
+    dp = _data_parallel(recipe)
+    per_rank = stage.sft.batch_size // dp
+    return rows // dp // per_rank if per_rank else 0
+
+
+def asked_steps(recipe: Recipe, stage: Stage, rows: int) -> int:
+    """The steps a stage of `rows` rows asks for: `steps`, or epochs x steps per epoch. A pool without one full
+    batch is refused before launch (verl would divide by its 0 steps per epoch, or train nothing)."""
+    spe = steps_per_epoch(recipe, stage, rows)
+    if spe == 0:
+        from .recipe import RecipeError
+
+        b, dp = stage.spec.batch_size, _data_parallel(recipe)
+        why = (f"batch_size {b} leaves no sequence to each of its {dp} data-parallel ranks" if stage.sft is not None
+               and b < dp else f"{rows} rows make no full batch of batch_size {b} (verl drops the last partial batch)")
+        raise RecipeError(f"{recipe.source}: stage {stage.name!r}: {why}: 0 steps per epoch")
+    return stage.spec.steps if stage.spec.steps is not None else _whole_epochs(stage.spec.epochs) * spe
 
 
 def sft_token_budget(recipe: Recipe, stage: Stage) -> int:
@@ -288,12 +323,19 @@ def sft_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str,
         "trainer.nnodes": c.nnodes,
         "trainer.n_gpus_per_node": c.gpus_per_node,
         "trainer.default_local_dir": ckpt_dir,
+        "trainer.save_freq": s.save_every,  # verl's default -1 saves only the last step: nothing to resume from
         "trainer.max_ckpt_to_keep": c.max_checkpoints,
+        "trainer.resume_mode": "auto",  # verl's default: resume from the newest global_step_N in default_local_dir
         "trainer.logger": verl_loggers(recipe),
         "trainer.seed": recipe.seed,
     }
     if s.steps is not None:
+        # verl stops at total_training_steps or after total_epochs (default 4) epochs, whichever comes first
+        # (verl/trainer/sft_trainer.py:356, 412; drop_last=True: rows // batch steps each). One epoch more
+        # than steps: a resume from a checkpoint taken at an epoch's last batch spends one epoch on the
+        # exhausted dataloader (its saved StatefulDataLoader state; start_epoch, sft_trainer.py:341).
         o["trainer.total_training_steps"] = s.steps
+        o["trainer.total_epochs"] = s.steps + 1
     else:
         o["trainer.total_epochs"] = _whole_epochs(s.epochs)
     return ([f"{k}={_fmt(v)}" for k, v in o.items()] + rope_overrides(recipe, stage, "model", ckpt_dir)
@@ -369,12 +411,22 @@ def _describe_limits(recipe: Recipe, stage: Stage) -> list[str]:
     """What the dry run states besides the data: the limits verl enforces at run time."""
     c = recipe.cluster
     keep = f"keep the last {c.max_checkpoints} checkpoints" if c.max_checkpoints else "keep every checkpoint"
+    keep += f" (every {stage.spec.save_every} steps; a rerun resumes from the last)"
+    spec = stage.spec
+    if spec.steps is not None:
+        epochs = spec.steps + (1 if stage.sft is not None else 0)
+        steps = (f"steps: {spec.steps} (total_training_steps; total_epochs={epochs} so that verl's epoch cap "
+                 f"cannot stop the stage first; needs >= {spec.batch_size} rows)")
+    else:
+        n = _whole_epochs(spec.epochs)
+        steps = f"steps: {n} epoch{'s' * (n != 1)} x rows // {spec.batch_size} (counted at launch)"
+    steps += "; marked complete only when the last checkpoint holds them all"
     if stage.sft is not None:
         b = sft_token_budget(recipe, stage)
         return [f"SFT token budget: {b} tokens/GPU x SP {c.ulysses_sp} = {b * c.ulysses_sp} >= max_length "
-                f"{stage.sft.max_length}; {keep}"]
+                f"{stage.sft.max_length}; {keep}", steps]
     r = stage.rl
-    out = [f"{keep} (every {r.save_every} steps)"]
+    out = [keep, steps]
     if r.algorithm == "dapo":
         out.append(f"DAPO: groups without reward variance on acc are replaced, {r.inflight_gen_batches} batches "
                    f"in flight; a step fails after {r.max_gen_batches} batches of {r.batch_size} prompts")
@@ -469,11 +521,13 @@ class SubprocessRunner:
     def begin(self, stage: Stage, sdir: str) -> None:
         print(f"[{stage.name}] {stage.kind} stage in {sdir}")
 
-    def train(self, cmds: dict, sdir: str) -> None:
+    def train(self, cmds: dict, sdir: str) -> str | None:
+        """Returns None (a runner that stops a stage short on purpose returns why: the preflight's DAPO cap)."""
         if "check" in cmds:
             os.makedirs(cmds["ckpt_dir"], exist_ok=True)  # checked writable on every node
             subprocess.run(cmds["check"], check=True)
         subprocess.run(cmds["train"], check=True, env=dict(os.environ, **cmds["env"]))
+        return None
 
     def merge(self, cmds: dict, sdir: str, step: str) -> None:
         subprocess.run([x.replace("{step}", step) for x in cmds["merge"]], check=True)
@@ -544,15 +598,36 @@ def write_stage_metrics(stage: Stage, sdir: str, manifests: list[dict]) -> dict:
     return metrics.summary()
 
 
+def trained_steps(sdir: str, checkpoint: int) -> int:
+    """The last step verl trained: the last step its file logger wrote (rewritten by every launch, so a resumed
+    run's file starts after the resume), else the checkpoint's step. The checkpoint's step is the one that
+    decides: it is what the merge hands on; steps after it are lost."""
+    path = os.path.join(sdir, METRICS_JSONL)
+    if not os.path.isfile(path):
+        return checkpoint
+    with open(path, encoding="utf-8") as f:
+        logged = [json.loads(line)["step"] for line in f if line.strip()]
+    return max([checkpoint, *logged])
+
+
+def _checkpoint_step(ckpt_dir: str) -> int | None:
+    """verl's `latest_checkpointed_iteration.txt`: the step of its newest complete checkpoint (written after
+    it, verl/trainer/ppo/v1/trainer_base.py:1021, verl/utils/checkpoint/checkpoint_handler.py:128)."""
+    path = os.path.join(ckpt_dir, "latest_checkpointed_iteration.txt")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return int(f.read().strip())
+
+
 def run_stages(recipe: Recipe, out_dir: str, resume: bool, runner, on_stage=None) -> str:
     """Run the stages: `runner.begin`, data preparation and transitions as in the TRL backend, then
-    `runner.train` and `runner.merge`; a stage with a completed manifest is skipped. `on_stage(i, stage, cmds, manifest)` is
-    called after each completed stage. Returns the last checkpoint."""
-    from loongrl.data.io import write_json_atomic
-
-    from . import transitions
-    from .orchestrate import _tokenizer, completed_stage, prepare_data, write_run_report
-    from .recipe import config_hash
+    `runner.train` and `runner.merge`; a stage with a completed manifest is skipped, an interrupted one
+    (same config: its folder is kept) reuses its data and verl resumes its own last checkpoint
+    (`resume_mode=auto`). A stage whose last checkpoint holds fewer steps than it asked for raises
+    `StageIncomplete` before the merge. `on_stage(i, stage, cmds, manifest)` is called after each completed
+    stage. Returns the last checkpoint."""
+    from .orchestrate import completed_stage, finish_stage, stage_data, start_stage, write_run_report
 
     model, prev, manifests = recipe.model, None, []
     for i, stage in enumerate(recipe.stages):
@@ -562,23 +637,31 @@ def run_stages(recipe: Recipe, out_dir: str, resume: bool, runner, on_stage=None
             prev, model = done, done["checkpoint"]
             manifests.append(done)
             continue
-        os.makedirs(sdir, exist_ok=True)  # verl resumes its own checkpoints inside (resume_mode=auto)
+        kept = start_stage(stage, sdir, chash, resume)
         runner.begin(stage, sdir)
-        count = transitions.prompt_token_counter(_tokenizer(model), with_completion=stage.sft is not None)
-        data_path, stats = prepare_data(recipe, i, stage, model, prev, sdir, count)
+        data_path, stats = stage_data(recipe, i, stage, model, prev, sdir, kept)
+        asked = asked_steps(recipe, stage, stats["rows"])
         write_stage_inputs(stage, sdir, data_path)
         cmds = stage_commands(recipe, stage, model, sdir)
         keep_earlier_attempts(sdir)
-        runner.train(cmds, sdir)
-        with open(os.path.join(cmds["ckpt_dir"], "latest_checkpointed_iteration.txt")) as f:
-            step = f.read().strip()
-        runner.merge(cmds, sdir, step)
-        prev = {"stage": stage.name, "index": i, "kind": stage.kind, "status": "completed", "backend": "verl",
-                "commands": cmds, "config_hash": chash, "inputs": inputs,
-                "checkpoint": os.path.join(sdir, "checkpoint"), "data": {"path": data_path, "rows": stats["rows"]},
-                "data_stats": stats, "metrics": write_stage_metrics(stage, sdir, manifests), "eval": {}}
-        prev["manifest_hash"] = config_hash(prev)
-        write_json_atomic(os.path.join(sdir, "manifest.json"), prev)
+        before = _checkpoint_step(cmds["ckpt_dir"])
+        if before is not None:
+            print(f"[{stage.name}] resuming from verl's checkpoint global_step_{before} (step {before} of {asked})")
+        short_by_design = runner.train(cmds, sdir)
+        step = _checkpoint_step(cmds["ckpt_dir"]) or 0
+        steps = {"asked": asked, "trained": trained_steps(sdir, step), "checkpoint": step}
+        if before is not None:
+            steps["resumed_from"] = before
+        if short_by_design:
+            steps["short_by_design"] = short_by_design
+        man = {"stage": stage.name, "index": i, "kind": stage.kind, "backend": "verl", "commands": cmds,
+               "config_hash": chash, "inputs": inputs, "checkpoint": os.path.join(sdir, "checkpoint"),
+               "data": {"path": data_path, "rows": stats["rows"]}, "data_stats": stats, "steps": steps,
+               "metrics": write_stage_metrics(stage, sdir, manifests), "eval": {}}
+        if step < asked and not short_by_design:
+            finish_stage(stage, sdir, man, f"global_step_{step}")  # raises: no merge, no next stage
+        runner.merge(cmds, sdir, str(step))
+        prev = finish_stage(stage, sdir, man, f"global_step_{step}")
         manifests.append(prev)
         if on_stage is not None:
             on_stage(i, stage, cmds, prev)
