@@ -166,3 +166,41 @@ def test_judge_counts_a_real_models_malformed_verdicts_as_errors(vllm_server, sm
     assert status_counts(r.status for r in results) == {"error": 3}
     assert len(sent) == 2 and all("[[YES]]" not in text and "[[NO]]" not in text for _, text in sent)
     assert judge.stats["requests"] == 2 and judge.stats["errors"] == 2 and judge.stats["deduplicated"] == 1
+
+
+OFFLINE = '''
+import json, sys
+from loongrl.generation.backends import SamplingConfig, make_backend
+
+if __name__ == "__main__":  # vLLM's engine starts in a spawned process, which imports this file again
+    model, prompts = sys.argv[1], json.loads(sys.argv[2])
+    backend = make_backend(f"vllm:{model}", vllm_kwargs=dict(dtype="bfloat16", max_model_len=2048, enforce_eager=True))
+    greedy = backend.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_new_tokens=12))
+    sampled = backend.generate(prompts[:1], SamplingConfig(n=4, temperature=1.0, max_new_tokens=12, seed=1))
+    print(json.dumps({"greedy": greedy, "sampled": sampled}))
+'''
+
+
+def test_the_offline_vllm_backend_runs_in_vllms_own_venv_and_matches_the_server(vllm_server, smollm2, tmp_path):
+    """`vllm:` (vLLM's `LLM.chat` in process) cannot run in the project's venv (verl's transformers pin), so it
+    runs where vLLM is: .venv-vllm's interpreter, with the project's sources and the server's CPU settings."""
+    import subprocess
+
+    import loongrl
+    from loongrl.generation.backends import SamplingConfig, make_backend
+    from loongrl.generation.serve import vllm_env, vllm_python
+
+    prompts = [[{"role": "user", "content": "Name a colour."}],
+               [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "The answer is"}]]
+    script = tmp_path / "offline.py"
+    script.write_text(OFFLINE)
+    env = dict(vllm_env(kv_cache_gib=1, threads=1), PYTHONPATH=os.path.dirname(os.path.dirname(loongrl.__file__)))
+    run = subprocess.run([vllm_python(), str(script), smollm2, json.dumps(prompts)], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    offline = json.loads(next(line for line in run.stdout.splitlines() if line.startswith('{"greedy"')))
+    served = make_backend(vllm_server, timeout_s=120).generate(prompts, SamplingConfig(n=1, temperature=0.0,
+                                                                                        max_new_tokens=12))
+    assert offline["greedy"] == served  # the same engine in process and behind the server, prefill included
+    assert all(texts[0] for texts in served)
+    assert len(offline["sampled"][0]) == 4 and len(set(offline["sampled"][0])) >= 3

@@ -230,11 +230,9 @@ class OpenAIBackend:
 
 
 class VLLMBackend:
-    """vLLM offline (``vllm.LLM.chat``) where vLLM is installed (GPU; or the third-party CPU build).
-
-    Not exercised by the test suite (vLLM is not installable on the test machine); the interface
-    and sampling mapping follow vLLM's documented ``LLM.chat`` / ``SamplingParams``.
-    """
+    """vLLM offline (``vllm.LLM.chat``) where vLLM is importable (a GPU install; here its CPU build in
+    .venv-vllm, which the project's venv cannot import: tests/test_vllm_server.py runs it with that
+    interpreter and checks it against vLLM's server)."""
 
     def __init__(self, model_path: str, **llm_kwargs):
         try:

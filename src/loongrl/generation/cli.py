@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one; a restarted "
                                                                "server needs the same one for runs to resume)")
     serve.add_argument("--max-model-len", type=int, default=4096, help="vllm: longest prompt + completion")
-    serve.add_argument("--kv-cache-gib", type=float, default=1.0, help="vllm on CPU: KV cache size")
+    serve.add_argument("--kv-cache-gib", type=int, default=1, help="vllm on CPU: KV cache size in whole GiB")
     serve.add_argument("--threads", type=int, default=1, help="OpenMP / torch threads of the server")
     serve.add_argument("--log", default=None, help="server output (default ./ENGINE-serve.log)")
     serve.add_argument("--vllm-args", nargs=argparse.REMAINDER, default=[],

@@ -121,17 +121,17 @@ def vllm_command(model_dir: str, port: int, python: str, max_model_len: int, enf
     return cmd + list(extra_args)
 
 
-def vllm_env(kv_cache_gib: float, threads: int) -> dict:
+def vllm_env(kv_cache_gib: int, threads: int) -> dict:
     """The environment of a CPU vLLM server (the ``VLLM_CPU_*`` variables are ignored by GPU builds)."""
     # "nobind": OMP_NUM_THREADS threads placed by the OS. vLLM's default ("auto") pins one thread to every
     # core of the NUMA node, cores a shared machine's other processes need (vllm/utils/ompmultiprocessing.py).
-    return dict(os.environ, VLLM_CPU_KVCACHE_SPACE=f"{kv_cache_gib:g}", VLLM_CPU_OMP_THREADS_BIND="nobind",
+    return dict(os.environ, VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gib), VLLM_CPU_OMP_THREADS_BIND="nobind",
                 VLLM_CPU_NUM_OF_RESERVED_CPU="0", OMP_NUM_THREADS=str(threads), VLLM_NO_USAGE_STATS="1",
                 HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
 
 @contextmanager
-def vllm_serve(model_dir: str, log_path: str, max_model_len: int = 4096, kv_cache_gib: float = 1.0,
+def vllm_serve(model_dir: str, log_path: str, max_model_len: int = 4096, kv_cache_gib: int = 1,
                threads: int = 1, enforce_eager: bool = True, chunked_prefill: bool = False,
                extra_args: tuple[str, ...] = (), python: str | None = None, startup_s: float = 300.0,
                port: int | None = None):
@@ -141,7 +141,7 @@ def vllm_serve(model_dir: str, log_path: str, max_model_len: int = 4096, kv_cach
         model_dir: Local model folder (served under this path as its name; no hub access: HF_HUB_OFFLINE).
         log_path: File for the server's stdout and stderr.
         max_model_len: Longest prompt + completion in tokens (``--max-model-len``).
-        kv_cache_gib: KV cache in GiB on CPU (``VLLM_CPU_KVCACHE_SPACE``; 1 GiB holds ~46K tokens of SmolLM2).
+        kv_cache_gib: KV cache on CPU in whole GiB (``VLLM_CPU_KVCACHE_SPACE``, an int; 1 GiB: 46,592 SmolLM2 tokens).
         threads: OpenMP threads of the engine (``OMP_NUM_THREADS``; not bound to cores).
         enforce_eager: ``--enforce-eager``: no torch.compile / CUDA graphs. On CPU start-up is 45-55 s
             instead of ~150 s; on a GPU pass False for speed.
