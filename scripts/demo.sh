@@ -58,5 +58,5 @@ for seed in ${DEMO_SEEDS:-0 1 2}; do
 done
 $BIN/python -m loongrl.demo.seeds "${runs[@]}" --out "$TRAIN"
 
-# Real model, real server (issue 9): SmolLM2-135M-Instruct through `transformers serve`.
+# Real model, real server (issues 9, 21): SmolLM2-135M-Instruct through vLLM (its CPU build, .venv-vllm).
 bash scripts/demo_real_eval.sh

@@ -171,6 +171,20 @@ def smollm2_server(smollm2, tmp_path_factory):
         yield f"openai:{base_url}#{smollm2}"
 
 
+@pytest.fixture(scope="session")
+def vllm_server(smollm2, tmp_path_factory):
+    """vLLM's CPU build (.venv-vllm, which `make test` installs) serving the real SmolLM2 for the whole session,
+    started as the project starts it (`loongrl.generation.serve.vllm_serve`: eager, no chunked prefill, one
+    OpenMP thread, a 1 GiB KV cache). Yields the ``openai:`` backend spec."""
+    from loongrl.generation.serve import vllm_python, vllm_serve
+
+    if vllm_python() is None:
+        pytest.skip("vLLM not installed: `make setup-vllm` builds .venv-vllm (`make test` does), or set "
+                    "LOONGRL_VLLM_PYTHON")
+    with vllm_serve(smollm2, str(tmp_path_factory.mktemp("vllm") / "vllm.log"), max_model_len=4096) as base_url:
+        yield f"openai:{base_url}#{smollm2}"
+
+
 def pytest_collection_modifyitems(items):
     """Tests on the real model are slow (`-m "not slow"` leaves them out, as `make mutation` does)."""
     for item in items:

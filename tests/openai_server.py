@@ -38,8 +38,8 @@ class OpenAIServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # the default backlog (5) can reset concurrent connections
 
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, port: int = 0):
+        super().__init__(("127.0.0.1", port), _Handler)
         self.requests: list[dict] = []
         self.script: dict[str, list[tuple]] = {}
         self.verdicts: dict[str, str] = {}
@@ -162,7 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, payload)
 
 
-def start_server() -> OpenAIServer:
-    server = OpenAIServer()
+def start_server(port: int = 0) -> OpenAIServer:
+    """A server on ``port`` (0: a free one), serving from a daemon thread."""
+    server = OpenAIServer(port)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server

@@ -128,3 +128,55 @@ def test_filter_over_http_resumes_without_repeated_requests(server, tmp_path):
     assert ids == [r.id for i, r in enumerate(DATA.records) if 1 <= i % 9 <= 6]
     assert stats["first_pass_correct_histogram"] == {str(c): sum(1 for i in range(164) if i % 9 == c)
                                                      for c in range(9)}
+
+
+def test_a_server_that_dies_mid_run_is_reported_and_the_rerun_resumes_after_a_restart(tmp_path):
+    """The server answers, then dies (its socket closed mid-run): the run stops saying the server stopped
+    answering, not "connection failed after N retries"; restarted at the same address, the same command
+    resumes without asking again for the items already counted."""
+    import threading
+
+    from openai_server import start_server
+
+    from loongrl.generation.backends import BackendError, make_backend
+
+    raw = json.load(open(INPUTS["2wikimqa"]))[:24]
+    small = tmp_path / "24.json"
+    small.write_text(json.dumps(raw))
+    questions = {r.id: r.question for r in DATA.records}
+
+    died_once = threading.Event()
+
+    def dies_at_request_40(body):
+        if len(first.requests) >= 40 and not died_once.is_set():  # in the third batch of 16 (8 items x 2)
+            died_once.set()
+            threading.Thread(target=lambda: (first.shutdown(), first.server_close())).start()
+        return _scripted_model(body)
+
+    first = start_server()
+    first.respond = dies_at_request_40
+    first.key_of = lambda body: body["messages"][-1]["content"].rsplit("Question: ", 1)[1]
+    spec = f"openai:{first.base_url}#filter-model"
+    out, cfg = str(tmp_path / "ids.txt"), FilterConfig(k=2, batch_size=8)
+    backend = make_backend(spec, concurrency=4, max_retries=1, backoff_s=0.01)
+    with pytest.raises(BackendError) as died:
+        difficulty_filter("2wikimqa", str(small), backend, cfg, out)
+    port = first.server_address[1]
+    assert str(died.value).startswith(f"{spec}: the server at http://127.0.0.1:{port} stopped answering "
+                                      "(connection refused): it may have died; restart it at the same address "
+                                      "and rerun the same command to resume (at prompt ")
+    assert "retries" not in str(died.value)
+    done_before = {json.loads(line)["id"] for line in open(out + ".cache.jsonl")}
+    assert len(done_before) == 16  # the two batches finished before the crash were kept
+
+    second = start_server(port)  # the restart, at the same address (runs are keyed by the endpoint)
+    try:
+        second.respond = _scripted_model
+        second.key_of = first.key_of
+        stats = difficulty_filter("2wikimqa", str(small), make_backend(spec, concurrency=4), cfg, out)
+    finally:
+        second.shutdown()
+        second.server_close()
+    asked = {r["answer"] for r in second.requests}
+    assert len(second.requests) == (24 - 16) * 2 and not asked & {questions[i] for i in done_before}
+    assert stats["items"] == 24 and sum(stats["first_pass_correct_histogram"].values()) == 24

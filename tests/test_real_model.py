@@ -173,3 +173,32 @@ def test_judge_meets_a_real_models_malformed_verdicts(smollm2, smollm2_server):
                            {"question": "Who was the 35th president of the United States?"},
                            judge_config=cfg.__dict__)
     assert (scored["rule"], scored["score"], scored["judge"]) == (0.0, 0.0, "error: no [[YES]]/[[NO]] verdict in reply")
+
+
+def test_loongrl_serve_prints_the_backend_spec_serves_and_stops_with_its_server_on_sigterm(smollm2, tmp_path):
+    """`loongrl serve` (the demo starts vLLM with it): the spec once the server answers; SIGTERM stops the
+    command and the server's whole process group. transformers here: the launcher is the same for vLLM."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from loongrl.generation.backends import SamplingConfig, make_backend
+
+    proc = subprocess.Popen([sys.executable, "-m", "loongrl.cli", "serve", "transformers", smollm2,
+                             "--log", str(tmp_path / "serve.log")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        spec = proc.stdout.readline().strip()
+        assert spec.startswith("openai:http://127.0.0.1:") and spec.endswith(f"/v1#{smollm2}"), proc.stderr.read()
+        backend = make_backend(spec, timeout_s=120, max_retries=0)
+        assert backend.generate([[{"role": "user", "content": "Say hello."}]],
+                                SamplingConfig(n=1, temperature=0.0, max_new_tokens=4))[0][0]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    health = spec[len("openai:"):].split("#")[0].removesuffix("/v1") + "/health"
+    with pytest.raises(OSError):  # nothing listens there any more
+        urllib.request.urlopen(health, timeout=5)

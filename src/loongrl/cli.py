@@ -11,8 +11,8 @@ import importlib
 import sys
 
 # Command -> the module that registers it, in pipeline order.
-COMMANDS = {"model": "loongrl.generation.cli", "data": "loongrl.data.cli", "score": "loongrl.rewards.cli",
-            "train": "loongrl.train.cli", "eval": "loongrl.eval.cli"}
+COMMANDS = {"model": "loongrl.generation.cli", "serve": "loongrl.generation.cli", "data": "loongrl.data.cli",
+            "score": "loongrl.rewards.cli", "train": "loongrl.train.cli", "eval": "loongrl.eval.cli"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,11 +28,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = Parser(prog="loongrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     command = next((a for a in argv if not a.startswith("-")), None) if argv else None
+    registered = set()
     for name, module in COMMANDS.items():
-        if command in COMMANDS and name != command:
+        if command in COMMANDS and module != COMMANDS[command]:
             sub.add_parser(name, help=f"(see `loongrl {name} --help`)")  # keeps the usage line complete
-            continue
-        importlib.import_module(module).register(sub)
+        elif module not in registered:  # a module registers all of its commands at once
+            importlib.import_module(module).register(sub)
+            registered.add(module)
     return parser
 
 

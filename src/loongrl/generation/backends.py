@@ -204,7 +204,7 @@ class OpenAIBackend:
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig,
                  progress: Callable[[int], None] | None = None) -> list[list[str]]:
-        from loongrl.generation.http import NoRetry, RequestError
+        from loongrl.generation.http import NoRetry, RequestError, ServerGone
 
         jobs = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
         out: list[list[str]] = [[""] * sampling.n for _ in prompts]
@@ -214,6 +214,8 @@ class OpenAIBackend:
                 for future, (i, j) in futures.items():
                     try:
                         out[i][j] = future.result()
+                    except ServerGone as err:  # the server, not this request, failed: say that first
+                        raise BackendError(f"{self.name}: {err} (at prompt {i} sample {j})") from None
                     except RequestError as err:
                         retried = "" if isinstance(err, NoRetry) else f" after {self.max_retries} retries"
                         raise BackendError(f"{self.name}: prompt {i} sample {j}: request failed{retried}: "
@@ -228,11 +230,9 @@ class OpenAIBackend:
 
 
 class VLLMBackend:
-    """vLLM offline (``vllm.LLM.chat``) where vLLM is installed (GPU; or the third-party CPU build).
-
-    Not exercised by the test suite (vLLM is not installable on the test machine); the interface
-    and sampling mapping follow vLLM's documented ``LLM.chat`` / ``SamplingParams``.
-    """
+    """vLLM offline (``vllm.LLM.chat``) where vLLM is importable (a GPU install; here its CPU build in
+    .venv-vllm, which the project's venv cannot import: tests/test_vllm_server.py runs it with that
+    interpreter and checks it against vLLM's server)."""
 
     def __init__(self, model_path: str, **llm_kwargs):
         try:

