@@ -34,11 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from .checks import CheckError
+    from .orchestrate import StageIncomplete
 
     try:
         return _main(args)
     except CheckError:  # its lines are printed already
         return 2
+    except StageIncomplete as e:  # the manifest says `incomplete`; a rerun resumes from the last checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from . import report, transitions
 from .recipe import Recipe, RecipeError, Stage, config_hash, to_dict
 
 METRIC_COLUMNS = ("reward", "pass_rate", "response_length", "kl", "entropy", "loss", "zero_std_groups",
-                  "learning_rate", "token_accuracy")
+                  "learning_rate", "token_accuracy", "judge_errors")
 
 
 class StageIncomplete(RuntimeError):

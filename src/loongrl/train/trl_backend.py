@@ -29,7 +29,7 @@ LOSS_TYPES = {"token-mean": "dapo", "seq-mean-token-mean": "grpo", "seq-mean-tok
 # Our metric names <- TRL log keys.
 METRIC_KEYS = {"reward": "reward", "pass_rate": "pass_rate", "response_length": "completions/mean_length",
                "kl": "kl", "entropy": "entropy", "loss": "loss", "zero_std_groups": "frac_reward_zero_std",
-               "learning_rate": "learning_rate", "token_accuracy": "mean_token_accuracy"}
+               "learning_rate": "learning_rate", "token_accuracy": "mean_token_accuracy", "judge_errors": "judge_errors"}
 
 
 def _device_kwargs() -> dict:
