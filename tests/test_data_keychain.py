@@ -390,7 +390,11 @@ def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path, capsys):
     bar = _bar_on_a_terminal(_bookkeeping_cfg(path, extra, keychain=True, num_chains=2, hops=2), out, progress=True)
     assert bar.startswith("keychain jsonl: 100%|"), bar
     assert _bar_on_a_terminal(_bookkeeping_cfg(path, extra), out, progress=False) == ""
-    synthesize(_bookkeeping_cfg(path, extra), out)              # progress on, but stderr is not a terminal: no bar
+    # stderr is not a terminal (a log file, a pipe): plain lines instead of a bar, none with progress off
+    synthesize(_bookkeeping_cfg(path, extra), out)
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("qa jsonl: 2/2 rows (100%), ") and "\r" not in err, err
+    synthesize(_bookkeeping_cfg(path, extra), out, progress=False)
     assert capsys.readouterr().err == ""
 
 

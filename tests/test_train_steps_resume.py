@@ -176,7 +176,8 @@ def verl_sft(tmp_path_factory):
     data = make_demo_data(str(d / "data"), seed=0, num_sft=8, num_rl=4, num_eval=1, num_chains=2, hops=1)
 
     def recipe(name: str, **cluster) -> str:
-        raw = {"name": name, "model": str(d / "model"), "seed": 0, "cluster": cluster,
+        # one GPU: the checks before launch would refuse SFT batch 4 over the default 8 GPUs' data parallelism
+        raw = {"name": name, "model": str(d / "model"), "seed": 0, "cluster": {"gpus_per_node": 1, **cluster},
                "tiny_model": {"vocab_size": 300, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
                               "num_kv_heads": 1},
                "stages": [{"name": "sft", "sft": {"data": {"components": [{"path": data["sft"]}]}, "batch_size": 4,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -67,12 +68,13 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
     if config.start > 0:
         summary.skipped["before_start"] += min(config.start, len(data.records))
     target = len(items) if config.num is None else config.num
-    writer = RowWriter(out)
     bar = progress_bar(total=target, unit="row", desc=f"{'keychain' if config.keychain else 'qa'} {config.source}",
                        disable=not progress)
-    pool = None
+    writer, pool = None, None
     t1 = time.perf_counter()
     try:
+        # made inside the try: an interrupt right after it creates the .tmp file must still remove it
+        writer = RowWriter(out)
         if workers > 1:
             pool = mp.get_context("fork").Pool(workers)
             results = pool.imap(_build_one, items, chunksize=4)
@@ -95,7 +97,10 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
             summary.skipped["beyond_num"] += len(items) - consumed
         writer.close()
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
+        elif os.path.exists(out + ".tmp"):  # interrupted inside RowWriter(): its file, not yet its handle
+            os.remove(out + ".tmp")
         raise
     finally:
         bar.close()
