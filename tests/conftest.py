@@ -108,7 +108,7 @@ def write_model_config(folder: str, tokenizer: bool = False, **values) -> str:
 
 @pytest.fixture(scope="session")
 def shipped_recipe_env(tmp_path_factory):
-    """{LOONGRL_DATA, HF_HUB_CACHE} for the shipped recipes: 3 synthesized rows per data file they read (4K tokens,
+    """{LOONGRL_DATA, HF_HUB_CACHE} for the shipped recipes: 3 synthesized rows x 60 per data file they read (4K tokens,
     inside every stage's window; sft_traces with a gold completion) and a hub cache holding their models'
     published config.json (the Qwen2.5 ones with the shared Qwen2.5 tokenizer, which the family shares)."""
     from loongrl.data.io import iter_rows, write_rows
@@ -120,7 +120,9 @@ def shipped_recipe_env(tmp_path_factory):
         for kind in ("qa", "keychain"):
             path = _synth(tmp_path_factory, "kc" if kind == "keychain" else "qa", source, num=3,
                           max_prompt_tokens=4096)
-            os.replace(path, data / f"{kind}_{source}.parquet")
+            # 3 rows, each 60 times: every stage's pool holds a full batch (512 prompts for loongrl-7b's warm-up
+            # from its 3 files), as the checks before launch require, without synthesizing hundreds of rows
+            write_rows(str(data / f"{kind}_{source}.parquet"), list(iter_rows(path)) * 60)
         # QwenLong phase II reads (20K, 60K] rows; its model's tokenizer is not here, so lengths are not counted
         os.link(data / f"qa_{source}.parquet", data / f"qa60k_{source}.parquet")
     gold = [{"role": "assistant", "content": "<think>\n</think>\n\nThe answer is \\boxed{x}."}]

@@ -57,7 +57,8 @@ def test_shipped_recipes_dry_runs_print_their_checks_and_pass(shipped, capsys, n
     assert f"[check] {heads}" in checks
     assert out.index("[check] ") < out.index("verl.trainer.main_ppo")  # the checks, then the commands
     if name == "loongrl-7b":
-        assert "[check] qa_hotpotqa.parquet: 3 of 3 rows fit warmup's (0, 22528] prompt tokens" in checks
+        assert "[check] qa_hotpotqa.parquet: 180 of 180 rows fit warmup's (0, 22528] prompt tokens" in checks
+        assert "[check] warmup: up to 540 rows after its length filter, >= batch_size 512" in checks
         assert "[check] warmup: prompt + response 26624 <= 32768-token native window: no rope scaling" in checks
         assert "[check] warmup: token budget 26624/GPU x SP 4 = 106496 >= prompt 22528 + response 4096 " \
                "(actor, ref, rollout log-prob)" in checks
@@ -120,9 +121,10 @@ def test_a_stage_whose_rows_all_exceed_its_budget_is_refused_and_drops_are_count
 
     rc, out, err = _dry_run(_recipe_file(tmp_path, edit=edit), capsys)
     assert rc == 2
-    assert "warning: qa_hotpotqa.parquet: 0 of 3 rows fit warmup's (0, 1000] prompt tokens; 3 longer would be dropped" in out
+    assert ("warning: qa_hotpotqa.parquet: 0 of 180 rows fit warmup's (0, 1000] prompt tokens; 180 longer would be "
+            "dropped") in out
     assert "error: warmup: no row of its 3 data file(s) fits its length budget" in err
-    assert "[check] qa_hotpotqa.parquet: 3 of 3 rows fit stage1's (1000, 22528] prompt tokens" in out
+    assert "[check] qa_hotpotqa.parquet: 180 of 180 rows fit stage1's (1000, 22528] prompt tokens" in out
 
 
 def test_config_that_cannot_be_read_is_a_warning_saying_what_was_not_checked(shipped, tmp_path, capsys):
@@ -197,3 +199,40 @@ def test_yarn_only_where_the_lengths_need_it_and_verl_reads_it(shipped, tmp_path
                             "cluster.rope_scaling is off"]
     assert "long: prompt + response 61440 > 32768-token native window: YaRN factor 2 (65536 tokens) written into " \
            "the actor, ref and rollout config, rollout max_model_len 61440" in run_checks(recipe).ran
+
+
+def test_a_pool_without_one_full_batch_is_refused_before_launch(shipped, tmp_path, capsys):
+    """warm-up's 3 files hold 540 rows; at batch 1,024 no step could run: found in the dry run, not when the stage
+    starts after the stages before it trained. Stage II (rows from hard mining) is not judged before it runs."""
+    def bigger_batch(raw):
+        raw["stages"][0]["rl"]["batch_size"] = 1024
+    rc, out, err = _dry_run(_recipe_file(tmp_path, edit=bigger_batch), capsys)
+    assert rc == 2
+    assert ("error: warmup: at most 540 rows after its length filter, fewer than batch_size 1024: not one full "
+            "batch, so 0 steps per epoch") in err
+    assert "[check] stage1: up to 1,080 rows after its length filter, >= batch_size 512" in out
+    assert "stage2: " not in err + "".join(x for x in out.splitlines() if "rows after" in x)
+
+
+def test_a_local_model_path_that_does_not_exist_is_named(shipped, tmp_path, capsys):
+    def typo(raw):
+        raw["model"] = "/no/such/Qwen2.5-7B-Instruct"
+    rc, _, err = _dry_run(_recipe_file(tmp_path, edit=typo), capsys)
+    assert rc == 2 and "error: model: /no/such/Qwen2.5-7B-Instruct: no such folder" in err
+
+
+def test_a_bare_off_is_explained(tmp_path):
+    def off(raw):
+        raw["cluster"]["rope_scaling"] = False  # what YAML makes of `rope_scaling: off`
+    with pytest.raises(RecipeError, match=r"cluster.rope_scaling: False is not one of \['auto', 'off'\] \(YAML reads "
+                                          r"an unquoted off/on/no/yes as a boolean: quote it\)"):
+        load_recipe(_recipe_file(tmp_path, edit=off))
+
+
+def test_trl_dry_run_runs_the_checks_and_trains_nothing(shipped, tmp_path, capsys):
+    path = _recipe_file(tmp_path)
+    rc = main(["train", path, "--dry-run", "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "[check] qa_hotpotqa.parquet: 180 of 180 rows fit warmup's (0, 22528] prompt tokens" in out
+    assert "# 3 stages would train with TRL in" in out and not (tmp_path / "run").exists()

@@ -384,9 +384,11 @@ def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: Chec
     return lengths
 
 
-def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False) -> None:
+def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False, engine: str = "verl") -> None:
     """Every data file of every stage opened, schema-checked row by row and length-checked against the budget
-    of each stage that reads it (the stage's own length filter, `transitions.build_mixture`)."""
+    of each stage that reads it (the stage's own length filter, `transitions.build_mixture`); a stage whose
+    rows cannot make one full batch is a problem (both trainers drop the last partial batch of an RL epoch,
+    verl an SFT one's too: 0 steps per epoch, found only when the stage starts)."""
     files: dict[tuple[str, bool], list[Stage]] = {}
     for stage in recipe.stages:
         for comp in stage.spec.data.components:
@@ -401,6 +403,7 @@ def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False) ->
             uses_data_var = "${LOONGRL_DATA" in f.read()
     lengths_of = _row_lengths(recipe.model, report) if any(os.path.isfile(p) for p, _ in files) else None
     fits: dict[str, list[int]] = {}  # stage name -> rows fitting, per counted file
+    fit_rows: dict[tuple[str, str], int] = {}  # (stage name, path) -> rows fitting
     for (path, sft), stages in files.items():
         names = ", ".join(s.name for s in stages)
         if not os.path.isfile(path):
@@ -435,11 +438,33 @@ def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False) ->
                     f"{what} tokens" + (f"; {dropped} would be dropped" if dropped else ""))
             (report.ran if fit else report.warnings).append(line)
             fits.setdefault(stage.name, []).append(fit)
+            fit_rows[(stage.name, path)] = fit
     for stage in recipe.stages:
         counted = fits.get(stage.name, [])
         if len(counted) == len({c.path for c in stage.spec.data.components}) > 0 and not sum(counted):
             report.problems.append(f"{stage.name}: no row of its {len(counted)} data file(s) fits its length budget "
                                    "(see the lines above): the stage would have nothing to train on")
+            continue
+        _check_pool(recipe, stage, fit_rows, report, engine)
+
+
+def _check_pool(recipe: Recipe, stage: Stage, fit_rows: dict, report: CheckReport, engine: str) -> None:
+    """The stage's rows after its length filter against one batch. An upper bound: `max_items` takes its subset
+    before the length filter. Stages fed by a transition are known only when it has run."""
+    comps = stage.spec.data.components
+    if not comps or (stage.rl is not None and stage.rl.transition is not None) or (stage.sft is not None and engine == "trl"):
+        return  # (TRL trains an SFT stage's last partial batch too)
+    if any((stage.name, c.path) not in fit_rows for c in comps):
+        return  # a file was missing or not counted: said above
+    pool = sum(min(fit_rows[(stage.name, c.path)], c.max_items or fit_rows[(stage.name, c.path)]) * c.repeat
+               for c in comps)
+    need = stage.spec.batch_size
+    if pool < need:
+        report.problems.append(f"{stage.name}: at most {pool:,} rows after its length filter, fewer than batch_size "
+                               f"{need}: not one full batch, so 0 steps per epoch (the stage would be refused when "
+                               "it starts, after the stages before it have trained)")
+    else:
+        report.ran.append(f"{stage.name}: up to {pool:,} rows after its length filter, >= batch_size {need}")
 
 
 # ------------------------------------------------------------------------------------------- entry
@@ -448,16 +473,22 @@ def run_checks(recipe: Recipe, engine: str = "verl", missing_data_ok: bool = Fal
     preflight, which synthesizes stand-in rows) turns a missing data file into a warning."""
     report = CheckReport()
     config, where = read_model_config(recipe.model)
-    if config is None:
+    if config is None and os.path.isabs(recipe.model) and not os.path.isdir(recipe.model) and not recipe.tiny_model:
+        # a local path (recipe.py resolves ./ and / paths): a typo here is a traceback at the first stage otherwise
+        report.problems.append(f"model: {recipe.model}: no such folder (a hub model is named owner/name)")
+    elif config is None:
         skipped = "Ulysses SP against attention/KV heads, the context window and rope scaling" if engine == "verl" \
             else "the context window"
-        report.warnings.append(f"{where}; not checked: {skipped}")
+        report.warnings.append(f"{where}; not checked: {skipped}. To check them, point `model:` at a local folder "
+                               "with its config.json and tokenizer, or put those files in the hub cache first "
+                               f"(huggingface-cli download {recipe.model} config.json tokenizer.json "
+                               "tokenizer_config.json)")
     if engine == "verl":
         check_parallelism(recipe, config, where, report)
         check_token_budgets(recipe, report)
     if config is not None:
         check_window(recipe, config, where, report, engine)
-    check_data(recipe, report, missing_ok=missing_data_ok)
+    check_data(recipe, report, missing_ok=missing_data_ok, engine=engine)
     return report
 
 

@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("trl", "verl"), default="trl",
                    help="trl: train here with TRL (default); verl: launch verl.trainer.main_ppo per stage")
     p.add_argument("--dry-run", action="store_true",
-                   help="verl: run the checks before launch, print them and each stage's commands, and exit "
-                        "(2 on any problem)")
+                   help="run the checks before launch and print them (verl: and each stage's commands), then exit "
+                        "(2 on any problem); nothing is trained")
     p.add_argument("--preflight", action="store_true",
                    help="verl: run every stage through verl's real trainer on this CPU for 2 steps (tiny model, "
                         "short data, CPU plugin + hf rollout) before renting GPUs; exit 1 if a stage fails")
@@ -71,9 +71,15 @@ def _main(args: argparse.Namespace) -> int:
         from . import verl_backend
 
         return verl_backend.run(recipe, out, dry_run=args.dry_run, resume=not args.no_resume)
-    if args.dry_run:
-        print("error: --dry-run applies to --backend verl", file=sys.stderr)
-        return 2
+    if args.dry_run:  # TRL: the checks before launch that apply to it (data files, context window), nothing run
+        from .checks import run_checks
+
+        report = run_checks(recipe, "trl")
+        report.print()
+        print(f"# {len(recipe.stages)} stages would train with TRL in {out}: " + ", ".join(
+            f"{s.name} ({s.kind}, {s.spec.steps or s.spec.epochs} {'steps' if s.spec.steps else 'epochs'})"
+            for s in recipe.stages))
+        return 0 if report.ok else 2
     from .orchestrate import prepare_demo, run_recipe
 
     prepare_demo(recipe)

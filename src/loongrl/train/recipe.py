@@ -418,7 +418,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         raise RecipeError(f"{where}: must not be null")
     if origin is Literal:
         if value not in args:
-            raise RecipeError(f"{where}: {value!r} is not one of {list(args)}")
+            hint = " (YAML reads an unquoted off/on/no/yes as a boolean: quote it)" if isinstance(value, bool) else ""
+            raise RecipeError(f"{where}: {value!r} is not one of {list(args)}{hint}")
         return value
     if origin is list:
         if not isinstance(value, list):
