@@ -49,7 +49,8 @@ class LineProgress:
             f"{self.n} {self.unit}s"
         eta = ""
         if self.total and rate > 0 and self.n < self.total:
-            eta = f", about {(self.total - self.n) / rate / 60:.1f} min left"
+            left = (self.total - self.n) / rate
+            eta = f", about {left / 60:.1f} min left" if left >= 60 else f", about {left:.0f} s left"
         self.file.write(f"{self.desc}: {done}, {rate:.3g} {self.unit}/s{eta}\n")
         self.file.flush()
         self._last_t, self._last_n, self._last_tenth = now, self.n, self._tenth(self.n)
