@@ -71,7 +71,8 @@ def test_window_beyond_the_model_refused_for_local_backends_and_warned_for_serve
     # a server's rope scaling is set where it starts: --window is taken as stated, with a warning
     capsys.readouterr()
     served = _window(_args(f"openai:http://127.0.0.1:1/v1#{model}", window=65536), 65536)
-    assert (served.tokens, served.source, served.rope) == (65536, "--window", None)
+    assert (served.tokens, served.source, served.rope, served.served) == (65536, "--window", None, True)
+    assert served.report()["rope_scaling"] == "the server's (set where it was started)"
     assert "warning: --window 65536 exceeds the 32768-token window of " in capsys.readouterr().err
     assert _window(_args(f"openai:http://127.0.0.1:1/v1#{model}"), 65536).tokens == 32768
     with pytest.raises(ValueError, match="an openai: server's rope scaling is set where it is started"):

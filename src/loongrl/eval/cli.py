@@ -76,6 +76,8 @@ class Window:
     """Where `tokens` came from (config.json, the YaRN factor, --window, the default), for messages and reports."""
     rope: dict | None = None
     """The YaRN plan an hf:/vllm: model is loaded with (`loongrl.generation.window.yarn_plan`), or None."""
+    served: bool = False
+    """An openai: endpoint: its rope scaling is the server's, unknown here."""
 
     def settings(self) -> dict:
         """What goes into the run settings (and so the resume fingerprint)."""
@@ -84,7 +86,8 @@ class Window:
     def report(self) -> dict:
         from loongrl.generation.window import describe
 
-        return {"tokens": self.tokens, "source": self.source, "rope_scaling": describe(self.rope)}
+        rope = "the server's (set where it was started)" if self.served else describe(self.rope)
+        return {"tokens": self.tokens, "source": self.source, "rope_scaling": rope}
 
 
 def _window(args, needed: int) -> Window:
@@ -113,11 +116,11 @@ def _window(args, needed: int) -> Window:
                 print(f"warning: --window {args.window} exceeds the {native}-token window of {where}: the server must "
                       "run the model with rope scaling (e.g. vllm serve --hf-overrides with YaRN), else long prompts "
                       "are refused or answered badly", file=sys.stderr)
-            window = Window(args.window, "--window")
+            window = Window(args.window, "--window", served=True)
         elif native:
-            window = Window(native, f"max_position_embeddings of {where}")
+            window = Window(native, f"max_position_embeddings of {where}", served=True)
         else:
-            window = Window(DEFAULT_WINDOW, f"the default ({where}; --window states the server's)")
+            window = Window(DEFAULT_WINDOW, f"the default ({where}; --window states the server's)", served=True)
     elif not native:
         if mode not in ("auto", "off"):
             raise ValueError(f"--rope-scaling {args.rope_scaling}: the model's config cannot be read ({where})")
