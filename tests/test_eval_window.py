@@ -92,34 +92,47 @@ def test_rows_longer_than_the_window_are_refused_before_any_request(server, kc_f
     assert server.requests == [] and not os.path.exists(os.path.join(out, "samples_kc.jsonl"))
 
 
-def test_niah_beyond_smollm2s_window_off_refused_auto_runs_with_yarn(smollm2, tmp_path, capsys):
-    """NIAH at 9,000 tokens on the real SmolLM2 (8,192-token window): refused before the model is loaded with
+@pytest.fixture(scope="module")
+def tiny_1k(tmp_path_factory):
+    """The project's tiny Qwen2 model with a 1,024-token native window (its tokenizer trained on HotpotQA)."""
+    from conftest import INPUTS
+
+    from loongrl.data.sources import load_source
+    from loongrl.demo.tiny import build_tiny_model
+
+    texts = load_source("hotpotqa", INPUTS["hotpotqa"]).pool.texts[:500]
+    return build_tiny_model(str(tmp_path_factory.mktemp("tiny_1k")), texts, vocab_size=512, max_positions=1024)
+
+
+def test_niah_beyond_the_window_refused_with_off_and_run_with_yarn_by_auto(tiny_1k, tmp_path, capsys):
+    """NIAH at 1,500 tokens on a model with a 1,024-token window: refused before the model is loaded with
     --rope-scaling off; with auto the model is loaded with YaRN factor 2 and the whole prompt is answered."""
-    grid = ["eval", "niah", "--backend", f"hf:{smollm2}", "--min-len", "9000", "--max-len", "9000",
-            "--num-lengths", "1", "--num-depths", "1", "--max-new-tokens", "1", "--quiet"]
+    grid = ["eval", "niah", "--backend", f"hf:{tiny_1k}", "--min-len", "1500", "--max-len", "1500",
+            "--num-lengths", "1", "--num-depths", "1", "--max-new-tokens", "2", "--quiet"]
     assert main(grid + ["--out", str(tmp_path / "off"), "--rope-scaling", "off"]) == 2
     err = capsys.readouterr().err
-    assert (f"error: 1 request(s) exceed the 8192-token window (max_position_embeddings of {smollm2} config.json; "
-            "rope scaling off) (the prompt length): NIAH length 9000: 9000 tokens; nothing was generated") in err
+    assert (f"error: 1 request(s) exceed the 1024-token window (max_position_embeddings of {tiny_1k} config.json; "
+            "rope scaling off) (the prompt length): NIAH length 1500: 1500 tokens; nothing was generated") in err
     assert not os.path.exists(tmp_path / "off" / "samples.jsonl")
 
     assert main(grid + ["--out", str(tmp_path / "auto")]) == 0
     report = json.load(open(tmp_path / "auto" / "niah.json"))
-    assert report["summary"]["window"]["tokens"] == 16384
-    assert report["summary"]["window"]["rope_scaling"] == "YaRN factor 2 (2 x 8192 = 16384 tokens)"
+    assert report["summary"]["window"]["tokens"] == 2048
+    assert report["summary"]["window"]["rope_scaling"] == "YaRN factor 2 (2 x 1024 = 2048 tokens)"
     (record,) = report["records"]
-    assert 8192 < record["meta"]["prompt_tokens"] <= 9000 and record["meta"]["window"] == 16384
+    assert 1024 < record["meta"]["prompt_tokens"] <= 1500 and record["meta"]["window"] == 2048
     assert "rope scaling: YaRN factor 2" in open(tmp_path / "auto" / "niah.md").read()
-    # what the hf: backend loads for that plan: SmolLM2 with YaRN (its rope_theta kept), a 16K window
+    # what the hf: backend loaded for that plan: the model with YaRN (its rope_theta kept) and a 2K window
     from loongrl.generation.backends import TransformersBackend
     from loongrl.generation.window import yarn_plan
 
-    config, _ = read_model_config(smollm2)
-    model = TransformersBackend(smollm2, rope=yarn_plan(config, 9000)).model
+    config, _ = read_model_config(tiny_1k)
+    model = TransformersBackend(tiny_1k, rope=yarn_plan(config, 1500)).model
     assert model.config.rope_parameters == {"rope_type": "yarn", "factor": 2.0,
-                                            "original_max_position_embeddings": 8192, "rope_theta": 100000.0}
-    assert model.config.max_position_embeddings == 16384
+                                            "original_max_position_embeddings": 1024, "rope_theta": 10000.0}
+    assert model.config.max_position_embeddings == 2048
     assert model.model.rotary_emb.attention_scaling == pytest.approx(0.1 * 0.6931471805599453 + 1)  # YaRN's mscale
+    assert TransformersBackend(tiny_1k).model.model.rotary_emb.attention_scaling == 1.0  # auto below the window
 
 
 def test_serve_vllm_starts_with_yarn_only_past_the_native_window(tmp_path, capsys):
