@@ -24,10 +24,6 @@ import math
 import os
 from functools import lru_cache
 
-ROPE_MODES_HELP = ("auto: YaRN only when the requested lengths exceed the model's native window (factor: the smallest "
-                   "power of two that covers them); off: the model as it is; yarn:FACTOR: that YaRN factor")
-
-
 def model_file(model: str, filename: str) -> str | None:
     """`filename` of a model: in its folder when `model` is local, else from the hub cache (offline)."""
     if os.path.isdir(model):
