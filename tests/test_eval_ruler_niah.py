@@ -226,12 +226,15 @@ def test_window_defaults_to_the_model_folders_context_length(tmp_path, capsys):
 
     from loongrl.eval.cli import _window
 
+    def window(backend, stated=None):
+        return _window(argparse.Namespace(window=stated, backend=backend, rope_scaling="auto"), 4096).tokens
+
     (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
     for backend in (f"hf:{tmp_path}", f"vllm:{tmp_path}", f"openai:http://127.0.0.1:1/v1#{tmp_path}"):
-        assert _window(argparse.Namespace(window=None, backend=backend)) == 8192
-    assert "window 8192 tokens, from" in capsys.readouterr().err
-    assert _window(argparse.Namespace(window=4096, backend=f"hf:{tmp_path}")) == 4096  # --window wins
-    assert _window(argparse.Namespace(window=None, backend="openai:http://127.0.0.1:1/v1#served-name")) == 131072
+        assert window(backend) == 8192
+    assert f"window 8192 tokens (max_position_embeddings of {tmp_path} config.json" in capsys.readouterr().err
+    assert window(f"hf:{tmp_path}", 4096) == 4096  # --window wins (below the model's window)
+    assert window("openai:http://127.0.0.1:1/v1#served-name") == 131072
 
 
 def test_ruler_cli_refuses_every_pair_that_cannot_be_built_before_generating(server, tmp_path, capsys):

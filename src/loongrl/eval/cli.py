@@ -8,10 +8,9 @@ its extracted answer and score; a rerun resumes from it), ``<name>.json`` (summa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 
 from loongrl.data.sources import InputError
 
@@ -45,6 +44,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=None,
                    help="items per write to samples.jsonl (default: max(8, --concurrency))")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--window", type=int, default=None,
+                   help="the model's context window: every prompt + new tokens must fit it (default: hf:/vllm: the "
+                        "model folder's max_position_embeddings, x the YaRN factor when rope scaling is on; openai: "
+                        "the MODEL folder's, else 131072). hf:/vllm: at most the model's window; openai: state the "
+                        "server's (e.g. one started with YaRN)")
+    p.add_argument("--rope-scaling", default="auto",
+                   help="hf:/vllm: rope scaling beyond the model's native window: auto (default: YaRN only when the "
+                        "requested lengths exceed it, factor the smallest power of two covering them), off, or "
+                        "yarn:FACTOR. openai: set where the server is started (docs/eval.md)")
 
 
 def _model_tokenizer(args) -> str | None:
@@ -52,35 +60,115 @@ def _model_tokenizer(args) -> str | None:
     if args.tokenizer:
         return args.tokenizer
     if args.backend.startswith("hf:"):
+        if not os.path.exists(args.backend[3:]) and args.backend[3:].startswith((".", "/")):  # as make_backend
+            raise ValueError(f"backend spec {args.backend!r}: model folder {args.backend[3:]} does not exist")
         return args.backend[3:]
     model = args.backend.rpartition("#")[2]
     return model if args.backend.startswith("openai:") and os.path.isdir(model) else None
 
 
-def _window(args) -> int:
-    """--window, else the model's own context length (config.json of a local model folder), else 131072."""
+@dataclass
+class Window:
+    """The context window an evaluation's requests are checked against before anything is generated."""
+
+    tokens: int
+    source: str
+    """Where `tokens` came from (config.json, the YaRN factor, --window, the default), for messages and reports."""
+    rope: dict | None = None
+    """The YaRN plan an hf:/vllm: model is loaded with (`loongrl.generation.window.yarn_plan`), or None."""
+    served: bool = False
+    """An openai: endpoint: its rope scaling is the server's, unknown here."""
+
+    def settings(self) -> dict:
+        """What goes into the run settings (and so the resume fingerprint)."""
+        return {"window": self.tokens, "rope_scaling": self.rope["rope_scaling"] if self.rope else None}
+
+    def report(self) -> dict:
+        from loongrl.generation.window import describe
+
+        rope = "the server's (set where it was started)" if self.served else describe(self.rope)
+        return {"tokens": self.tokens, "source": self.source, "rope_scaling": rope}
+
+
+def _window(args, needed: int) -> Window:
+    """The window for requests of up to `needed` tokens (prompt + new tokens; RULER/NIAH: the longest length).
+
+    hf:/vllm: the model folder's config.json window, with YaRN per --rope-scaling (auto: only when `needed`
+    exceeds the native window; `loongrl.generation.window.rope_plan`, shared with training); --window may only
+    lower it. openai: the server's rope scaling is not ours to set: --window as stated (a warning when it exceeds
+    the local folder's config), else the MODEL folder's config.json, else 131072."""
     from loongrl.eval.ruler import DEFAULT_WINDOW
+    from loongrl.generation.window import (describe, model_window, parse_rope_scaling, read_model_config, rope_plan,
+                                          rope_scaling_of)
 
-    if args.window:
-        return args.window
-    folder = args.backend.split(":", 1)[1] if args.backend.startswith(("hf:", "vllm:")) else \
-        args.backend.rpartition("#")[2]
-    config = os.path.join(folder, "config.json")
-    if os.path.isfile(config):
-        with open(config, encoding="utf-8") as f:
-            window = json.load(f).get("max_position_embeddings")
-        if isinstance(window, int) and window > 0:
-            print(f"note: window {window} tokens, from {config} (--window to change)", file=sys.stderr)
-            return window
-    return DEFAULT_WINDOW
+    mode = parse_rope_scaling(args.rope_scaling)
+    served = args.backend.startswith("openai:")
+    folder = args.backend.rpartition("#")[2] if served else args.backend.partition(":")[2]
+    config, where = read_model_config(folder) if os.path.isdir(folder) else (None, f"{folder} is not a local folder")
+    native = model_window(config) if config else 0
+    if served:
+        if mode not in ("auto", "off"):
+            raise ValueError(f"--rope-scaling {args.rope_scaling}: an openai: server's rope scaling is set where it "
+                             "is started (vllm serve --hf-overrides ... --max-model-len N, or loongrl serve vllm "
+                             "--rope-scaling; docs/eval.md \"Beyond the native window\"); state its window with --window")
+        if args.window:
+            if native and args.window > native:
+                print(f"warning: --window {args.window} exceeds the {native}-token window of {where}: the server must "
+                      "run the model with rope scaling (e.g. vllm serve --hf-overrides with YaRN), else long prompts "
+                      "are refused or answered badly", file=sys.stderr)
+            window = Window(args.window, "--window", served=True)
+        elif native:
+            window = Window(native, f"max_position_embeddings of {where}", served=True)
+        else:
+            window = Window(DEFAULT_WINDOW, f"the default ({where}; --window states the server's)", served=True)
+    elif not native:
+        if mode not in ("auto", "off"):
+            raise ValueError(f"--rope-scaling {args.rope_scaling}: the model's config cannot be read ({where})")
+        window = Window(args.window, "--window") if args.window else \
+            Window(DEFAULT_WINDOW, f"the default ({where}; --window to state it)")
+    else:
+        plan = rope_plan(config, where, needed, mode)
+        if plan is not None:
+            window = Window(plan["max_position_embeddings"], f"{describe(plan)} over the native window of {where}, "
+                                                             f"--rope-scaling {args.rope_scaling}", plan)
+        else:
+            own = rope_scaling_of(config)
+            why = "off" if mode == "off" else "none needed (auto: the requests fit)" if own is None else \
+                f"the model's own ({own.get('rope_type') or own.get('type')} x{float(own.get('factor') or 1):g}), kept"
+            window = Window(native, f"max_position_embeddings of {where}; rope scaling {why}")
+        if args.window and args.window > window.tokens:
+            hint = "a larger YaRN factor (--rope-scaling yarn:FACTOR)" if plan else \
+                "rope scaling (--rope-scaling auto, which turns YaRN on for requests longer than the native window, " \
+                "or yarn:FACTOR)"
+            raise ValueError(f"--window {args.window} exceeds the {window.tokens}-token window of the model "
+                             f"({window.source}): it cannot attend that far; use {hint}")
+        if args.window:
+            window = Window(args.window, f"--window (the model's: {window.tokens}, {window.source})", plan)
+    print(f"note: window {window.tokens} tokens ({window.source})", file=sys.stderr)
+    return window
 
 
-def _backend(args):
+def _check_fits(requests: list[tuple[str, int]], window: Window, what: str = "prompt + new tokens") -> None:
+    """Refuse, before anything is generated, every request (name, tokens) longer than the window: all named."""
+    over = [(name, n) for name, n in requests if n > window.tokens]
+    if not over:
+        return
+    shown = "; ".join(f"{name}: {n} tokens" for name, n in over[:5]) + \
+        (f"; and {len(over) - 5} more" if len(over) > 5 else "")
+    fix = "--rope-scaling auto (YaRN sized to the requests) or yarn:FACTOR" if window.rope is None else \
+        "a larger --rope-scaling yarn:FACTOR"
+    raise ValueError(f"{len(over)} request(s) exceed the {window.tokens}-token window ({window.source}) "
+                     f"({what}): {shown}; nothing was generated. Use {fix} for hf:/vllm: backends, or --window to "
+                     "state an openai: server's window")
+
+
+def _backend(args, window: Window):
     from loongrl.generation.backends import make_backend
 
+    args.resolved_window = window  # reported by _finish
     return make_backend(args.backend, concurrency=args.concurrency, timeout_s=args.timeout,
                         max_retries=args.max_retries, api_key_env=args.api_key_env, batch_size=args.batch_size,
-                        dtype=args.dtype, prefill=args.prefill, tokenizer=args.tokenizer)
+                        dtype=args.dtype, prefill=args.prefill, tokenizer=args.tokenizer, rope=window.rope)
 
 
 def _counter(args):
@@ -107,7 +195,10 @@ def _sampling(base, args):
 def _finish(args, name: str, records, summary: dict, header, rows, plot) -> int:
     from loongrl.eval.report import markdown_table, write_reports
 
-    md = f"# {name} ({args.backend})\n\n" + markdown_table(header, rows)
+    window = args.resolved_window.report()
+    summary["window"] = window
+    md = (f"# {name} ({args.backend})\n\nWindow: {window['tokens']} tokens ({window['source']}); rope scaling: "
+          f"{window['rope_scaling']}\n\n" + markdown_table(header, rows))
     statuses = [s["judge"] for r in records for s in r["samples"] if s.get("judge", "off") != "off"]
     if statuses:  # a failing judge leaves the rule score in place: say how often it failed
         from loongrl.rewards.judge import status_counts
@@ -134,15 +225,21 @@ def _run_longbench(args) -> int:
 
         judge = LLMJudge(JudgeConfig(**_judge_config(args)))
     counter = _counter(args)
-    backend = _backend(args)
-    scorer = lb.make_scorer(preset, judge)
-    records = []
+    planned = []  # every dataset's items and sampling, built and measured before the model is loaded
     for dataset in args.datasets:
         rows = lb.load_rows(dataset, args.data, args.limit)
         items = lb.build_items(dataset, rows, preset, counter.tokenizer, args.data_dir)
-        sampling = _sampling(lb.sampling_for(dataset, preset, args.data_dir), args)
+        planned.append((dataset, items, _sampling(lb.sampling_for(dataset, preset, args.data_dir), args)))
+    requests = [(f"{dataset} {it.id}", counter.count_chat(it.messages) + sampling.max_new_tokens)
+                for dataset, items, sampling in planned for it in items]
+    window = _window(args, max((n for _, n in requests), default=0))
+    _check_fits(requests, window)
+    backend = _backend(args, window)
+    scorer = lb.make_scorer(preset, judge)
+    records = []
+    for dataset, items, sampling in planned:
         settings = {"bench": "longbench", "dataset": dataset, "preset": asdict(preset), "data": args.data,
-                    "tokenizer": counter.name, "judge": args.judge_model if judge else None}
+                    "tokenizer": counter.name, "judge": args.judge_model if judge else None, **window.settings()}
         records += run_eval(items, backend, sampling, scorer, os.path.join(args.out, f"samples_{dataset}.jsonl"),
                             settings, chunk_size=_chunk(args), progress=not args.quiet, desc=dataset)
     summary, rows = lb.summarize(records)
@@ -173,7 +270,9 @@ def _run_ruler(args) -> int:
         skipped.append("qa_1")
         print("note: qa_1 skipped: it needs SQuAD v2 dev, pass --squad PATH", file=sys.stderr)
     counter = _counter(args)
-    args.window = _window(args)
+    window = _window(args, max(args.lengths))
+    _check_fits([(f"RULER length {n}", n) for n in args.lengths], window, "the length, answer tokens included")
+    args.window = window.tokens
     # Every task at every length is built before anything is generated: one that cannot fit (qa_2's gold
     # documents alone exceed 1K) is reported with all the others at once, not after hours of the tasks before it.
     planned, problems = [], []
@@ -191,7 +290,9 @@ def _run_ruler(args) -> int:
             print(f"error: {problem}", file=sys.stderr)
         print(f"error: {len(problems)} task/length pairs cannot be built; nothing was generated", file=sys.stderr)
         return 2
-    backend = _backend(args)
+    _check_fits([(it.id, it.meta["prompt_tokens"] + it.meta["max_new_tokens"]) for _, items in planned
+                 for it in items], window)
+    backend = _backend(args, window)
     records = []
     for name, items in planned:
         task = registry[name]
@@ -199,7 +300,7 @@ def _run_ruler(args) -> int:
         sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=new_tokens), args)
         settings = {"bench": "ruler", "task": name, "lengths": args.lengths, "num_samples": args.num_samples,
                     "reasoning": args.reasoning, "require_think": not args.no_require_think, "seed": args.seed,
-                    "window": args.window, "squad": args.squad, "data_dir": args.data_dir, "tokenizer": counter.name}
+                    "squad": args.squad, "data_dir": args.data_dir, "tokenizer": counter.name, **window.settings()}
         records += run_eval(items, backend, sampling, ruler.make_scorer({name: task.kind}, args.reasoning,
                                                                         not args.no_require_think),
                             os.path.join(args.out, f"samples_{name}.jsonl"), settings,
@@ -219,16 +320,19 @@ def _run_niah(args) -> int:
     from loongrl.eval.run import run_eval
 
     counter = _counter(args)
-    args.window = _window(args)
     lengths, depths = niah.grid(args.min_len, args.max_len, args.num_lengths, args.num_depths)
+    window = _window(args, max(lengths))
+    # a cell's length is its prompt's, cut to leave room for the new tokens at the window's edge (niah.py)
+    _check_fits([(f"NIAH length {n}", n) for n in lengths], window, "the prompt length")
     new_tokens = args.max_new_tokens or (8192 if args.reasoning else 64)
     items = niah.build_grid(counter, lengths, depths, args.needle, args.seed, args.data_dir,
-                            max_new_tokens=new_tokens, window=args.window)
-    backend = _backend(args)
+                            max_new_tokens=new_tokens, window=window.tokens)
+    _check_fits([(it.id, it.meta["prompt_tokens"] + new_tokens) for it in items], window)
+    backend = _backend(args, window)
     sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=new_tokens), args)
     settings = {"bench": "niah", "lengths": lengths, "depths": depths, "needle": args.needle,
                 "reasoning": args.reasoning, "require_think": not args.no_require_think, "seed": args.seed,
-                "window": args.window, "data_dir": args.data_dir, "tokenizer": counter.name}
+                "data_dir": args.data_dir, "tokenizer": counter.name, **window.settings()}
     records = run_eval(items, backend, sampling, niah.make_scorer(args.reasoning, not args.no_require_think),
                        os.path.join(args.out, "samples.jsonl"), settings, chunk_size=_chunk(args),
                        progress=not args.quiet, desc="niah")
@@ -247,8 +351,15 @@ def _run_rows(args) -> int:
     if args.judge_url:
         reward["judge_config"] = _judge_config(args)
     sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=1024), args)
-    records = rows_eval.evaluate(args.files, _backend(args), sampling, args.out, reward, args.limit,
-                                 chunk_size=_chunk(args), progress=not args.quiet)
+    loaded = rows_eval.load_files(args.files, args.limit)  # measured before the model is loaded
+    counter = _counter(args)
+    requests = [(f"{path} row {it.meta['row']}", counter.count_chat(it.messages) + sampling.max_new_tokens)
+                for path, _, items, _ in loaded for it in items]
+    window = _window(args, max(n for _, n in requests))
+    _check_fits(requests, window)
+    records = rows_eval.evaluate(args.files, _backend(args, window), sampling, args.out, reward, args.limit,
+                                 chunk_size=_chunk(args), progress=not args.quiet, loaded=loaded,
+                                 settings=window.settings())
     summary, table = rows_eval.summarize(records)
     summary["files"] = args.files
     panels = {rows_eval.BREAKDOWNS[k]: groups for k, groups in summary["breakdowns"].items()}
@@ -328,9 +439,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="reasoning models: no answer prefix, 8192 new tokens, answer after </think>")
     ru.add_argument("--no-require-think", action="store_true",
                     help="reasoning: score the whole output when there is no </think> (default: score 0)")
-    ru.add_argument("--window", type=int, default=None,
-                    help="model context window: prompt + new tokens never exceed it (default: the model folder's "
-                         "max_position_embeddings, else 131072)")
     ru.set_defaults(func=_guard(_run_ruler))
 
     ni = esub.add_parser("niah", help="needle in a haystack grid and heatmap")
@@ -342,9 +450,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ni.add_argument("--needle", default="magic-number", choices=["magic-number", "kamradt"])
     ni.add_argument("--reasoning", action="store_true", help="8192 new tokens, answer after </think>")
     ni.add_argument("--no-require-think", action="store_true")
-    ni.add_argument("--window", type=int, default=None,
-                    help="model context window: prompt + new tokens never exceed it (default: the model folder's "
-                         "max_position_embeddings, else 131072)")
     ni.set_defaults(func=_guard(_run_niah))
 
     ro = esub.add_parser("rows", help="the project's own row files (KeyChain, QA, Book RULER...), shared scorer")

@@ -14,7 +14,8 @@ answer. ``--needle kamradt`` uses the original San Francisco needle. The prompt 
 A cell's ``length`` is its prompt's token count (chat template included, counted exactly), capped
 so that prompt + ``max_new_tokens`` fits the model's ``window``: with 8,192 new tokens (reasoning)
 and a 128K window, the 128,000-token cell gets a 122,880-token prompt (``meta.prompt_tokens``) and
-keeps its label.
+keeps its label. A length above the window is an error (``loongrl eval niah`` refuses it before building, naming
+the window's source; ``--rope-scaling`` extends an hf:/vllm: model's window).
 """
 
 from __future__ import annotations
@@ -118,11 +119,13 @@ def build_grid(counter, lengths, depths, needle: str = "magic-number", seed: int
                data_dir: str | None = None, haystack: Haystack | None = None, max_new_tokens: int = 64,
                window: int = DEFAULT_WINDOW) -> list[EvalItem]:
     """One item per (length, depth): a prompt of at most ``min(length, window - max_new_tokens)``
-    tokens (exact count), filled with haystack up to that."""
+    tokens (exact count), filled with haystack up to that; ValueError for a length above ``window``."""
     spec = NEEDLES[needle]
     hay = haystack or Haystack(counter, data_dir)
     items = []
     for length in lengths:
+        if length > window:  # as RULER's: a cell never silently shrinks to a window below its label
+            raise ValueError(f"NIAH length {length} exceeds the model window {window}")
         budget = min(length, window - max_new_tokens)
         for depth in depths:
             rng = random.Random(f"{seed}/{length}/{depth}")

@@ -108,28 +108,37 @@ def make_scorer(rows_by_id: dict[str, dict], reward_kwargs: dict | None = None, 
     return run
 
 
+def load_files(paths: Sequence[str], limit: int | None = None) -> list[tuple[str, str, list[EvalItem], dict]]:
+    """(path, name, items, rows by item id) of every file (the first ``limit`` rows each); names must differ
+    (their samples files are ``samples_<name>.jsonl``)."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"row files need distinct names (their samples files are samples_<name>.jsonl): {stems}")
+    return [(path, stem, *load_items(path, limit)) for path, stem in zip(paths, stems)]
+
+
 def evaluate(paths: Sequence[str], backend, sampling, out_dir: str, reward: dict | None = None,
-             limit: int | None = None, chunk_size: int = 8, progress: bool = True) -> list[dict]:
+             limit: int | None = None, chunk_size: int = 8, progress: bool = True,
+             loaded: list | None = None, settings: dict | None = None) -> list[dict]:
     """Every row of every file through ``backend`` and the shared scorer; records in file order.
 
     Samples go to ``out_dir/samples_<file name>.jsonl`` (a rerun resumes; a changed file or setting is
     refused). ``reward``: the scorer's ``reward_kwargs`` (``require_think``, ``word_boundary``, ``judge_config``).
+    ``loaded``: ``load_files(paths, limit)`` when the caller has read them already (the CLI measures the prompts
+    against the window first); ``settings``: more run settings (window, rope scaling) for the fingerprint.
     """
     from loongrl.data.io import file_sha256
     from loongrl.eval.run import run_eval
 
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    if len(set(stems)) != len(stems):
-        raise ValueError(f"row files need distinct names (their samples files are samples_<name>.jsonl): {stems}")
     reward = dict(reward or {})
     judge = (reward.get("judge_config") or {}).get("model")
     records = []
-    for path, stem in zip(paths, stems):
-        items, by_id = load_items(path, limit)
-        settings = {"bench": "rows", "file": os.path.abspath(path), "sha256": file_sha256(path), "limit": limit,
-                    "reward": {k: v for k, v in reward.items() if k != "judge_config"}, "judge": judge}
+    for path, stem, items, by_id in loaded or load_files(paths, limit):
+        run_settings = {"bench": "rows", "file": os.path.abspath(path), "sha256": file_sha256(path), "limit": limit,
+                        "reward": {k: v for k, v in reward.items() if k != "judge_config"}, "judge": judge,
+                        **(settings or {})}
         records += run_eval(items, backend, sampling, make_scorer(by_id, reward),
-                            os.path.join(out_dir, f"samples_{stem}.jsonl"), settings, chunk_size=chunk_size,
+                            os.path.join(out_dir, f"samples_{stem}.jsonl"), run_settings, chunk_size=chunk_size,
                             progress=progress, desc=stem)
     return records
 

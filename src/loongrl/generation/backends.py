@@ -63,23 +63,31 @@ class TransformersBackend:
     Prompts are rendered with the model's chat template (generation prompt added), left-padded and
     batched; `batch_size` counts prompts, each expanded to `n` sequences. `dtype`: `auto` (the dtype
     the weights were saved in), `float32`, `bfloat16` (on this project's CPU 1.7x faster than float32
-    end to end, BENCHMARKS.md) or `float16`.
+    end to end, BENCHMARKS.md) or `float16`. `rope`: a YaRN plan (`loongrl.generation.window.yarn_plan`)
+    the model is loaded with (its config's `rope_scaling` and `max_position_embeddings` overridden), or None.
     """
 
-    def __init__(self, model_path: str, batch_size: int = 8, device: str = "cpu", dtype: str = "auto"):
+    def __init__(self, model_path: str, batch_size: int = 8, device: str = "cpu", dtype: str = "auto",
+                 rope: dict | None = None):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        from loongrl.generation.window import hf_overrides
 
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
-        # The name keys resumable outputs and caches: another dtype is another run.
-        self.name = f"hf:{model_path}" + ("" if dtype == "auto" else f" ({dtype})")
+        # The name keys resumable outputs and caches: another dtype or rope scaling is another run.
+        self.name = f"hf:{model_path}" + ("" if dtype == "auto" else f" ({dtype})") + \
+            ("" if rope is None else f" (YaRN x{rope['factor']:g})")
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        # from_pretrained's keywords override config.json's values (rope_scaling: transformers 5 maps it onto
+        # rope_parameters)
+        config = AutoConfig.from_pretrained(model_path, **(hf_overrides(rope) if rope else {}))
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype)).to(device)
+            model_path, config=config, dtype=dtype if dtype == "auto" else getattr(torch, dtype)).to(device)
         self.model.eval()
         self.device = device
         self.batch_size = batch_size
@@ -232,15 +240,21 @@ class OpenAIBackend:
 class VLLMBackend:
     """vLLM offline (``vllm.LLM.chat``) where vLLM is importable (a GPU install; here its CPU build in
     .venv-vllm, which the project's venv cannot import: tests/test_vllm_server.py runs it with that
-    interpreter and checks it against vLLM's server)."""
+    interpreter and checks it against vLLM's server). ``rope``: a YaRN plan
+    (``loongrl.generation.window.yarn_plan``), passed as ``hf_overrides`` with ``max_model_len`` = its window."""
 
-    def __init__(self, model_path: str, **llm_kwargs):
+    def __init__(self, model_path: str, rope: dict | None = None, **llm_kwargs):
         try:
             from vllm import LLM
         except ImportError as err:
             raise BackendError(f"vllm:{model_path}: vLLM is not installed ({err}); use an openai: endpoint "
                                "or hf: instead") from None
-        self.name = f"vllm:{model_path}"
+        from loongrl.generation.window import hf_overrides
+
+        self.name = f"vllm:{model_path}" + ("" if rope is None else f" (YaRN x{rope['factor']:g})")
+        if rope is not None:
+            llm_kwargs = {"hf_overrides": hf_overrides(rope), "max_model_len": rope["max_position_embeddings"],
+                          **llm_kwargs}
         self.llm = LLM(model=model_path, **llm_kwargs)
 
     def generate(self, prompts: Sequence[Messages], sampling: SamplingConfig,
@@ -270,7 +284,8 @@ def make_backend(spec: str, **options):
     - ``hf:PATH`` - ``TransformersBackend`` (options: batch_size, device, dtype)
     - ``openai:BASE_URL#MODEL`` - ``OpenAIBackend`` (options: concurrency, timeout_s, max_retries, prefill,
       tokenizer, ...); e.g. ``openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct``
-    - ``vllm:PATH`` - ``VLLMBackend`` (option ``vllm_kwargs``: a dict passed to ``vllm.LLM``)
+    - ``vllm:PATH`` - ``VLLMBackend`` (options: rope; ``vllm_kwargs``: a dict passed to ``vllm.LLM``)
+    ``rope`` (hf and vllm): a YaRN plan the model is loaded with (``loongrl.generation.window``).
     Options a backend does not take are ignored, so one CLI can pass them all.
     """
     import inspect
@@ -288,6 +303,6 @@ def make_backend(spec: str, **options):
     else:
         raise ValueError(f"backend spec {spec!r}: expected hf:PATH, openai:BASE_URL#MODEL or vllm:PATH")
     if cls is VLLMBackend:
-        return cls(*args, **(options.get("vllm_kwargs") or {}))
+        return cls(*args, rope=options.get("rope"), **(options.get("vllm_kwargs") or {}))
     accepted = inspect.signature(cls.__init__).parameters
     return cls(*args, **{k: v for k, v in options.items() if k in accepted and v is not None})

