@@ -24,6 +24,7 @@ import math
 import os
 from functools import lru_cache
 
+
 def model_file(model: str, filename: str) -> str | None:
     """`filename` of a model: in its folder when `model` is local, else from the hub cache (offline)."""
     if os.path.isdir(model):
