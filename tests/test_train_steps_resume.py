@@ -48,6 +48,18 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _wait_for(path, proc: subprocess.Popen, ended: str) -> None:
+    """Until `path` exists; `proc` exiting first fails with `ended` and its output. Not a timing: the wait ends
+    at the file or at the exit."""
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise AssertionError(f"{ended}:\n{proc.stdout.read()[-3000:]}")
+        try:
+            proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 @pytest.fixture(scope="module")
 def trl_recipe(tmp_path_factory):
     """SFT 10 steps (save every 3: checkpoints 3, 6, 9, 10; two kept), then GRPO 3 RL steps of 2 optimiser
@@ -78,13 +90,7 @@ def _train(recipe: str, out: str, env: dict, pause_marker: str | None = None) ->
         stdout, _ = proc.communicate(timeout=1800)
         return subprocess.CompletedProcess(proc.args, proc.returncode, stdout)
     try:
-        while not os.path.exists(pause_marker):  # not a timing: the wait ends at the marker or at an exit
-            if proc.poll() is not None:
-                raise AssertionError(f"the run ended before pausing:\n{proc.stdout.read()[-3000:]}")
-            try:
-                proc.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                pass
+        _wait_for(pause_marker, proc, "the run ended before pausing")
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
@@ -225,13 +231,7 @@ def test_verl_sft_stage_killed_after_a_checkpoint_resumes_from_it_and_trains_all
     env = dict(os.environ, OMP_NUM_THREADS="1")
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        while not tracker.exists():  # verl writes it after a complete checkpoint
-            if first.poll() is not None:
-                raise AssertionError(f"the preflight ended before a checkpoint:\n{first.stdout.read()[-3000:]}")
-            try:
-                first.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                pass
+        _wait_for(tracker, first, "the preflight ended before a checkpoint")  # verl writes it after a checkpoint
         torchrun = next(p for p in psutil.Process(first.pid).children(recursive=True)
                         if "torch.distributed.run" in " ".join(p.cmdline()))
         trainer = [torchrun, *torchrun.children(recursive=True)]  # its worker runs in a session of its own
