@@ -93,21 +93,24 @@ class PeakMemory(threading.Thread):
     def __init__(self, every_s: float):
         super().__init__(daemon=True)
         self.every_s, self.peaks, self.done, self.cpu_s = every_s, {}, threading.Event(), 0.0
+        self.sweep = threading.Lock()
 
     def run(self) -> None:
         import psutil
 
         me = psutil.Process()
         while not self.done.wait(self.every_s):
-            for child in me.children():
-                rss, pss = _tree_memory(child.pid)
-                old = self.peaks.get(child.pid, (0, 0))
-                self.peaks[child.pid] = (max(old[0], rss), max(old[1], pss))
-            self.cpu_s = time.thread_time()  # reading smaps costs ms per sweep: not the harness's CPU
+            with self.sweep:
+                for child in me.children():
+                    rss, pss = _tree_memory(child.pid)
+                    old = self.peaks.get(child.pid, (0, 0))
+                    self.peaks[child.pid] = (max(old[0], rss), max(old[1], pss))
+                self.cpu_s = time.thread_time()  # reading smaps costs ms per sweep: not the clients' CPU
 
     def cpu(self) -> float:
-        """This process's CPU time less this thread's: the clients' own CPU."""
-        return time.process_time() - self.cpu_s
+        """This process's CPU time less this thread's (between sweeps, which it waits for): the clients' own."""
+        with self.sweep:
+            return time.process_time() - self.cpu_s
 
 
 def _server_pid(port: str) -> int:
@@ -308,7 +311,7 @@ def vllm_overhead(url: str, model: str, new_tokens: int, min_requests: int, repe
         for r in range(repeats):
             for client in ("bare", "harness") if r % 2 == 0 else ("harness", "bare"):
                 with tempfile.TemporaryDirectory() as tmp:
-                    start, cpu_start = time.perf_counter(), cpu()
+                    cpu_start, start = cpu(), time.perf_counter()  # cpu() may wait for a sweep: not timed
                     if client == "bare":
                         bare = _bare(url, model, [it.messages for it in items[:n]], sampling, c)
                     else:
