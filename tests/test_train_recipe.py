@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(REPO, "recipes")
 
 
-@pytest.mark.parametrize("name", ["demo-cpu", "loongrl-7b", "loongrl-14b", "qwenlong-l1-32b"])
+@pytest.mark.parametrize("name", ["demo-cpu", "loongrl-7b", "loongrl-14b", "qwenlong-l1-32b", "qwenlong-l1.5-30b-a3b"])
 def test_shipped_recipes_load(name):
     recipe = load_recipe(os.path.join(RECIPES, f"{name}.yaml"))
     assert recipe.name == name and recipe.stages
