@@ -250,3 +250,19 @@ def test_trl_dry_run_runs_the_checks_and_trains_nothing(shipped, tmp_path, capsy
     assert rc == 0, err
     assert "[check] qa_hotpotqa.parquet: 180 of 180 rows fit warmup's (0, 22528] prompt tokens" in out
     assert "# 3 stages would train with TRL in" in out and not (tmp_path / "run").exists()
+
+
+def test_trl_refuses_qwenlong15_options_before_launch(shipped, tmp_path, capsys):
+    # TRL's GRPOTrainer has no hook for them: refused with the stage and the options named, nothing run
+    rc = main(["train", os.path.join(REPO, "recipes", "qwenlong-l1.5-30b-a3b.yaml"), "--dry-run",
+               "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and not (tmp_path / "run").exists()
+    assert ("error: rl-32k: sampler: task_balanced, advantage: task_normalized, aepo run on the verl backend only "
+            "(TRL's GRPOTrainer has no hook for them); use --backend verl or remove them from the recipe") in err
+
+    def one(raw):
+        raw["stages"][1]["rl"]["aepo"] = {"entropy_low": 0.5, "entropy_high": 2.0}
+    rc = main(["train", _recipe_file(tmp_path, edit=one), "--dry-run", "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "error: stage1: aepo run on the verl backend only" in err and "warmup:" not in err

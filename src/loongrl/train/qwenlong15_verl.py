@@ -277,10 +277,17 @@ def _advantage(token_level_rewards, response_mask, index, config, task_norm: boo
         kept = aepo_keep(seq, scores, valid, batch_entropy, float(aepo["entropy_low"]), float(aepo["entropy_high"]),
                          int(aepo.get("world_size", 1)))
         n_valid = sum(valid)
-        record = {"call": _CALLS["n"], "entropy": batch_entropy, "rows": n_valid, "applied": kept is not None,
+        record = {"call": _CALLS["n"], "advantage": "task_normalized" if task_norm else "grpo", "entropy": batch_entropy, "rows": n_valid, "applied": kept is not None,
                   "kept": n_valid if kept is None else len(kept),
                   "positive": sum(1 for i in range(len(seq)) if valid[i] and seq[i] > 0 and scores[i] > 0)}
         if kept is not None:
+            # what the actor's token-mean policy loss should be on its first pass (ratio 1): minus the kept rows'
+            # token-mean advantage, their tokens only (the dropped rows' mask is 0), not over every row's tokens
+            lengths = response_mask.sum(-1)
+            adv_tokens = float(sum(seq[i] * lengths[i] for i in kept))
+            record.update(kept_tokens=int(sum(lengths[i] for i in kept)),
+                          all_tokens=int(sum(lengths[i] for i in range(len(seq)) if valid[i])))
+            record["kept_token_mean_advantage"] = adv_tokens / max(record["kept_tokens"], 1)
             keep = set(kept)
             dropped = [i for i in range(len(seq)) if valid[i] and i not in keep]
             seq = seq.clone()
