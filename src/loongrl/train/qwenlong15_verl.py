@@ -35,7 +35,7 @@ Choices where the paper is silent (docs/train.md, "QwenLong-L1.5's options"):
   (token-mean; verl 0.4's `actor/entropy_loss` that the README reads, under token-mean); strictly between the
   bounds, only rows with advantage > 0 and reward > 0 are kept, the first floor(kept / world) x world of them
   in batch order (the README's truncation, with its undefined `final_kept_count` read as the number kept); a
-  dropped row becomes what verl's own padding rows are, response mask 0 (no PPO, KL or entropy loss, not in
+  dropped row becomes what verl's own padding rows are, response and loss mask 0 (no PPO, KL or entropy loss, not in
   the token-mean's denominator), advantage 0; so the batch size verl splits never changes. If nothing would be
   kept, the rows are dropped all the same (the README would index an empty batch): that step trains on none.
 """
@@ -224,16 +224,23 @@ def _tq_batch(index, valid) -> tuple[float, list[str], list[float], list[str]]:
     return entropy, keys, rewards, [k.rsplit("_", 2)[0] for k in keys]
 
 
+MASKS = ("response_mask", "loss_mask")  # the policy loss masks with the first, FSDP's token count sums the second
+
+
 def _drop_in_tq(keys: list[str]) -> None:
-    """The rows become no-op rows as verl's padding rows are: response mask 0 (padding_utils.py:101, 149-155)."""
+    """The rows become no-op rows as verl's padding rows are: response and loss mask 0 (padding_utils.py:101,
+    122-123). The policy loss masks its tokens with `response_mask` (verl/workers/utils/losses.py:93) and divides
+    by the batch's token count, the sum of `loss_mask` (verl/workers/engine/fsdp/transformer_impl.py:730; the
+    agent loop stores it as a copy of the response mask, verl/trainer/ppo/v1/agent_loop_tq.py:199)."""
     import transfer_queue as tq
     from tensordict import TensorDict
 
     if not keys:
         return
-    masks = tq.kv_batch_get(keys=keys, partition_id=PARTITION, select_fields=["response_mask"])["response_mask"]
-    zeros = torch.nested.as_nested_tensor([torch.zeros_like(m) for m in masks.unbind()], layout=torch.jagged)
-    tq.kv_batch_put(keys=keys, partition_id=PARTITION, fields=TensorDict({"response_mask": zeros}, batch_size=len(keys)))
+    masks = tq.kv_batch_get(keys=keys, partition_id=PARTITION, select_fields=list(MASKS))
+    zeros = {name: torch.nested.as_nested_tensor([torch.zeros_like(m) for m in masks[name].unbind()],
+                                                 layout=torch.jagged) for name in MASKS}
+    tq.kv_batch_put(keys=keys, partition_id=PARTITION, fields=TensorDict(zeros, batch_size=len(keys)))
 
 
 def _options(config) -> dict:
@@ -277,7 +284,8 @@ def _advantage(token_level_rewards, response_mask, index, config, task_norm: boo
         kept = aepo_keep(seq, scores, valid, batch_entropy, float(aepo["entropy_low"]), float(aepo["entropy_high"]),
                          int(aepo.get("world_size", 1)))
         n_valid = sum(valid)
-        record = {"call": _CALLS["n"], "advantage": "task_normalized" if task_norm else "grpo", "entropy": batch_entropy, "rows": n_valid, "applied": kept is not None,
+        record = {"call": _CALLS["n"], "advantage": "task_normalized" if task_norm else "grpo",
+                  "entropy": batch_entropy, "rows": n_valid, "applied": kept is not None,
                   "kept": n_valid if kept is None else len(kept),
                   "positive": sum(1 for i in range(len(seq)) if valid[i] and seq[i] > 0 and scores[i] > 0)}
         if kept is not None:
