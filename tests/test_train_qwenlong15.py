@@ -136,7 +136,7 @@ def test_aepo_keeps_positive_advantage_and_reward_rows_truncated_to_the_world_si
     adv, _ = fn(token_level_rewards=scores, response_mask=mask, index=UIDS, data_source=SOURCES, batch_entropy=0.6,
                 config=_config(entropy_low=0.2, entropy_high=0.6, world_size=2))
     assert adv[:, 0].tolist() == pytest.approx(TASK_NORMALIZED, abs=1e-5)
-    # 4 GPUs: 3 kept rows truncate to 0 -> every row dropped (that step trains on nothing).
+    # 4 GPUs: 3 kept rows truncate to 0 -> every advantage 0 (no policy gradient that step).
     adv, _ = fn(token_level_rewards=scores, response_mask=mask, index=UIDS, data_source=SOURCES, batch_entropy=0.4,
                 config=_config(entropy_low=0.2, entropy_high=0.6, world_size=4))
     assert adv.abs().sum().item() == 0.0

@@ -37,7 +37,8 @@ Choices where the paper is silent (docs/train.md, "QwenLong-L1.5's options"):
   in batch order (the README's truncation, with its undefined `final_kept_count` read as the number kept); a
   dropped row becomes what verl's own padding rows are, response and loss mask 0 (no PPO, KL or entropy loss, not in
   the token-mean's denominator), advantage 0; so the batch size verl splits never changes. If nothing would be
-  kept, the rows are dropped all the same (the README would index an empty batch): that step trains on none.
+  kept (the README would index an empty batch), every advantage is 0 and the masks stay: no policy gradient
+  that step (dropping every row would make verl's token-mean 0/0, a NaN loss).
 """
 
 from __future__ import annotations
@@ -300,7 +301,9 @@ def _advantage(token_level_rewards, response_mask, index, config, task_norm: boo
             dropped = [i for i in range(len(seq)) if valid[i] and i not in keep]
             seq = seq.clone()
             seq[dropped] = 0.0
-            if in_tq:
+            # none kept: the masks stay (a batch of no tokens is 0/0 in verl's token-mean, a NaN loss; seen in the
+            # preflight), every advantage is 0, so the step has no policy gradient
+            if in_tq and kept:
                 _drop_in_tq(_keys_of_rows(dropped, index, scores, kept, keys, rewards, key_uids))
         print(f"[aepo] {json.dumps(record)}", flush=True)
         if opts.get("stats_path"):
