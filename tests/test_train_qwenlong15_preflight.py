@@ -1,8 +1,8 @@
 """QwenLong-L1.5's three options together through verl's real trainer on this CPU: `loongrl train --backend verl
 --preflight` with the real SmolLM2-135M-Instruct, one RL stage of two tasks with `sampler: task_balanced`,
-`advantage: task_normalized` and `aepo` on, two optimiser steps. The prompts ask the model to repeat a secret word
-as "The answer is <word>": SmolLM2 does so about one time in four (measured), so rewards vary within groups.
-Marked `verl_cpu` and `slow`: about 4-5 minutes on the 2-core machine."""
+`advantage: task_normalized` and `aepo` on, two optimiser steps. The prompts ask the model to copy "The answer is <word>": SmolLM2
+does so about 4 times in 10 (7 of 16 samples at T=1, measured), so rewards vary within groups.
+Marked `verl_cpu` and `slow`: 4 min 54 s on the shared 2-core machine (one Ray start, one stage, its merge)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ LONGQA_WORDS = ("cloud", "robot", "candle", "garden", "silver", "rocket", "fores
 
 def _rows(source: str, words) -> list[dict]:
     return [{"data_source": source, "ability": "longcontext_qa",
-             "prompt": [{"role": "user", "content": f'The secret word is "{w}". Reply with one sentence of the form: '
-                                                    "The answer is <the secret word>."}],
+             "prompt": [{"role": "user", "content": f"Copy the following text word for word.\nText: The answer is {w}."}],
              "reward_model": {"style": "rule", "ground_truth": [w]}, "extra_info": {"index": i}}
             for i, w in enumerate(words)]
 
@@ -68,8 +67,8 @@ def test_all_three_options_take_optimiser_steps_through_verls_trainer(l15_prefli
     for step in (1, 2):
         inputs = [r["input"] for r in _jsonl(sdir / "rollouts" / f"{step}.jsonl")]
         assert len(inputs) == 16
-        assert sum(any(f'"{w}"' in x for w in KEYCHAIN_WORDS) for x in inputs) == 8
-        assert sum(any(f'"{w}"' in x for w in LONGQA_WORDS) for x in inputs) == 8
+        assert sum(any(f"The answer is {w}." in x for w in KEYCHAIN_WORDS) for x in inputs) == 8
+        assert sum(any(f"The answer is {w}." in x for w in LONGQA_WORDS) for x in inputs) == 8
 
     # task_normalized then AEPO, called by verl's trainer once per step; entropy is verl's own actor/entropy
     # (both token-means of the old policy's entropy over the batch's response tokens)
@@ -79,6 +78,9 @@ def test_all_three_options_take_optimiser_steps_through_verls_trainer(l15_prefli
         assert r["advantage"] == "task_normalized" and r["applied"] and r["rows"] == 16
         assert r["kept"] == r["positive"]  # one worker: nothing truncated
         assert r["entropy"] == pytest.approx(metrics[step]["actor/entropy"], rel=0.02)
+    for r, step in zip(records, (1, 2)):
+        if r["kept"] == 0:  # nothing kept: every advantage 0, the masks intact (no 0/0 in the token-mean)
+            assert metrics[step]["actor/pg_loss"] == 0.0
     trained = [(r, metrics[s]) for r, s in zip(records, (1, 2)) if r["kept"] > 0]
     assert trained, f"no step had a positive-advantage sample to keep: {records}"
     for r, m in trained:
