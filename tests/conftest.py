@@ -78,7 +78,8 @@ def qa_files(tmp_path_factory):
 
 
 # Published config.json values of the shipped recipes' models (their Hugging Face model cards' config.json):
-# Qwen2.5-7B/14B-Instruct have a 32K native window and no rope_scaling; the R1 distill of Qwen2.5-32B has 128K.
+# Qwen2.5-7B/14B-Instruct have a 32K native window and no rope_scaling; the R1 distill of Qwen2.5-32B has 128K;
+# Qwen3-30B-A3B-Thinking-2507 (MoE, 128 experts, 8 active) has 256K and no rope_scaling.
 PUBLISHED_CONFIGS = {
     "Qwen/Qwen2.5-7B-Instruct": dict(num_attention_heads=28, num_key_value_heads=4, hidden_size=3584,
                                      intermediate_size=18944, num_hidden_layers=28, max_position_embeddings=32768),
@@ -87,6 +88,11 @@ PUBLISHED_CONFIGS = {
     "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": dict(num_attention_heads=40, num_key_value_heads=8, hidden_size=5120,
                                                      intermediate_size=27648, num_hidden_layers=64,
                                                      max_position_embeddings=131072),
+    "Qwen/Qwen3-30B-A3B-Thinking-2507": dict(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe",
+                                             num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                                             hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
+                                             num_experts=128, num_experts_per_tok=8, num_hidden_layers=48,
+                                             vocab_size=151936, max_position_embeddings=262144),
 }
 
 

@@ -45,7 +45,7 @@ def _dry_run(path, capsys, *more):
     return rc, out, err
 
 
-@pytest.mark.parametrize("name", ["loongrl-7b", "loongrl-14b", "qwenlong-l1-32b"])
+@pytest.mark.parametrize("name", ["loongrl-7b", "loongrl-14b", "qwenlong-l1-32b", "qwenlong-l1.5-30b-a3b"])
 def test_shipped_recipes_dry_runs_print_their_checks_and_pass(shipped, capsys, name):
     rc, out, err = _dry_run(os.path.join(REPO, "recipes", f"{name}.yaml"), capsys)
     assert rc == 0, err
@@ -53,7 +53,9 @@ def test_shipped_recipes_dry_runs_print_their_checks_and_pass(shipped, capsys, n
     heads = {"loongrl-7b": "Ulysses SP 4 divides 28 attention heads and 4 KV heads (Qwen/Qwen2.5-7B-Instruct config.json)",
              "loongrl-14b": "Ulysses SP 4 divides 40 attention heads and 8 KV heads (Qwen/Qwen2.5-14B-Instruct config.json)",
              "qwenlong-l1-32b": "Ulysses SP 8 divides 40 attention heads and 8 KV heads "
-                                "(deepseek-ai/DeepSeek-R1-Distill-Qwen-32B config.json)"}[name]
+                                "(deepseek-ai/DeepSeek-R1-Distill-Qwen-32B config.json)",
+             "qwenlong-l1.5-30b-a3b": "Ulysses SP 8 divides 32 attention heads and 4 KV heads "
+                                      "(Qwen/Qwen3-30B-A3B-Thinking-2507 config.json)"}[name]
     assert f"[check] {heads}" in checks
     assert out.index("[check] ") < out.index("verl.trainer.main_ppo")  # the checks, then the commands
     if name == "loongrl-7b":
@@ -66,6 +68,18 @@ def test_shipped_recipes_dry_runs_print_their_checks_and_pass(shipped, capsys, n
         assert "[check] sft_traces.parquet: SFT schema of every row checked (lengths not counted)" in checks
         assert "warning: the tokenizer of deepseek-ai/DeepSeek-R1-Distill-Qwen-32B is not available offline" in out
         assert "[check] sft: SFT token budget 10000/GPU x SP 8 = 80000 >= max_length 30000" in checks
+    if name == "qwenlong-l1.5-30b-a3b":  # its three options, on verl; its longest stage inside the 256K window
+        for stage in ("rl-32k", "rl-60k", "rl-120k"):
+            assert (f"[check] {stage}: QwenLong-L1.5 options on verl: sampler: task_balanced, advantage: "
+                    "task_normalized, aepo") in checks
+        assert "[check] rl-120k: prompt + response 139264 <= 262144-token native window: no rope scaling" in checks
+        assert "[check] rl-120k: token budget 20000/GPU x SP 8 = 160000 >= prompt 122880 + response 16384 " \
+               "(actor, ref, rollout log-prob)" in checks
+        for key in ("data.custom_cls.name=TaskBalancedRLDataset", "data.shuffle=False",
+                    "algorithm.adv_estimator=task_normalized", "+algorithm.loongrl.aepo.entropy_low=0.3",
+                    "+algorithm.loongrl.aepo.world_size=32",
+                    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=loongrl.train.qwenlong15_verl"):
+            assert out.count(f"    {key} ") == 3, key  # in each stage's command
 
 
 @pytest.mark.parametrize("sp", [7, 8])
@@ -236,3 +250,19 @@ def test_trl_dry_run_runs_the_checks_and_trains_nothing(shipped, tmp_path, capsy
     assert rc == 0, err
     assert "[check] qa_hotpotqa.parquet: 180 of 180 rows fit warmup's (0, 22528] prompt tokens" in out
     assert "# 3 stages would train with TRL in" in out and not (tmp_path / "run").exists()
+
+
+def test_trl_refuses_qwenlong15_options_before_launch(shipped, tmp_path, capsys):
+    # TRL's GRPOTrainer has no hook for them: refused with the stage and the options named, nothing run
+    rc = main(["train", os.path.join(REPO, "recipes", "qwenlong-l1.5-30b-a3b.yaml"), "--dry-run",
+               "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and not (tmp_path / "run").exists()
+    assert ("error: rl-32k: sampler: task_balanced, advantage: task_normalized, aepo run on the verl backend only "
+            "(TRL's GRPOTrainer has no hook for them); use --backend verl or remove them from the recipe") in err
+
+    def one(raw):
+        raw["stages"][1]["rl"]["aepo"] = {"entropy_low": 0.5, "entropy_high": 2.0}
+    rc = main(["train", _recipe_file(tmp_path, edit=one), "--dry-run", "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "error: stage1: aepo run on the verl backend only" in err and "warmup:" not in err

@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(REPO, "recipes")
 
 
-@pytest.mark.parametrize("name", ["demo-cpu", "loongrl-7b", "loongrl-14b", "qwenlong-l1-32b"])
+@pytest.mark.parametrize("name", ["demo-cpu", "loongrl-7b", "loongrl-14b", "qwenlong-l1-32b", "qwenlong-l1.5-30b-a3b"])
 def test_shipped_recipes_load(name):
     recipe = load_recipe(os.path.join(RECIPES, f"{name}.yaml"))
     assert recipe.name == name and recipe.stages
@@ -68,6 +68,11 @@ def _with(**rl):
     ("name: t\nmodel: m\nstages: [{name: a, sft: {}}]\n", "stages[0].sft.data.components: an SFT stage needs data"),
     ("name: [\n", "not valid YAML"),
     (_with(save_every=0), "stages[0].rl.save_every: must be >= 1 (verl saves nothing when it is 0)"),
+    (_with(aepo={"entropy_low": 1.0, "entropy_high": 0.5}),
+     "stages[0].rl.aepo: needs 0 <= entropy_low < entropy_high, got 1.0 and 0.5"),
+    (_with(aepo={"entropy_low": 0.1}), "stages[0].rl.aepo.entropy_high: required key missing"),
+    (_with(sampler="balanced"), "stages[0].rl.sampler: 'balanced' is not one of ['random', 'task_balanced']"),
+    (_with(advantage="task_norm"), "stages[0].rl.advantage: 'task_norm' is not one of ['grpo', 'task_normalized']"),
     ("name: t\nmodel: m\nstages: [{name: a, rl: {data: {components: [{path: x}]}}},\n"
      "  {name: b, rl: {transition: {hard_mining: {solved_threshold: 2.0}}}}]\n",
      "stages[1].rl.transition.hard_mining.solved_threshold: must be in (0, 1]"),

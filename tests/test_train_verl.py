@@ -89,6 +89,25 @@ def test_qwenlong_dapo_uses_the_knobs_verl_v1_honours(tmp_path):
         assert cfg.trainer.max_actor_ckpt_to_keep == 2
 
 
+def test_qwenlong15_options_compose_against_verls_config_and_reach_its_hooks(tmp_path):
+    _, steps = _plan("qwenlong-l1.5-30b-a3b", tmp_path)
+    assert [s["stage"] for s in steps] == ["rl-32k", "rl-60k", "rl-120k"]
+    for s in steps:
+        cfg = verl_backend.compose_overrides(s["overrides"], s["config"])
+        # the dataset class verl loads (rl_dataset.get_dataset_class), read in order; the registered estimator,
+        # imported in verl's processes by VERL_USE_EXTERNAL_MODULES; AEPO's settings where the estimator reads them
+        assert (cfg.data.custom_cls.path, cfg.data.custom_cls.name) == ("pkg://loongrl.train.qwenlong15_verl",
+                                                                          "TaskBalancedRLDataset")
+        assert cfg.data.shuffle is False and cfg.algorithm.adv_estimator == "task_normalized"
+        assert cfg.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "loongrl.train.qwenlong15_verl"
+        assert OmegaConf.to_container(cfg.algorithm.loongrl) == {
+            "aepo": {"entropy_low": 0.3, "entropy_high": 100.0, "world_size": 32},
+            "stats_path": os.path.join(os.path.dirname(s["ckpt_dir"]), "aepo.jsonl")}
+        assert cfg.actor_rollout_ref.rollout.temperature == 0.7 and cfg.data.train_batch_size == 128
+    assert [verl_backend.compose_overrides(s["overrides"]).data.max_prompt_length for s in steps] == [
+        32768, 61440, 122880]
+
+
 def test_dry_run_shows_budget_dapo_knobs_and_retention(shipped_recipe_env):
     out = subprocess.run([sys.executable, "-m", "loongrl.cli", "train", os.path.join(REPO, "recipes", "qwenlong-l1-32b.yaml"),
                           "--backend", "verl", "--dry-run"], capture_output=True, text=True, check=True,

@@ -416,6 +416,28 @@ def _check_pool(recipe: Recipe, stage: Stage, fit_rows: dict, report: CheckRepor
         report.ran.append(f"{stage.name}: up to {pool:,} rows after its length filter, >= batch_size {need}")
 
 
+# ------------------------------------------------------------------------------- QwenLong-L1.5's options
+def check_qwenlong15_options(recipe: Recipe, engine: str, report: CheckReport) -> None:
+    """`sampler: task_balanced`, `advantage: task_normalized` and `aepo` run on verl only (`qwenlong15_verl`).
+    TRL 1.x has no hook for them: its sampler is built inside `GRPOTrainer._get_train_sampler`, its advantage
+    (`scale_rewards` group/batch/none) has no per-task std, and nothing between the advantages and the loss
+    drops samples; so a TRL run with any of them is refused here rather than run without it."""
+    for stage in recipe.stages:
+        r = stage.rl
+        if r is None:
+            continue
+        asked = [x for x, on in (("sampler: task_balanced", r.sampler == "task_balanced"),
+                                 ("advantage: task_normalized", r.advantage == "task_normalized"),
+                                 ("aepo", r.aepo is not None)) if on]
+        if not asked:
+            continue
+        if engine == "trl":
+            report.problems.append(f"{stage.name}: {', '.join(asked)} run on the verl backend only (TRL's GRPOTrainer "
+                                   "has no hook for them); use --backend verl or remove them from the recipe")
+        else:
+            report.ran.append(f"{stage.name}: QwenLong-L1.5 options on verl: {', '.join(asked)}")
+
+
 # ------------------------------------------------------------------------------------------- entry
 def run_checks(recipe: Recipe, engine: str = "verl", missing_data_ok: bool = False) -> CheckReport:
     """Every check that applies to `engine` ("verl": all; "trl": data and window). `missing_data_ok` (the
@@ -432,6 +454,7 @@ def run_checks(recipe: Recipe, engine: str = "verl", missing_data_ok: bool = Fal
                                "with its config.json and tokenizer, or put those files in the hub cache first "
                                f"(huggingface-cli download {recipe.model} config.json tokenizer.json "
                                "tokenizer_config.json)")
+    check_qwenlong15_options(recipe, engine, report)
     if engine == "verl":
         check_parallelism(recipe, config, where, report)
         check_token_budgets(recipe, report)

@@ -203,6 +203,22 @@ class OverlongBuffer:
 
 
 @dataclass
+class Aepo:
+    """QwenLong-L1.5's Adaptive Entropy-controlled Policy Optimization (arXiv 2512.12967; Qwen-Doc README
+    snippet): while the batch's entropy lies strictly between the bounds, only samples with positive advantage
+    and positive reward are trained on, truncated to a multiple of the GPUs (verl only; docs/train.md says
+    which entropy and what the paper leaves open). The paper gives no values for the bounds.
+
+    Args:
+        entropy_low: Lower bound (exclusive) of the batch's token-mean entropy (old policy, response tokens).
+        entropy_high: Upper bound (exclusive).
+    """
+
+    entropy_low: float
+    entropy_high: float
+
+
+@dataclass
 class RLStage:
     """One GRPO/DAPO stage.
 
@@ -241,6 +257,11 @@ class RLStage:
         save_every: Checkpoint every this many RL steps (verl `trainer.save_freq`; TRL `save_steps` in
             optimiser steps, i.e. times batch/mini x ppo_epochs; the last step is always saved): a crashed
             stage resumes from its last checkpoint.
+        sampler: `random` (verl's seeded shuffle) or `task_balanced` (QwenLong-L1.5: each batch holds an equal
+            number of prompts of each task, the task being the data_source family; verl only).
+        advantage: `grpo` (group mean and group std) or `task_normalized` (QwenLong-L1.5: group mean, std of
+            the same task's rewards across the batch; verl only).
+        aepo: QwenLong-L1.5's AEPO (verl only); null disables it.
     """
 
     data: DataMixture = field(default_factory=DataMixture)
@@ -269,6 +290,9 @@ class RLStage:
     epochs: float = 1.0
     reward_kwargs: dict = field(default_factory=dict)
     save_every: int = 20
+    sampler: Literal["random", "task_balanced"] = "random"
+    advantage: Literal["grpo", "task_normalized"] = "grpo"
+    aepo: Aepo | None = None
 
 
 @dataclass
@@ -537,6 +561,9 @@ def _validate(recipe: Recipe) -> None:
         _check(r.save_every >= 1, f"{sub}.save_every", "must be >= 1 (verl saves nothing when it is 0)")
         _check(r.data.max_prompt_tokens is None or r.data.max_prompt_tokens <= r.max_prompt_tokens,
                f"{sub}.data.max_prompt_tokens", "exceeds the stage's max_prompt_tokens")
+        if r.aepo is not None:
+            _check(0 <= r.aepo.entropy_low < r.aepo.entropy_high, f"{sub}.aepo",
+                   f"needs 0 <= entropy_low < entropy_high, got {r.aepo.entropy_low} and {r.aepo.entropy_high}")
         if r.overlong_buffer is not None:
             _check(0 < r.overlong_buffer.length < r.max_response_tokens, f"{sub}.overlong_buffer.length",
                    "must be in (0, max_response_tokens)")

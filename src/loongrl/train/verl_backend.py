@@ -36,6 +36,8 @@ from .recipe import Recipe, RLStage, SFTStage, Stage
 
 ROUTER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewards", "router.py")
 DAPO_SAMPLER = "pkg://loongrl.train.dapo_sampler"
+QWENLONG15 = "loongrl.train.qwenlong15_verl"  # QwenLong-L1.5's sampler, advantage and AEPO (verl side)
+AEPO_STATS = "aepo.jsonl"  # one line per AEPO decision, in the stage folder
 DAPO_NO_VARIANCE = "DAPO dynamic sampling found too few prompt groups with reward variance"  # its error
 VAL_ROWS = 8  # validation is off (test_freq=-1), but verl still loads and length-filters val_files
 # Non-secret settings the stages need on every node; an API key is checked on the nodes, never forwarded.
@@ -244,6 +246,7 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
                   f"{sk}.filter_groups_metric": "${algorithm.filter_groups.metric}",
                   f"{sk}.max_inflight_gen_batches": "${algorithm.filter_groups.max_inflight_gen_batches}",
                   f"{sk}.train_batch_size": "${data.train_batch_size}"})
+    o.update(qwenlong15_overrides(recipe, stage, os.path.dirname(ckpt_dir)))
     out = [f"{k}={_fmt(v)}" for k, v in o.items()]
     out += [f"+reward.custom_reward_function.reward_kwargs.{k}={_fmt(v)}" for k, v in _flat(r.reward_kwargs)]
     if r.overlong_buffer is not None:
@@ -253,6 +256,28 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
                 f"+reward.reward_kwargs.max_resp_len={r.max_response_tokens}"]
     out += rope_overrides(recipe, stage, "actor_rollout_ref.model", ckpt_dir)
     return out + list(c.extra_overrides)
+
+
+def qwenlong15_overrides(recipe: Recipe, stage: Stage, sdir: str) -> dict:
+    """QwenLong-L1.5's options (`qwenlong15_verl`): the task-balanced dataset class read in order
+    (`data.custom_cls`, verl/utils/dataset/rl_dataset.py:570-595; `data.shuffle=False` makes verl's sampler a
+    SequentialSampler, verl/trainer/ppo/utils.py:158-169); the registered estimators `task_normalized` /
+    `grpo_aepo`, imported into verl's processes by `VERL_USE_EXTERNAL_MODULES` (verl/__init__.py:49-52, set in
+    the Ray job's env) and given AEPO's bounds and the GPUs as `algorithm.loongrl` (the config verl hands every
+    estimator, verl/trainer/ppo/v1/trainer_base.py:1777-1785)."""
+    r, o = stage.rl, {}
+    if r.sampler == "task_balanced":
+        o.update({"data.custom_cls.path": f"pkg://{QWENLONG15}", "data.custom_cls.name": "TaskBalancedRLDataset",
+                  "data.shuffle": False})
+    if r.advantage == "task_normalized" or r.aepo is not None:
+        o["algorithm.adv_estimator"] = "task_normalized" if r.advantage == "task_normalized" else "grpo_aepo"
+        o["+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"] = QWENLONG15
+    if r.aepo is not None:
+        a = "+algorithm.loongrl.aepo"
+        o.update({f"{a}.entropy_low": r.aepo.entropy_low, f"{a}.entropy_high": r.aepo.entropy_high,
+                  f"{a}.world_size": recipe.cluster.nnodes * recipe.cluster.gpus_per_node,
+                  "+algorithm.loongrl.stats_path": os.path.join(sdir, AEPO_STATS)})
+    return o
 
 
 def _data_parallel(recipe: Recipe) -> int:
