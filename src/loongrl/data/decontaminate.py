@@ -96,7 +96,7 @@ def question_keys(path: str) -> frozenset[str]:
     Example:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "rows.jsonl")
-        >>> _ = open(path, "w").write('{"extra_info": {"id": "a1", "question": "Who  wrote Emma?"}}\n')
+        >>> _ = open(path, "w").write('{"extra_info": {"id": "a1", "question": "Who  wrote Emma?"}}\\n')
         >>> sorted(question_keys(path))
         ['a1', 'who wrote emma?']
     """
@@ -135,7 +135,7 @@ def overlap(paths: Sequence[str]) -> list[Overlap]:
         >>> tmp = tempfile.mkdtemp()
         >>> def rows(name, *items):
         ...     path = os.path.join(tmp, name)
-        ...     _ = open(path, "w").write("".join('{"_id": "%s", "question": "%s"}\n' % i for i in items))
+        ...     _ = open(path, "w").write("".join('{"_id": "%s", "question": "%s"}\\n' % i for i in items))
         ...     return path
         >>> a = rows("4k.jsonl", ("q1", "Who wrote Emma?"), ("q2", "Where is Ulm?"))
         >>> b = rows("8k.jsonl", ("q2", "Where is Ulm?"), ("q3", "When did Kant die?"))
