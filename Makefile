@@ -66,7 +66,7 @@ mutation: setup
 	$(if $(MUTATION_RESUME),,rm -rf mutants)
 	@# The tests run inside mutants/, so ../shared is named absolutely.
 	@start=$$(date +%s); \
-	LOONGRL_SHARED=$(abspath $(SHARED)) LOONGRL_DATA=$(abspath $(SHARED))/data \
+	LOONGRL_SHARED=$(abspath $(SHARED)) \
 	LOONGRL_TOKENIZER=$(abspath $(SHARED))/data/tokenizers/qwen2.5 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false \
 		nice -n 10 $(BIN)/mutmut run --max-children 2 > mutation.log 2>&1 || { tail -c 3000 mutation.log; exit 1; }; \
 	minutes=$$(( ($$(date +%s) - start) / 60 )); echo "mutmut run: $$minutes min (log: mutation.log)"; \

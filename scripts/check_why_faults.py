@@ -109,8 +109,7 @@ FAULTS = [
 
 def run_tests(root: str, tests: list[str]) -> subprocess.CompletedProcess:
     shared = os.environ.get("LOONGRL_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
-    env = {**os.environ, "PYTHONPATH": os.path.join(root, "src"), "LOONGRL_SHARED": shared,
-           "LOONGRL_DATA": os.path.join(shared, "data"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.path.join(root, "src"), "LOONGRL_SHARED": shared, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=root,
                           env=env, capture_output=True, text=True)
 

@@ -47,8 +47,10 @@ mkdir -p "$TRAIN"
 runs=()
 for seed in ${DEMO_SEEDS:-0 1 2}; do
   start=$SECONDS
-  if ! OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 DEMO_SEED=$seed LOONGRL_DEMO_DIR="$TRAIN/seed$seed" \
-      $BIN/loongrl train recipes/demo-cpu.yaml --out "$TRAIN/seed$seed/run" > "$TRAIN/seed$seed.log" 2>&1; then
+  # the demo makes its task files and tiny model (python -m loongrl.demo), then the library trains on them
+  if ! (export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 DEMO_SEED=$seed LOONGRL_DEMO_DIR="$TRAIN/seed$seed"
+        $BIN/python -m loongrl.demo recipes/demo-cpu.yaml &&
+        $BIN/loongrl train recipes/demo-cpu.yaml --out "$TRAIN/seed$seed/run") > "$TRAIN/seed$seed.log" 2>&1; then
     tail -n 40 "$TRAIN/seed$seed.log"
     echo "demo-cpu seed $seed failed; full log: $TRAIN/seed$seed.log" >&2
     exit 1

@@ -121,3 +121,55 @@ def test_settings_that_cannot_make_a_row_are_refused_up_front(tmp_path):
         assert r.returncode == 2 and f"error: {message}" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run(*base, "--max-prompt-tokens", "300")  # no item's own passages fit 300 tokens
     assert r.returncode == 1 and "error: no row could be made" in r.stderr and "wrote" not in r.stdout
+
+
+def _questions(path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [r["extra_info"]["question"] for r in pq.read_table(path).to_pylist()]
+
+
+def test_two_lengths_from_one_source_share_no_question_with_exclude(tmp_path):
+    """QwenLong-L1's phase 1 / phase 2 (or 4K / 8K) from the same source: the obvious commands share questions,
+    `--check-overlap` says so, `--exclude` of the earlier output (plus a text list) makes the sets disjoint."""
+    first, second, third = (str(tmp_path / f"{n}.parquet") for n in ("qa4k", "qa8k", "kc8k"))
+    common = ["--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--tokenizer", QWEN, "--num", "4", "--quiet"]
+    assert run("data", "qa", *common, "--max-prompt-tokens", "4096", "--out", first).returncode == 0
+    r = run("data", "qa", *common, "--max-prompt-tokens", "8192", "--out", second, "--check-overlap", first)
+    assert r.returncode == 0, r.stderr  # a warning, not an error: the file is written
+    shared = set(_questions(first)) & set(_questions(second))
+    assert len(shared) == 4
+    assert f"warning: {second} shares 4 question(s) with {first}" in r.stderr
+    assert f"pass --exclude {first}" in r.stderr
+    import gzip
+
+    with gzip.open(INPUTS["hotpotqa"], "rt") as f:   # items 4 and 5, the next the 8K KeyChain set would take
+        held_out = [item["question"] for item in json.load(f)[4:6]]
+    listed = tmp_path / "held_out.txt"     # a text exclude list (e.g. `data decontaminate --out`) beside it
+    listed.write_text("".join(q.upper() + "\n" for q in held_out))
+    r = run("data", "keychain", *common, "--max-prompt-tokens", "8192", "--out", third, "--exclude", first,
+            "--exclude", str(listed), "--check-overlap", first, "--check-overlap", second)
+    assert r.returncode == 0, r.stderr
+    assert "excluded=6" in r.stdout       # the 4 items of qa4k and the list's 2
+    assert not set(_questions(third)) & {*_questions(first), *held_out} and len(_questions(third)) == 4
+    assert "warning" not in r.stderr       # qa8k holds the same 4 questions as qa4k
+
+
+def test_bad_exclude_files_name_the_file_row_and_field(tmp_path):
+    out = str(tmp_path / "qa.parquet")
+    base = ["data", "qa", "--source", "2wikimqa", "--input", INPUTS["2wikimqa"], "--tokenizer", QWEN,
+            "--max-prompt-tokens", "2048", "--num", "2", "--out", out, "--quiet"]
+    garbled = tmp_path / "garbled.parquet"
+    garbled.write_text("not a parquet file\n")
+    no_question = tmp_path / "rows.jsonl"
+    no_question.write_text(json.dumps({"extra_info": {"id": "a", "question": "Who?"}}) + "\n"
+                           + json.dumps({"extra_info": {"id": "b"}}) + "\n")
+    cases = [(str(tmp_path / "missing.parquet"), f"file not found: {tmp_path}/missing.parquet"),
+             (str(garbled), f"{garbled}: row 0: field '<file>': not a readable parquet file"),
+             (str(no_question), f"{no_question}: row 2: field 'question': no question field")]
+    for flag in ("--exclude", "--check-overlap"):
+        for path, message in cases:
+            r = run(*base, flag, path)
+            assert r.returncode == 2, (flag, path, r.stderr)
+            assert r.stderr.startswith("error: ") and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert not os.path.exists(out)

@@ -335,3 +335,26 @@ def test_backend_gives_up_loudly(srv):
     with pytest.raises(BackendError, match="prompt 0 sample 0.*HTTP 500"):
         backend.generate([[{"role": "user", "content": "bad"}]], SamplingConfig())
     assert len(srv.requests) == 2
+
+
+def test_shared_data_folder_is_loongrl_shared_not_the_training_data_folder(tmp_path, monkeypatch, capsys):
+    """$LOONGRL_DATA is the recipes' training-data folder: evaluation reads its prompt configs from
+    $LOONGRL_SHARED/data, whatever LOONGRL_DATA says; with neither folder there, a note names both."""
+    from conftest import SHARED
+
+    from loongrl import tasks
+
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / "qa_hotpotqa.parquet").write_bytes(b"")
+    monkeypatch.setenv("LOONGRL_DATA", str(train))
+    monkeypatch.setenv("LOONGRL_SHARED", SHARED)
+    prompts, maxlen = lb.load_configs()
+    assert maxlen["hotpotqa"] == 32 and "hotpotqa" in prompts
+    monkeypatch.delenv("LOONGRL_SHARED")
+    monkeypatch.chdir(tmp_path)  # no ../shared/data from here
+    monkeypatch.setattr(tasks, "_NOTED", [])
+    assert tasks.shared_data_dir() == os.path.join("..", "shared", "data")
+    assert "note: the shared data folder is $LOONGRL_SHARED/data" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match=r"\.\./shared/data/longbench_prompts"):
+        lb.load_configs()  # never the training folder

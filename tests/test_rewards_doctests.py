@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["loongrl.rewards.extract", "loongrl.rewards.scorers", "loongrl.rewards.router", "loongrl.rewards.judge",
-           "loongrl.eval.ruler", "loongrl.progress"]
+           "loongrl.eval.ruler", "loongrl.progress", "loongrl.readers", "loongrl.data.decontaminate"]
 
 
 def _generated(name: str) -> bool:

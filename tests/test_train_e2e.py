@@ -12,6 +12,7 @@ import pytest
 
 from conftest import read_rows
 
+from loongrl.demo import prepare_recipe
 from loongrl.demo.task import make_demo_data
 from loongrl.train.checks import CheckError
 from loongrl.train.orchestrate import run_recipe
@@ -71,6 +72,7 @@ def test_multi_stage_run_and_resume(demo_files):
     late = str(d / "late.parquet")  # phase2's data: absent on the first run, so phase2 fails for real
     raw = _recipe(data, str(d / "model"), late)
     recipe = parse_recipe(raw, "mini.yaml", str(d))
+    prepare_recipe(recipe)  # the tiny model, as `python -m loongrl.demo` makes it before training
     out = str(d / "run")
     with pytest.raises(CheckError, match=r"phase2: data file not found: .*late.parquet"):
         run_recipe(recipe, out)  # refused before any stage trains (checks before launch)
@@ -126,6 +128,7 @@ def test_cli_resumes_unless_told_not_to(demo_files, tmp_path):
     import yaml
 
     from loongrl.cli import main
+    from loongrl.demo.__main__ import main as demo_main
 
     data, d, _ = demo_files
     recipe = {"name": "one", "model": str(d / "model_cli"), "seed": 0,
@@ -135,6 +138,8 @@ def test_cli_resumes_unless_told_not_to(demo_files, tmp_path):
     path = tmp_path / "one.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out = str(tmp_path / "run")
+    assert main(["train", str(path), "--out", out]) == 2       # no model yet: the demo makes it, not training
+    assert demo_main([str(path)]) == 0
     manifest = os.path.join(out, "00_sft", "manifest.json")
     assert main(["train", str(path), "--out", out]) == 0
     first = os.stat(manifest).st_mtime_ns
@@ -150,6 +155,7 @@ def test_same_seed_same_numbers(demo_files):
     raw = _recipe(data, str(d / "model_det"), data["rl"])
     raw["stages"] = raw["stages"][:3]  # sft, grpo1, mining + grpo2
     outs = [str(d / f"det{i}") for i in range(2)]
+    prepare_recipe(parse_recipe(raw, "mini.yaml", str(d)))
     reports = [run_recipe(parse_recipe(raw, "mini.yaml", str(d)), out, resume=False) for out in outs]
     assert [s["eval"] for s in reports[0]["stages"]] == [s["eval"] for s in reports[1]["stages"]]
     assert open(os.path.join(outs[0], "metrics.csv")).read() == open(os.path.join(outs[1], "metrics.csv")).read()

@@ -19,7 +19,9 @@ import sys
 import pytest
 import yaml
 
+from loongrl.demo import prepare_recipe
 from loongrl.demo.task import make_demo_data
+from loongrl.train.recipe import load_recipe
 
 pytestmark = pytest.mark.slow  # TRL / verl training
 
@@ -78,6 +80,7 @@ def trl_recipe(tmp_path_factory):
                       {"name": "grpo", "rl": rl}]}
     path = d / "resume.yaml"
     path.write_text(yaml.safe_dump(raw))
+    prepare_recipe(load_recipe(str(path)))  # the tiny model, as `python -m loongrl.demo` makes it
     return d, str(path)
 
 
@@ -190,6 +193,7 @@ def verl_sft(tmp_path_factory):
                                                   "micro_batch_size": 4, "save_every": 1, "max_length": 512}}]}
         path = d / f"{name}.yaml"
         path.write_text(yaml.safe_dump(raw))
+        prepare_recipe(load_recipe(str(path)))  # the tiny model (made once, reused by the later variants)
         return str(path)
 
     return d, recipe

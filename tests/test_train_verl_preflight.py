@@ -22,6 +22,7 @@ import yaml
 
 pytest.importorskip("verl", reason="verl is not installed (pip install '.[verl]')")
 
+from loongrl.demo import prepare_recipe  # noqa: E402
 from loongrl.rewards.router import compute_score  # noqa: E402
 from loongrl.train.orchestrate import run_recipe  # noqa: E402
 from loongrl.train.recipe import parse_recipe  # noqa: E402
@@ -55,7 +56,9 @@ def preflight_run(tmp_path_factory):
     teach = dict(raw, name="teach", eval=[], stages=[raw["stages"][0]])
     teach["stages"][0] = {"name": "sft", "sft": dict(raw["stages"][0]["sft"], epochs=1, batch_size=8, micro_batch_size=8,
                                                      optim={"learning_rate": 3.0e-3, "lr_scheduler": "constant"})}
-    run_recipe(parse_recipe(teach, "teach.yaml", str(d)), str(d / "teach"))
+    teach = parse_recipe(teach, "teach.yaml", str(d))
+    prepare_recipe(teach)  # the demo's data and tiny model, as `python -m loongrl.demo` makes them
+    run_recipe(teach, str(d / "teach"))
     model = str(d / "teach" / "00_sft" / "checkpoint")
     out = d / "preflight"
     cwd = d / "cwd"  # where the run is launched from: verl's loggers must write nothing here

@@ -26,7 +26,11 @@ def _add_synth_args(p: argparse.ArgumentParser, keychain: bool) -> None:
     p.add_argument("--sigma", type=float, default=0.3, help="spread for --placement gaussian")
     p.add_argument("--system-prompt", default="loongrl", help="loongrl | none | FILE | literal text")
     p.add_argument("--extra-pool", default=None, help="extra filler passages: JSON list of {title, text}")
-    p.add_argument("--exclude", default=None, help="file of item ids or questions to leave out, one per line")
+    p.add_argument("--exclude", action="append", default=[], metavar="FILE",
+                   help="leave out the items of FILE: an earlier output (.parquet/.jsonl rows) or a list of ids or "
+                        "questions, one per line (repeatable; how to make disjoint sets: docs/data.md)")
+    p.add_argument("--check-overlap", action="append", default=[], metavar="FILE",
+                   help="after writing, warn if the output shares questions with FILE (repeatable)")
     p.add_argument("--ids", default=None, help="only these item ids, one per line (e.g. `data filter` output)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (output is identical for any N)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input row")
@@ -38,6 +42,7 @@ def _add_synth_args(p: argparse.ArgumentParser, keychain: bool) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
+    from loongrl.data.decontaminate import overlap, question_keys
     from loongrl.data.pipeline import synthesize
     from loongrl.data.synth import SynthConfig
 
@@ -49,9 +54,11 @@ def _run_synth(args: argparse.Namespace) -> int:
             num_chains=getattr(args, "num_chains", None), hops=getattr(args, "hops", 4),
             key_format=getattr(args, "key_format", "hex8"), placement=args.placement, depth=args.depth,
             sigma=args.sigma, system_prompt=args.system_prompt, seed=args.seed, num=args.num, start=args.start,
-            exclude=read_id_list(args.exclude, fold=True) if args.exclude else frozenset(),
+            exclude=frozenset().union(*(question_keys(path) for path in args.exclude)),
             include=read_id_list(args.ids) if args.ids else None, extra_pool=args.extra_pool, strict=args.strict,
         )
+        for path in args.check_overlap:  # a bad file is found before the rows are made, not after
+            question_keys(path)
         summary = synthesize(cfg, args.out, workers=args.workers, progress=not args.quiet)
     except (InputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -61,6 +68,9 @@ def _run_synth(args: argparse.Namespace) -> int:
         print(f"error: no row could be made; {args.out} holds none (skip reasons above)", file=sys.stderr)
         return 1
     print(f"wrote {args.out}")
+    for found in overlap([*args.check_overlap, args.out]):
+        if found.second == args.out:  # the checked files among themselves are not this command's business
+            print(f"warning: {found.line()}; pass --exclude {found.first} to leave them out", file=sys.stderr)
     return 0
 
 

@@ -7,15 +7,20 @@ punctuation, no articles, single spaces), so formatting differences do not hide 
 
 The flagged list (one item id and one cleaned question per line) is what the data commands'
 ``--exclude FILE`` reads.
+
+Training files among themselves: ``question_keys`` gives the ids and questions of a row file (or of an
+exclude list) in the form synthesis leaves out (``SynthConfig.exclude``), and ``overlap`` names the files that
+share questions, so sets of several lengths or stages can be made disjoint and checked (docs/data.md).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from loongrl.data.sources import InputError, _iter_json_rows, clean, load_source
+from loongrl.data.sources import clean, load_source, question_key, read_id_list
+from loongrl.readers import InputError, iter_json_rows
 from loongrl.rewards.scorers import normalize_answer
 
 QUESTION_FIELDS = ("question", "input")  # dev files / LongBench rows
@@ -36,26 +41,31 @@ def _question_of(row: dict) -> str | None:
     return None
 
 
-def _id_of(row: dict, n: int) -> str:
+def _id_of(row: dict) -> str | None:
     info = row.get("extra_info")
     if isinstance(info, dict) and info.get("id"):
         return str(info["id"])
     for key in ID_FIELDS:
         if row.get(key) is not None:
             return str(row[key])
-    return f"row{n}"
+    return None
 
 
-def iter_questions(path: str) -> Iterator[tuple[str, str]]:
-    """(id, question) of each row of a .json/.jsonl(.gz) file or a .parquet row file."""
+def _parquet_rows(path: str) -> Iterator[tuple[int, dict]]:
+    import pyarrow as pa
+
+    from loongrl.data.io import iter_rows
+
+    try:
+        yield from enumerate(iter_rows(path))
+    except (pa.ArrowException, OSError) as e:  # not parquet, truncated, unreadable
+        raise InputError(path, 0, "<file>", f"not a readable parquet file ({e})", "unreadable") from None
+
+
+def _iter_rows_with_ids(path: str) -> Iterator[tuple[int, str | None, str]]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"file not found: {path}")
-    if path.endswith(".parquet"):
-        from loongrl.data.io import iter_rows
-
-        rows: Iterable = enumerate(iter_rows(path))
-    else:
-        rows = _iter_json_rows(path)
+    rows: Iterable = _parquet_rows(path) if path.endswith(".parquet") else iter_json_rows(path)
     for n, row in rows:
         if isinstance(row, InputError):
             raise row
@@ -65,7 +75,86 @@ def iter_questions(path: str) -> Iterator[tuple[str, str]]:
         if question is None:
             raise InputError(path, n, "question", "no question field (extra_info.question, question or input)",
                              "no_question")
-        yield _id_of(row, n), question
+        yield n, _id_of(row), question
+
+
+def iter_questions(path: str) -> Iterator[tuple[str, str]]:
+    """(id, question) of each row of a .json/.jsonl(.gz) file or a .parquet row file (id `row{n}` if it has none)."""
+    for n, rid, question in _iter_rows_with_ids(path):
+        yield rid or f"row{n}", question
+
+
+ROW_FILE_ENDINGS = (".parquet", ".jsonl", ".json", ".jsonl.gz", ".json.gz")
+
+
+def question_keys(path: str) -> frozenset[str]:
+    """The item ids and questions (as ``question_key``: whitespace collapsed, lower case) of a file, the form
+    ``SynthConfig.exclude`` takes: a row file (.parquet, .jsonl, .json, optionally .gz; ``extra_info.id`` and
+    ``extra_info.question``, or ``_id``/``id`` and ``question``/``input``) or else an exclude list, one id or
+    question per line (e.g. what ``data decontaminate`` writes).
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "rows.jsonl")
+        >>> _ = open(path, "w").write('{"extra_info": {"id": "a1", "question": "Who  wrote Emma?"}}\\n')
+        >>> sorted(question_keys(path))
+        ['a1', 'who wrote emma?']
+    """
+    if not path.endswith(ROW_FILE_ENDINGS):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"file not found: {path}")
+        return read_id_list(path, fold=True)
+    keys: set[str] = set()
+    for _, rid, question in _iter_rows_with_ids(path):
+        if rid:
+            keys.add(rid)
+        keys.add(question_key(question))
+    return frozenset(keys)
+
+
+@dataclass
+class Overlap:
+    """Questions a later file shares with an earlier one."""
+
+    first: str  # the earlier file
+    second: str  # the later file
+    shared: int  # rows of `second` whose id or question is among `first`'s
+    examples: list[str]  # up to 3 of those questions, as `second` writes them
+
+    def line(self) -> str:
+        shown = "; ".join(repr(q) for q in self.examples)
+        return f"{self.second} shares {self.shared} question(s) with {self.first} (e.g. {shown})"
+
+
+def overlap(paths: Sequence[str]) -> list[Overlap]:
+    """Every pair of files (earlier, later, in the order given) that share a question, by item id or question;
+    an empty list when the files are disjoint. Files are read as ``question_keys`` reads them.
+
+    Example:
+        >>> import tempfile, os
+        >>> tmp = tempfile.mkdtemp()
+        >>> def rows(name, *items):
+        ...     path = os.path.join(tmp, name)
+        ...     _ = open(path, "w").write("".join('{"_id": "%s", "question": "%s"}\\n' % i for i in items))
+        ...     return path
+        >>> a = rows("4k.jsonl", ("q1", "Who wrote Emma?"), ("q2", "Where is Ulm?"))
+        >>> b = rows("8k.jsonl", ("q2", "Where is Ulm?"), ("q3", "When did Kant die?"))
+        >>> c = rows("16k.jsonl", ("q4", "Who painted Guernica?"))
+        >>> [o.line().replace(tmp + os.sep, "") for o in overlap([a, b, c])]
+        ["8k.jsonl shares 1 question(s) with 4k.jsonl (e.g. 'Where is Ulm?')"]
+    """
+    keys = [question_keys(p) for p in paths]
+    found = []
+    for j, later in enumerate(paths):
+        if not later.endswith(ROW_FILE_ENDINGS):  # an exclude list has lines, not rows: only compared as `first`
+            rows = [(line, line) for line in sorted(read_id_list(later))]
+        else:
+            rows = [(rid, q) for _, rid, q in _iter_rows_with_ids(later)]
+        for i in range(j):
+            hits = [q for rid, q in rows if (rid and rid in keys[i]) or question_key(q) in keys[i]]
+            if hits:
+                found.append(Overlap(paths[i], later, len(hits), hits[:3]))
+    return found
 
 
 @dataclass

@@ -11,7 +11,8 @@ import re
 from collections import Counter
 from typing import Any, Iterator
 
-from loongrl.data.sources import InputError, _iter_json_rows, _require, clean, parse_rows
+from loongrl.data.sources import _require, clean, parse_rows
+from loongrl.readers import InputError, iter_json_rows
 
 LETTERS = "ABCDE"
 MATHQA_TEMPLATE = "Question: {problem}\nChoices:" + "\n".join("({}) {{{}}}".format(c, c) for c in LETTERS)
@@ -48,7 +49,7 @@ def _mathqa(row: Any, path: str, n: int) -> tuple[str, dict]:
 
 def mathqa_rows(path: str, skipped: Counter, strict: bool = False) -> Iterator[tuple[str, dict]]:
     """(id, row-fields) for each usable MathQA item; bad rows counted in `skipped` by reason."""
-    for _, item in parse_rows(_iter_json_rows(path), _mathqa, path, strict, skipped):
+    for _, item in parse_rows(iter_json_rows(path), _mathqa, path, strict, skipped):
         yield item
 
 

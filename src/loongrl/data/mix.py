@@ -6,7 +6,7 @@ A mix recipe (YAML) names the parts, each with a `size` (rows) or a `ratio` (of 
     tokenizer: ../shared/data/tokenizers/qwen2.5
     max_prompt_tokens: 16384
     total: 100                     # needed when a part gives a ratio
-    exclude: decontam.txt          # optional: ids / questions to leave out of every QA part
+    exclude: decontam.txt          # optional: ids / questions to leave out of every QA part (a list, or rows)
     parts:
       - {name: keychain_hotpotqa, kind: keychain, source: hotpotqa, input: ..., ratio: 0.35, start: 50}
       - {name: qa_hotpotqa, kind: qa, source: hotpotqa, input: ..., ratio: 0.35}
@@ -37,7 +37,8 @@ from loongrl.data import math as math_parts
 from loongrl.data.io import RowWriter, atomic_write, file_sha256, iter_rows, make_row, write_json_atomic
 from loongrl.data.pipeline import synthesize
 from loongrl.data.prompts import resolve_system_prompt
-from loongrl.data.sources import clean, read_id_list
+from loongrl.data.decontaminate import question_keys
+from loongrl.data.sources import question_key, read_id_list
 from loongrl.data.synth import SynthConfig
 from loongrl.data.tokens import default_tokenizer, get_counter
 
@@ -129,7 +130,7 @@ def _synth_part(part: dict, recipe: dict, used: set[str], exclude: frozenset[str
                        f"({summary.line()})")
     rows = list(iter_rows(out))
     for row in rows:  # later QA-type parts must not reuse these questions
-        used.update({row["extra_info"]["id"], clean(row["extra_info"]["question"]).lower()})
+        used.update({row["extra_info"]["id"], question_key(row["extra_info"]["question"])})
     return rows
 
 
@@ -174,7 +175,7 @@ def build_mix(recipe_path: str, out: str) -> dict:
     system = resolve_system_prompt(recipe.get("system_prompt", "loongrl"))
     exclude = frozenset()
     if recipe.get("exclude"):
-            exclude = read_id_list(recipe["exclude"], fold=True)
+        exclude = question_keys(recipe["exclude"])
     tmp = out + ".parts"
     os.makedirs(tmp, exist_ok=True)
     used: set[str] = set()
@@ -216,7 +217,7 @@ def _card(recipe: dict, recipe_path: str, parts_rows: dict[str, list[dict]], tot
             "prompt_tokens": {"min": tokens[0], "median": tokens[len(tokens) // 2], "max": tokens[-1]}
             if tokens else None,
         })
-    qa_questions = [clean(r["extra_info"]["question"]).lower() for name, rows in parts_rows.items()
+    qa_questions = [question_key(r["extra_info"]["question"]) for name, rows in parts_rows.items()
                     for r in rows if r["extra_info"]["kind"] in SYNTH_KINDS]
     return {"recipe": recipe_path, "recipe_sha256": file_sha256(recipe_path), "seed": recipe.get("seed", 0),
             "tokenizer": recipe["tokenizer"], "max_prompt_tokens": recipe.get("max_prompt_tokens", 16384),

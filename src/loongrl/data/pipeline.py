@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from loongrl.progress import progress_bar
 
 from loongrl.data.io import RowWriter, file_sha256, write_json_atomic
-from loongrl.data.sources import clean, load_source
+from loongrl.data.sources import load_source, question_key
 from loongrl.data.synth import RowBuilder, Skip, SynthConfig
 from loongrl.data.tokens import get_counter
 
@@ -61,7 +61,7 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
         rec = data.records[i]
         if config.include is not None and rec.id not in config.include:
             summary.skipped["not_in_ids"] += 1
-        elif rec.id in config.exclude or clean(rec.question).lower() in config.exclude:
+        elif rec.id in config.exclude or question_key(rec.question) in config.exclude:
             summary.skipped["excluded"] += 1
         else:
             items.append(i)

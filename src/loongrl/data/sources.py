@@ -6,27 +6,18 @@ Bad rows never vanish: each is reported with file, row and field, and counted by
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
+
+from loongrl.readers import InputError, iter_json_rows
 
 SOURCES = ("hotpotqa", "musique", "2wikimqa", "jsonl")
 
 # Hub datasets for users with network access: `--input hf:` picks the default below.
 # Only HotpotQA has an official hub copy; pass `hf:OWNER/NAME` for the others.
 HUB_DEFAULTS = {"hotpotqa": ("hotpotqa/hotpot_qa", "distractor")}
-
-
-class InputError(ValueError):
-    """A row of an input file is unusable; the message names file, row and field."""
-
-    def __init__(self, path: str, row: int, field_name: str, problem: str, reason: str):
-        super().__init__(f"{path}: row {row}: field '{field_name}': {problem}")
-        self.reason = reason
 
 
 @dataclass
@@ -75,36 +66,6 @@ def clean(text: str) -> str:
     """Collapse runs of whitespace and strip: passage and question text is one line of prose.
     (`str.split()` splits at exactly the characters `re`'s `\\s` matches, and is several times faster.)"""
     return " ".join(text.split())
-
-
-def _open_text(path: str) -> io.TextIOBase:
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def _iter_json_rows(path: str) -> Iterator[tuple[int, Any]]:
-    """Rows of a JSON list (row = list index) or of JSON Lines (row = 1-based line number)."""
-    with _open_text(path) as f:
-        first, blank = f.readline(), 0
-        while first and not first.strip():
-            first, blank = f.readline(), blank + 1
-        if first.lstrip().startswith("["):
-            try:
-                rows = json.loads(first + f.read())
-            except json.JSONDecodeError as e:
-                raise InputError(path, 0, "<file>", f"invalid JSON list ({e.msg} at line {e.lineno + blank})",
-                                 "invalid_json") from None
-            yield from enumerate(rows)
-            return
-        f.seek(0)
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield n, InputError(path, n, "<line>", f"invalid JSON ({e.msg})", "invalid_json")
 
 
 def _iter_hub_rows(spec: str, source: str, split: str) -> Iterator[tuple[int, Any]]:
@@ -257,7 +218,7 @@ def load_source(source: str, path: str, *, strict: bool = False, hub_split: str 
     else:
         if not os.path.exists(path):
             raise FileNotFoundError(f"input file not found: {path}")
-        rows = _iter_json_rows(path)
+        rows = iter_json_rows(path)
     pool = PassagePool()
     records: list[Record] = []
     seen: set[str] = set()
@@ -289,7 +250,7 @@ def load_source(source: str, path: str, *, strict: bool = False, hub_split: str 
                 gold.append(is_gold)
         records.append(Record(rid, source, question, answers, ids, gold))
     if extra_pool:
-        for n, p in _iter_json_rows(extra_pool):
+        for n, p in iter_json_rows(extra_pool):
             if isinstance(p, dict) and clean(str(p.get("text", ""))):
                 pool.add(clean(str(p.get("title", ""))), clean(str(p["text"])))
             elif strict:
@@ -299,8 +260,13 @@ def load_source(source: str, path: str, *, strict: bool = False, hub_split: str 
     return LoadedSource(records, pool, read, skipped)
 
 
+def question_key(text: str) -> str:
+    """How questions are compared when sets are kept apart (exclusions, disjoint parts): `clean`, lower case."""
+    return clean(text).lower()
+
+
 def read_id_list(path: str, fold: bool = False) -> frozenset[str]:
-    """Non-empty lines of a file, whitespace-collapsed (and also lower-cased with `fold`)."""
+    """Non-empty lines of a file, whitespace-collapsed (and also as `question_key` with `fold`)."""
     with open(path, encoding="utf-8") as f:
         lines = [clean(line) for line in f]
-    return frozenset(x for line in lines if line for x in ((line, line.lower()) if fold else (line,)))
+    return frozenset(x for line in lines if line for x in ((line, question_key(line)) if fold else (line,)))

@@ -1,7 +1,8 @@
 """The CPU miniature that `make demo` trains: a toy KeyChain task (``task``), a tiny model built locally
-(``tiny``), and ``prepare``, the glue a demo recipe (``demo_data``, ``tiny_model``) runs before training.
+(``tiny``), and ``prepare_recipe``, what a demo recipe (``demo_data``, ``tiny_model``) needs made before
+``loongrl train`` runs it: ``python -m loongrl.demo RECIPE``.
 
-Nothing in the library depends on it except the orchestrator's call of ``prepare`` for demo recipes.
+Nothing in the library depends on it: the demo prepares its own files, then calls the library.
 """
 
 from __future__ import annotations
@@ -9,6 +10,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loongrl.train.recipe import Recipe
+
+
+def prepare_recipe(recipe: "Recipe") -> bool:
+    """Demo recipes only (`demo_data`, `tiny_model`): the demo's task files and tiny model, made if missing
+    (``prepare``). Returns whether the recipe is a demo recipe."""
+    if recipe.demo_data is None and recipe.tiny_model is None:
+        return False
+    paths = [c.path for s in recipe.stages for c in s.spec.data.components] + [e.path for e in recipe.eval]
+    prepare(recipe.demo_data, recipe.tiny_model, recipe.model, paths, recipe.seed)
+    return True
 
 
 def prepare(demo_data: Mapping | None, tiny_model: Mapping | None, model_path: str, data_paths: Sequence[str],

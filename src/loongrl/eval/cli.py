@@ -24,7 +24,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="the model's tokenizer folder, for truncation, lengths and (openai:) prefilled prompts rendered "
                         "locally (default: the hf: model's, or the openai: MODEL when it is a local folder, else "
                         "../shared qwen2.5)")
-    p.add_argument("--data-dir", default=None, help="shared data folder (default $LOONGRL_DATA or ../shared/data)")
+    p.add_argument("--data-dir", default=None,
+                   help="shared data folder (default $LOONGRL_SHARED/data, else ../shared/data)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=None, help="samples per prompt")
     p.add_argument("--temperature", type=float, default=None)

@@ -30,7 +30,7 @@ from itertools import islice
 from dataclasses import dataclass, replace
 
 from loongrl.data.prompts import LOONGRL_SYSTEM
-from loongrl.data.sources import InputError, _iter_json_rows
+from loongrl.readers import InputError, iter_json_rows
 from loongrl.generation.backends import SamplingConfig
 from loongrl.eval.run import EvalItem
 from loongrl.rewards import extract, scorers
@@ -133,7 +133,7 @@ def load_rows(dataset: str, data: str, limit: int | None = None) -> list[dict]:
         if not os.path.exists(path):
             raise FileNotFoundError(f"LongBench file not found: {path} (pass the folder of the official "
                                     "jsonl files, one file, data.zip, or hf:THUDM/LongBench)")
-        rows = _iter_json_rows(path)
+        rows = iter_json_rows(path)
     out = []
     for n, row in rows:
         if isinstance(row, InputError):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+from loongrl.readers import iter_json_rows
 from loongrl.tasks import shared_data_dir
 
 DEPTHS = [round(x * 100 / 39) for x in range(40)]  # np.round(np.linspace(0, 100, 40))
@@ -119,11 +120,9 @@ def _read_squad(path: str) -> tuple[list[dict], list[str]]:
 
 
 def _read_hotpotqa(path: str) -> tuple[list[dict], list[str]]:
-    from loongrl.data.sources import _iter_json_rows
-
     docs: dict[str, int] = {}
     questions = []
-    for n, row in _iter_json_rows(path):
+    for n, row in iter_json_rows(path):
         try:
             idx = [docs.setdefault(f"{title}\n{''.join(sents)}", len(docs)) for title, sents in row["context"]]
             questions.append({"question": row["question"], "answers": [row["answer"]], "docs": idx})

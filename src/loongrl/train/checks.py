@@ -444,9 +444,11 @@ def run_checks(recipe: Recipe, engine: str = "verl", missing_data_ok: bool = Fal
     preflight, which synthesizes stand-in rows) turns a missing data file into a warning."""
     report = CheckReport()
     config, where = read_model_config(recipe.model)
-    if config is None and os.path.isabs(recipe.model) and not os.path.isdir(recipe.model) and not recipe.tiny_model:
+    if config is None and os.path.isabs(recipe.model) and not os.path.isdir(recipe.model):
         # a local path (recipe.py resolves ./ and / paths): a typo here is a traceback at the first stage otherwise
-        report.problems.append(f"model: {recipe.model}: no such folder (a hub model is named owner/name)")
+        report.problems.append(f"model: {recipe.model}: no such folder (a hub model is named owner/name)" + (
+            f"; this recipe's tiny model is built by `python -m loongrl.demo {recipe.source}`" if recipe.tiny_model
+            else ""))
     elif config is None:
         skipped = "Ulysses SP against attention/KV heads, the context window and rope scaling" if engine == "verl" \
             else "the context window"

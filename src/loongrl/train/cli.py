@@ -80,8 +80,7 @@ def _main(args: argparse.Namespace) -> int:
             f"{s.name} ({s.kind}, {s.spec.steps or s.spec.epochs} {'steps' if s.spec.steps else 'epochs'})"
             for s in recipe.stages))
         return 0 if report.ok else 2
-    from .orchestrate import prepare_demo, run_recipe
+    from .orchestrate import run_recipe
 
-    prepare_demo(recipe)
     run_recipe(recipe, out, resume=not args.no_resume)
     return 0

@@ -65,16 +65,6 @@ def _tokenizer(model_path: str):
     return AutoTokenizer.from_pretrained(model_path)
 
 
-def prepare_demo(recipe: Recipe) -> None:
-    """Demo recipes only (`demo_data`, `tiny_model`): the demo's task files and tiny model, if missing."""
-    if recipe.demo_data is None and recipe.tiny_model is None:
-        return
-    from loongrl.demo import prepare
-
-    paths = [c.path for s in recipe.stages for c in s.spec.data.components] + [e.path for e in recipe.eval]
-    prepare(recipe.demo_data, recipe.tiny_model, recipe.model, paths, recipe.seed)
-
-
 class StageMetrics:
     """Per-step metrics of one stage, in our column names: CSV in the stage folder, the manifest's summary
     and, with a `tb_dir`, TensorBoard scalars. TRL stages feed it as they log; verl stages after training,
@@ -271,7 +261,6 @@ def run_recipe(recipe: Recipe, out_dir: str, resume: bool = True) -> dict:
     apply to TRL (data files, context window; `checks.py`) run first: a problem raises `CheckError`."""
     from . import checks, trl_backend
 
-    prepare_demo(recipe)
     checks.require(recipe, "trl")
     os.makedirs(out_dir, exist_ok=True)
     write_json_atomic(os.path.join(out_dir, "recipe.json"), to_dict(recipe))

@@ -644,10 +644,7 @@ def preflight(recipe: Recipe, out_dir: str, model: str | None = None, rows: int 
     completed earlier are reported `passed (earlier)`) instead of starting every stage afresh."""
     from transformers import AutoTokenizer
 
-    from .orchestrate import prepare_demo
-
     t0 = time.time()
-    prepare_demo(recipe)
     # the real cluster's parallelism, budgets, window and data, checked statically: the CPU run below uses one
     # worker and SP 1, so verl never meets them here (a missing data file is stood in for, hence a warning)
     checks.require(recipe, "verl", missing_data_ok=True, show_ran=True)

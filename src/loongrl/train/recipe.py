@@ -386,11 +386,13 @@ class Recipe:
         stages: The stages in order.
         eval: Held-out sets evaluated before training and after every stage (may be empty).
         cluster: verl launch settings (the TRL backend uses only `max_checkpoints`).
-        tiny_model: Build a tiny local model at `model` first if it does not exist (demo only):
-            a mapping of `loongrl.demo.tiny.build_tiny_model` arguments; its tokenizer is trained on the
-            texts of all stages' data and the eval sets.
-        demo_data: Generate the demo-cpu task files first if missing (demo only): `dir` (relative to the
-            recipe) plus `loongrl.demo.task.make_demo_data` arguments.
+        tiny_model: The tiny local model at `model` that the demo builds before training (demo only;
+            `python -m loongrl.demo RECIPE` reads it, training does not): a mapping of
+            `loongrl.demo.tiny.build_tiny_model` arguments; its tokenizer is trained on the texts of all
+            stages' data and the eval sets.
+        demo_data: The demo-cpu task files the demo writes before training (demo only, read by
+            `python -m loongrl.demo RECIPE`): `dir` (relative to the recipe) plus
+            `loongrl.demo.task.make_demo_data` arguments.
         logger: Where per-step metrics go besides each stage's `metrics.csv` (always written), a list of
             `console` (verl prints each step's metrics; TRL's progress bar is always on), `tensorboard`
             (`OUT/tb/NN_stage`), `wandb`, `mlflow`: the names TRL's `report_to` and verl's
