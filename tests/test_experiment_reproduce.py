@@ -81,7 +81,7 @@ SLICE = {  # tiny counts, one training step, a tiny evaluation; no filter (its s
         {"name": "heldout_qa_2048", "kind": "qa", "source": "hotpotqa", "num": 2, "max_prompt_tokens": 2048,
          "split": "test", "seed": 1},
     ],
-    "mix.total": 4,
+    "mix.total": 2,
     "mix.parts": [
         {"name": "keychain_hotpotqa", "kind": "keychain", "source": "hotpotqa", "ratio": 0.5, "hops": 2, "num_chains": 2},
         {"name": "qa_2wikimqa", "kind": "qa", "source": "2wikimqa", "ratio": 0.5},

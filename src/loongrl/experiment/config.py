@@ -52,6 +52,8 @@ class Filter:
             `server` starts one for the step.
         server: `transformers` or `vllm`: serve the folder `model` on 127.0.0.1 for the step (a real
             OpenAI-compatible server); `none`: `model` is a backend spec already.
+        port: The started server's port on 127.0.0.1. null: one derived from the experiment's name, the same on
+            every run: the filter's count cache is keyed by the endpoint, so a resumed run reuses it.
         sources: Sources to filter (default: all).
         k: Samples per question (paper: 8).
         temperature: Sampling temperature.
@@ -65,6 +67,7 @@ class Filter:
 
     model: str
     server: Literal["none", "transformers", "vllm"] = "none"
+    port: int | None = None
     sources: list[str] = field(default_factory=list)
     k: int = 8
     temperature: float = 1.0

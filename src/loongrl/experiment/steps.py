@@ -152,8 +152,9 @@ def filter_commands(exp: Experiment, paths: Paths) -> list[str]:
     f, cfg = exp.filter, _filter_config(exp)
     lines, model = [], f.model
     if f.server != "none":
-        lines.append(f"loongrl serve {f.server} {_q(f.model)} --port PORT &   # for this step only")
-        model = f"openai:http://127.0.0.1:PORT/v1#{f.model}"
+        port = filter_port(exp)
+        lines.append(f"loongrl serve {f.server} {_q(f.model)} --port {port} &   # for this step only")
+        model = f"openai:http://127.0.0.1:{port}/v1#{f.model}"
     for name in _filter_sources(exp):
         fmt, path = source_file(exp, paths, name)
         lines.append(f"loongrl data filter --source {fmt} --input {_q(path)} --model {model} --out "
@@ -163,16 +164,24 @@ def filter_commands(exp: Experiment, paths: Paths) -> list[str]:
     return lines
 
 
+def filter_port(exp: Experiment) -> int:
+    """The filter server's port: stable across runs (the count cache is keyed by the endpoint)."""
+    if exp.filter.port is not None:
+        return exp.filter.port
+    return 20000 + int(hashlib.sha256(exp.name.encode()).hexdigest(), 16) % 20000
+
+
 @contextmanager
-def _served(f, log_dir: str):
+def _served(exp: Experiment, log_dir: str):
     """The filter's backend spec: `model` as given, or a server started on `model` for the step."""
+    f = exp.filter
     if f.server == "none":
         yield f.model
         return
     from loongrl.generation.serve import transformers_serve, vllm_serve
 
-    log = os.path.join(log_dir, f"{f.server}-serve.log")
-    server = vllm_serve(f.model, log) if f.server == "vllm" else transformers_serve(f.model, log)
+    log, port = os.path.join(log_dir, f"{f.server}-serve.log"), filter_port(exp)
+    server = vllm_serve(f.model, log, port=port) if f.server == "vllm" else transformers_serve(f.model, log, port=port)
     with server as base_url:
         yield f"openai:{base_url}#{f.model}"
 
@@ -185,7 +194,7 @@ def run_filter(exp: Experiment, paths: Paths) -> dict:
         return {}
     os.makedirs(paths.filter, exist_ok=True)
     cfg, out = _filter_config(exp), {}
-    with _served(exp.filter, paths.filter) as spec:
+    with _served(exp, paths.filter) as spec:
         backend = make_backend(spec, concurrency=exp.filter.concurrency, batch_size=exp.filter.batch_size)
         for name in _filter_sources(exp):
             fmt, path = source_file(exp, paths, name)
