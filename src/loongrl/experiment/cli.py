@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import signal
+
     import yaml
 
     from .config import ExperimentError, load_experiment
@@ -37,6 +39,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: --set {item}: expected FIELD=VALUE", file=sys.stderr)
             return 2
         overrides[key] = yaml.safe_load(value)
+    # SIGTERM ends the run like Ctrl-C: a server the filter step started is stopped with it, not left behind
+    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         exp = load_experiment(args.experiment, overrides)
         reproduce(exp, args.work, dry_run=args.dry_run, until=args.until, only=args.only)
@@ -46,4 +50,6 @@ def main(args: argparse.Namespace) -> int:
     except StepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, before)
     return 0

@@ -29,6 +29,12 @@ def _summary(path: str) -> dict | None:
         return None
 
 
+def _shown(path: str) -> str:
+    """A path as the report prints it: relative to the current folder when under it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def _cell(v) -> str:
     return "-" if v is None else f"{v:.1f}" if isinstance(v, (int, float)) else str(v)
 
@@ -63,17 +69,20 @@ def _copy(src: str, dst: str) -> str | None:
 
 
 def write_report(exp, paths, jobs: list[tuple[str, str, list[str]]], trained: str) -> dict:
-    """Write `paths.report/report.md`, `report.json` and the figures; returns report.json's content."""
+    """Write `paths.report/report.md`, `report.json` and the figures; returns the report's path and the number
+    of file pairs that share questions."""
     from loongrl.data.decontaminate import overlap
+
+    from .steps import STEPS
 
     out = paths.report
     os.makedirs(out, exist_ok=True)
     outs = {(label, bench): argv[argv.index("--out") + 1] for label, bench, argv in jobs}
     refs = exp.reference
     md = [f"# {exp.name}: reproduction report", "",
-          f"Experiment `{os.path.relpath(exp.path)}`, run in `{os.path.relpath(paths.work)}`; written "
+          f"Experiment `{_shown(exp.path)}`, run in `{_shown(paths.work)}`; written "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Base model: the recipe's `model`; trained: "
-          f"`{os.path.relpath(trained)}`. Scores are 100 x the mean item score.", ""]
+          f"`{_shown(trained)}`. Scores are 100 x the mean item score.", ""]
     data: dict = {"experiment": exp.name}
 
     # -- data: sizes and the disjointness check
@@ -82,8 +91,9 @@ def write_report(exp, paths, jobs: list[tuple[str, str, list[str]]], trained: st
         files.append(paths.part(exp.mix.name))
     shared = overlap([f for f in files if os.path.isfile(f)])
     data["overlaps"] = [o.line() for o in shared]
-    md += ["## Data", "", f"Parts: {', '.join(f'`{p.name}` ({p.kind}, {p.num or ''} rows, {p.max_prompt_tokens} tokens)' for p in exp.parts)}"
-           + (f"; mixture `{exp.mix.name}`." if exp.mix else "."), "",
+    listed = ", ".join(f"`{p.name}` ({p.kind}, {p.num} rows, {p.max_prompt_tokens} tokens)" if p.kind != "rows"
+                       else f"`{p.name}` (rows of {os.path.basename(p.input)})" for p in exp.parts)
+    md += ["## Data", "", f"Parts: {listed}" + (f"; mixture `{exp.mix.name}`." if exp.mix else "."), "",
            "Questions shared between parts: " + ("none (checked with `loongrl.data.decontaminate.overlap`)."
                                                  if not shared else "; ".join(data["overlaps"])), ""]
 
@@ -166,18 +176,20 @@ def write_report(exp, paths, jobs: list[tuple[str, str, list[str]]], trained: st
     # -- settings and versions
     versions = _versions()
     stamps = {}
-    for name in sorted(os.listdir(paths.stamps)) if os.path.isdir(paths.stamps) else []:
-        with open(os.path.join(paths.stamps, name), encoding="utf-8") as f:
-            stamp = json.load(f)
-        stamps[stamp["step"]] = {"hash": stamp["hash"], "seconds": stamp["seconds"]}
+    for step in STEPS:  # the steps finished before this one
+        path = os.path.join(paths.stamps, f"{step}.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                stamp = json.load(f)
+            stamps[step] = {"hash": stamp["hash"], "seconds": stamp["seconds"]}
     md += ["## Settings and versions", "",
            "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v), "",
            "Steps (hash, seconds): " + ", ".join(f"{k} {v['hash']} ({v['seconds']:g} s)" for k, v in stamps.items()), "",
-           "Commands that redo each step by hand: `loongrl reproduce " + os.path.relpath(exp.path) + " --dry-run`.", "",
+           "Commands that redo each step by hand: `loongrl reproduce " + _shown(exp.path) + " --dry-run`.", "",
            "<details><summary>The experiment, as validated</summary>", "", "```json",
            json.dumps(to_dict(exp), indent=1), "```", "</details>", ""]
     data.update(versions=versions, steps=stamps)
     write_text_atomic(os.path.join(out, "report.md"), "\n".join(md))
     write_json_atomic(os.path.join(out, "report.json"), data)
-    print(f"  wrote {os.path.relpath(os.path.join(out, 'report.md'))}")
+    print(f"  wrote {_shown(os.path.join(out, 'report.md'))}")
     return {"report": os.path.join(out, "report.md"), "overlaps": len(shared)}
