@@ -96,7 +96,7 @@ SLICE = {  # tiny counts, one training step, a tiny evaluation; no filter (its s
         {"name": "qa_2wikimqa", "kind": "qa", "source": "2wikimqa", "ratio": 0.5},
     ],
     "evaluate.rows": ["heldout_keychain_1536", "heldout_keychain_2048"],  # heldout_qa_2048: disjointness only
-    "evaluate.ruler": {"lengths": [1024], "tasks": ["niah_single_1"], "num_samples": 1},
+    "evaluate.ruler": None,  # its path is `loongrl eval ruler`'s, tested there; the full miniature runs it
     "evaluate.niah": {"min_len": 1000, "max_len": 1000, "num_lengths": 1, "num_depths": 2},
     "evaluate.max_new_tokens": 8,
     "evaluate.rows_max_new_tokens": 8,
@@ -136,7 +136,7 @@ def test_miniature_runs_end_to_end_and_writes_the_report(mini_run):
     for step in ("data", "synthesis", "mix", "train", "evaluate", "report"):
         assert os.path.isfile(os.path.join(work, "stamps", f"{step}.json"))
     report = open(os.path.join(work, "report", "report.md"), encoding="utf-8").read()
-    # base and trained side by side: a held-out table row per part, RULER and NIAH rows for both models
+    # base and trained side by side: a held-out table row per part, NIAH rows for both models
     for part in SLICE["evaluate.rows"]:
         assert re.search(rf"^\| {part} \| \w+ \| \d+ \| [\d.]+ \| [\d.]+ \|$", report, re.M), part
     for model in ("base", "trained"):
@@ -182,6 +182,6 @@ def test_second_run_is_cached_and_an_eval_setting_reruns_only_evaluate_and_repor
 
     for model in ("base", "trained"):
         assert f"{model} niah: loongrl eval niah" in printed
-        assert f"{model} ruler: finished earlier" in printed
+        assert f"{model} rows_heldout_keychain_2048: finished earlier" in printed
         niah = json.load(open(os.path.join(work, "eval", model, "niah", "niah.json")))["summary"]
         assert len(niah["depths"]) == 3

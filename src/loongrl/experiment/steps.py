@@ -231,9 +231,11 @@ def synthesis_commands(exp: Experiment, paths: Paths) -> list[str]:
                          f"{_q(exp.tokenizer)} --seed {p.seed}{book}")
         else:
             fmt, path = source_file(exp, paths, p.source)
-            extra = f" --hops {p.hops}" + (f" --num-chains {p.num_chains}" if p.num_chains else "") \
-                if p.kind == "keychain" else ""
-            extra += f" --ids {_q(paths.ids(p.source))}" if p.filtered else ""
+            extra = ""
+            if p.kind == "keychain":
+                extra += f" --hops {p.hops}" + (f" --num-chains {p.num_chains}" if p.num_chains else "")
+            if p.filtered:
+                extra += f" --ids {_q(paths.ids(p.source))}"
             extra += "".join(f" --exclude {_q(e)}" for e in _earlier(exp, i, paths))
             lines.append(f"loongrl data {p.kind} --source {fmt} --input {_q(path)} --out {out} --tokenizer "
                          f"{_q(exp.tokenizer)} --max-prompt-tokens {p.max_prompt_tokens} --num {p.num} --start "
@@ -244,7 +246,7 @@ def synthesis_commands(exp: Experiment, paths: Paths) -> list[str]:
 def run_synthesis(exp: Experiment, paths: Paths) -> dict:
     from loongrl.data.book_ruler import BookRulerConfig, book_ruler_rows
     from loongrl.data.decontaminate import question_keys
-    from loongrl.data.io import RowWriter
+    from loongrl.data.io import RowWriter, iter_rows
     from loongrl.data.pipeline import synthesize
     from loongrl.data.sources import read_id_list
     from loongrl.data.synth import SynthConfig
@@ -278,8 +280,6 @@ def run_synthesis(exp: Experiment, paths: Paths) -> dict:
             if summary.written < p.num:
                 raise StepError(f"synthesis: part {p.name}: only {summary.written} of {p.num} rows could be made "
                                 f"({summary.line()})")
-        from loongrl.data.io import iter_rows
-
         out[p.name] = sum(1 for _ in iter_rows(target))
         print(f"  {p.name}: {out[p.name]} rows -> {_q(target)}")
     return out
