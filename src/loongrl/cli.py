@@ -12,7 +12,8 @@ import sys
 
 # Command -> the module that registers it, in pipeline order.
 COMMANDS = {"model": "loongrl.generation.cli", "serve": "loongrl.generation.cli", "data": "loongrl.data.cli",
-            "score": "loongrl.rewards.cli", "train": "loongrl.train.cli", "eval": "loongrl.eval.cli"}
+            "score": "loongrl.rewards.cli", "train": "loongrl.train.cli", "eval": "loongrl.eval.cli",
+            "reproduce": "loongrl.experiment.cli"}
 
 
 class Parser(argparse.ArgumentParser):

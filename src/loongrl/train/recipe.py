@@ -499,6 +499,17 @@ def _build(cls, raw: Any, where: str):
     return cls(**kwargs)
 
 
+def parse_config(cls, raw: Any, where: str = ""):
+    """A `cls` dataclass from a loaded mapping, checked as recipes are (unknown keys, types, required fields);
+    raises `RecipeError` naming the dotted field. Experiment files (`loongrl.experiment`) are read with it too."""
+    return _build(cls, raw, where)
+
+
+def expand_env(text: str, where: str) -> str:
+    """`${VAR}` and `${VAR:-default}` expanded from the environment (`where` names the file in errors)."""
+    return _expand_env(text, where)
+
+
 def _check(cond: bool, where: str, msg: str) -> None:
     if not cond:
         raise RecipeError(f"{where}: {msg}")
