@@ -126,6 +126,17 @@ def test_cpu_vllm_overrides_reach_verls_rollout_config_and_engine_args(tmp_path)
             default.free_cache_engine) == (True, False, True, True)  # verl's defaults: what the overrides change
     assert (got.enable_sleep_mode, got.enforce_eager, got.enable_chunked_prefill, got.free_cache_engine) == (
         False, True, False, False)
+    # without chunked prefill verl raises max_num_batched_tokens to max_model_len, a frozen field: they must match
+    ro = "actor_rollout_ref.rollout"
+    cfg = compose_overrides([f"{ro}.name=vllm", f"{ro}.max_num_batched_tokens=288", *preflight.CPU_VLLM_OVERRIDES],
+                            "ppo_trainer")
+    sized = omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
+    assert sized.max_model_len == sized.max_num_batched_tokens == 288
+    validate = _function(_verl("workers/rollout/vllm_rollout/vllm_async_server.py"), "vLLMHttpServer",
+                         "_validate_configs")
+    assert "self.config.max_num_batched_tokens = self.config.max_model_len" in validate
+    assert "max_model_len" in RolloutConfig._mutable_fields
+    assert "max_num_batched_tokens" not in RolloutConfig._mutable_fields
     launch = _function(_verl("workers/rollout/vllm_rollout/vllm_async_server.py"), "vLLMHttpServer", "launch_server")
     for key in ("enable_sleep_mode", "enforce_eager", "enable_chunked_prefill"):
         assert f'"{key}": self.config.{key},' in launch, key  # passed to vLLM's engine as is
@@ -175,5 +186,6 @@ def test_preflight_runs_vllm_only_where_vllm_imports_beside_verl():
     sglang = load_recipe(os.path.join(REPO, "recipes", "loongrl-7b.yaml"))
     sglang.cluster.rollout = "sglang"
     assert preflight.preflight_rollout(sglang)[0] == "hf"
-    assert preflight.cpu_rl_overrides("addr", "/d", "hf") == [o for o in preflight.cpu_rl_overrides("addr", "/d", "vllm")
+    with_vllm = preflight.cpu_rl_overrides("addr", "/d", "vllm")
+    assert preflight.cpu_rl_overrides("addr", "/d", "hf") == [o for o in with_vllm
                                                            if o not in preflight.CPU_VLLM_OVERRIDES]

