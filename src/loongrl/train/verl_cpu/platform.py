@@ -125,7 +125,7 @@ class CPUPlatform(PlatformBase):
     def is_ipc_supported(self) -> bool:
         # No CUDA IPC: verl's vLLM rollout then sends the trainer's weights through POSIX shared memory
         # (verl/workers/rollout/vllm_rollout/vllm_rollout.py:143 use_shm = not is_support_ipc();
-        # bucketed_weight_transfer.py:190-202 and 303-306).
+        # bucketed_weight_transfer.py:182-191 sender, 320-327 receiver).
         return False
 
     def rollout_env_vars(self) -> dict[str, str]:
