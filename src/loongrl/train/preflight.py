@@ -14,8 +14,10 @@ is replaced, and the run says so:
   proportion, so the longest stage fits `PROMPT_TOKENS` and context windows keep their order; responses
   capped at `RESPONSE_TOKENS` (the overlong buffer scaled with them); 4 prompts per step. A data file
   that does not exist yet is replaced by rows synthesized from the shipped sample sources;
-- the cluster: one worker, verl's CPU platform plugin (`loongrl.train.verl_cpu`: gloo, FSDP2, an `hf`
-  rollout), one Ray cluster shared by the stages; sequence and tensor parallelism 1;
+- the cluster: one worker, verl's CPU platform plugin (`loongrl.train.verl_cpu`: gloo, FSDP2), one Ray
+  cluster shared by the stages; sequence and tensor parallelism 1;
+- the rollout: verl's own vLLM rollout on vLLM's CPU build when the recipe asks for vLLM and vLLM imports
+  beside verl (`preflight_rollout`), else the plugin's `hf` rollout, said so;
 - an LLM judge that does not answer is left out (rule-only reward), and said so.
 
 Before anything runs, the checks before launch (`checks.py`) check the real cluster's parallelism, token
