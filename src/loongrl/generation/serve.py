@@ -129,13 +129,24 @@ def vllm_command(model_dir: str, port: int, python: str, max_model_len: int, enf
     return cmd + list(extra_args)
 
 
-def vllm_env(kv_cache_gib: int, threads: int) -> dict:
-    """The environment of a CPU vLLM server (the ``VLLM_CPU_*`` variables are ignored by GPU builds)."""
+def vllm_cpu_vars(kv_cache_gib: int, threads: int) -> dict:
+    """The variables a CPU vLLM engine is started with (the ``VLLM_CPU_*`` ones are ignored by GPU builds);
+    also what verl's vLLM rollout gets on the CPU platform (``loongrl.train.verl_cpu``).
+
+    Example:
+        >>> vllm_cpu_vars(1, 2)["VLLM_CPU_KVCACHE_SPACE"], vllm_cpu_vars(1, 2)["OMP_NUM_THREADS"]
+        ('1', '2')
+    """
     # "nobind": OMP_NUM_THREADS threads placed by the OS. vLLM's default ("auto") pins one thread to every
     # core of the NUMA node, cores a shared machine's other processes need (vllm/utils/ompmultiprocessing.py).
-    return dict(os.environ, VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gib), VLLM_CPU_OMP_THREADS_BIND="nobind",
+    return dict(VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gib), VLLM_CPU_OMP_THREADS_BIND="nobind",
                 VLLM_CPU_NUM_OF_RESERVED_CPU="0", OMP_NUM_THREADS=str(threads), VLLM_NO_USAGE_STATS="1",
                 HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+
+def vllm_env(kv_cache_gib: int, threads: int) -> dict:
+    """The environment of a CPU vLLM server: this process's, with `vllm_cpu_vars`."""
+    return dict(os.environ, **vllm_cpu_vars(kv_cache_gib, threads))
 
 
 @contextmanager

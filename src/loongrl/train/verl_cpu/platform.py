@@ -8,6 +8,8 @@ import torch
 
 from verl.plugin.platform import PlatformBase
 
+ROLLOUT_KV_CACHE_GIB = 1  # VLLM_CPU_KVCACHE_SPACE of verl's vLLM rollout: 46K tokens of a Qwen2-family tiny model
+
 
 class CPUDevice:
     """What verl calls on `torch.<device>` (`get_torch_device()`), answered for the CPU: no-ops for streams,
@@ -121,7 +123,17 @@ class CPUPlatform(PlatformBase):
         return []
 
     def is_ipc_supported(self) -> bool:
+        # No CUDA IPC: verl's vLLM rollout then sends the trainer's weights through POSIX shared memory
+        # (verl/workers/rollout/vllm_rollout/vllm_rollout.py:143 use_shm = not is_support_ipc();
+        # bucketed_weight_transfer.py:182-191 sender, 320-327 receiver).
         return False
+
+    def rollout_env_vars(self) -> dict[str, str]:
+        # Set on verl's vLLM server actor (verl/workers/rollout/vllm_rollout/vllm_async_server.py:1372-1375),
+        # inherited by the engine's worker processes: a 1 GiB CPU KV cache, one OpenMP thread placed by the OS.
+        from loongrl.generation.serve import vllm_cpu_vars
+
+        return vllm_cpu_vars(ROLLOUT_KV_CACHE_GIB, 1)
 
     def cudart(self):
         return None
