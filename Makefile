@@ -55,7 +55,7 @@ demo: setup setup-vllm model
 	bash scripts/demo.sh
 
 test: setup setup-vllm model
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # Mutation testing of the modules whose mistakes cost GPU-hours (docs/mutation.md); slow, not part of `test`.
 # A fresh run each time (mutmut keeps results per function, which would hide what new tests kill).

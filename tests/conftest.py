@@ -194,10 +194,19 @@ def vllm_server(smollm2, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests on the real model are slow (`-m "not slow"` leaves them out, as `make mutation` does)."""
+    """Tests on the real model are slow (`-m "not slow"` leaves them out, as `make mutation` does).
+
+    `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`, one per core): each file is one group,
+    so its module-scoped fixtures are built once, and every test that runs verl's trainer is in one group
+    "verl", so two Ray clusters never share the machine's memory."""
     for item in items:
         if "smollm2" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+        group = "verl" if item.get_closest_marker("verl_cpu") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest groups first: the other worker takes the rest
+        items.sort(key=lambda item: (not item.get_closest_marker("verl_cpu"),
+                                     "vllm_server" not in getattr(item, "fixturenames", ())))
     if "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
         _cheapest_first(items)
 
