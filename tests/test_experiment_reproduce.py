@@ -97,7 +97,7 @@ SLICE = {  # tiny counts, one training step, a tiny evaluation; no filter (its s
     ],
     "evaluate.rows": ["heldout_keychain_1536", "heldout_keychain_2048"],  # heldout_qa_2048: disjointness only
     "evaluate.ruler": None,  # its path is `loongrl eval ruler`'s, tested there; the full miniature runs it
-    "evaluate.niah": {"min_len": 1000, "max_len": 1000, "num_lengths": 1, "num_depths": 2},
+    "evaluate.niah": {"min_len": 600, "max_len": 600, "num_lengths": 1, "num_depths": 2},
     "evaluate.max_new_tokens": 8,
     "evaluate.rows_max_new_tokens": 8,
 }
