@@ -193,3 +193,19 @@ def test_preflight_runs_vllm_only_where_vllm_imports_beside_verl():
     with_vllm = preflight.cpu_rl_overrides("addr", "/d", "vllm")
     assert preflight.cpu_rl_overrides("addr", "/d", "hf") == [o for o in with_vllm
                                                            if o not in preflight.CPU_VLLM_OVERRIDES]
+
+
+def test_preflight_transitions_sample_with_transformers_whatever_is_installed():
+    # loongrl-7b's hard mining asks for `auto`, which picks an in-process vLLM engine where vLLM imports; on
+    # vLLM's CPU build beside verl that engine was refused its default memory share and stage2 never started
+    # (docs/train.md, verl's vLLM rollout on CPU). The preflight pins the transformers sampler.
+    recipe = load_recipe(os.path.join(REPO, "recipes", "loongrl-7b.yaml"))
+    assert recipe.stages[2].rl.transition.hard_mining.sampling.backend == "auto"
+    paths = {c.path: c.path for s in recipe.stages for c in s.spec.data.components}
+    for asked in ("auto", "vllm", "transformers"):
+        recipe.stages[2].rl.transition.hard_mining.sampling.backend = asked
+        notes = []
+        pf = preflight.preflight_recipe(recipe, "/tiny", paths, 0.01, notes)
+        assert pf.stages[2].rl.transition.hard_mining.sampling.backend == "transformers", asked
+        noted = any(n.startswith("stage stage2: transition sampling with transformers") for n in notes)
+        assert noted == (asked == "vllm" or (asked == "auto" and importlib.util.find_spec("vllm") is not None))

@@ -330,9 +330,15 @@ def preflight_recipe(recipe: Recipe, model: str, data: dict, factor: float, note
         if t is not None:
             sp = (t.hard_mining or t.retrospective).sampling
             sp.max_new_tokens = response
-            if sp.backend == "vllm":
-                sp.backend = "transformers"
-                notes.append(f"stage {stage.name}: transition sampling with transformers (vLLM does not run here)")
+            # `auto` picks an in-process vLLM engine wherever vLLM imports (generation/sample.py choose_backend);
+            # on vLLM's CPU build it asks for 92% of the machine's memory beside verl's processes and is refused
+            # (vllm/config/cache.py:102, default 0.92; vllm/v1/worker/cpu_worker.py:73-83). The preflight checks
+            # the data flow between stages, which the transformers sampler covers on the tiny model whatever is
+            # installed; the `vllm:` backend in process has its own test (tests/test_vllm_server.py).
+            if sp.backend == "vllm" or (sp.backend == "auto" and importlib.util.find_spec("vllm") is not None):
+                notes.append(f"stage {stage.name}: transition sampling with transformers instead of an in-process "
+                             "vLLM engine (on CPU it would claim most of the memory beside verl's)")
+            sp.backend = "transformers"
     for url in sorted(judges):
         notes.append(f"reward: the LLM judge at {url} does not answer: rule-only reward in the preflight "
                      "(the real run calls the judge where the rule fails)")
