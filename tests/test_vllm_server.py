@@ -174,7 +174,8 @@ from loongrl.generation.backends import SamplingConfig, make_backend
 
 if __name__ == "__main__":  # vLLM's engine starts in a spawned process, which imports this file again
     model, prompts = sys.argv[1], json.loads(sys.argv[2])
-    backend = make_backend(f"vllm:{model}", vllm_kwargs=dict(dtype="bfloat16", max_model_len=2048, enforce_eager=True))
+    # no engine settings but the length: on the CPU build the backend supplies the server's (cpu_engine_defaults)
+    backend = make_backend(f"vllm:{model}", vllm_kwargs=dict(dtype="bfloat16", max_model_len=2048))
     greedy = backend.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_new_tokens=12))
     sampled = backend.generate(prompts[:1], SamplingConfig(n=4, temperature=1.0, max_new_tokens=12, seed=1))
     print(json.dumps({"greedy": greedy, "sampled": sampled}))
@@ -183,7 +184,9 @@ if __name__ == "__main__":  # vLLM's engine starts in a spawned process, which i
 
 def test_the_offline_vllm_backend_runs_in_vllms_own_venv_and_matches_the_server(vllm_server, smollm2, tmp_path):
     """`vllm:` (vLLM's `LLM.chat` in process) cannot run in the project's venv (verl's transformers pin), so it
-    runs where vLLM is: .venv-vllm's interpreter, with the project's sources and the server's CPU settings."""
+    runs where vLLM is: .venv-vllm's interpreter, with the project's sources. It is given neither the server's
+    KV cache size nor eager mode: left to vLLM-CPU's defaults it would ask for 92% of the machine's memory and
+    refuse to start (vllm/v1/worker/cpu_worker.py:73-91)."""
     import subprocess
 
     import loongrl
@@ -195,6 +198,7 @@ def test_the_offline_vllm_backend_runs_in_vllms_own_venv_and_matches_the_server(
     script = tmp_path / "offline.py"
     script.write_text(OFFLINE)
     env = dict(vllm_env(kv_cache_gib=1, threads=1), PYTHONPATH=os.path.dirname(os.path.dirname(loongrl.__file__)))
+    del env["VLLM_CPU_KVCACHE_SPACE"]
     run = subprocess.run([vllm_python(), str(script), smollm2, json.dumps(prompts)], env=env, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

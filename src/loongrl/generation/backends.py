@@ -237,10 +237,26 @@ class OpenAIBackend:
         return out
 
 
+def cpu_engine_defaults() -> dict:
+    """``vllm.LLM`` settings on vLLM's CPU build (empty on a GPU): the ones ``loongrl.generation.serve`` starts
+    its CPU server with (``CPU_ENGINE``). Without them vLLM-CPU sizes its KV cache as a share of the machine's
+    memory (``gpu_memory_utilization``, 0.92) and refuses to start when less than that is free
+    (vllm/v1/worker/cpu_worker.py:73-91); ``VLLM_CPU_KVCACHE_SPACE`` set by the user wins over our size."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return {}
+    from loongrl.generation.serve import CPU_ENGINE, CPU_KV_CACHE_GIB
+
+    kv = {} if os.environ.get("VLLM_CPU_KVCACHE_SPACE") else {"kv_cache_memory_bytes": CPU_KV_CACHE_GIB << 30}
+    return {**CPU_ENGINE, **kv}
+
+
 class VLLMBackend:
     """vLLM offline (``vllm.LLM.chat``) where vLLM is importable (a GPU install; here its CPU build in
     .venv-vllm, which the project's venv cannot import: tests/test_vllm_server.py runs it with that
-    interpreter and checks it against vLLM's server). ``rope``: a YaRN plan
+    interpreter and checks it against vLLM's server). On vLLM's CPU build the engine gets ``cpu_engine_defaults``
+    unless ``llm_kwargs`` say otherwise. ``rope``: a YaRN plan
     (``loongrl.generation.window.yarn_plan``), passed as ``hf_overrides`` with ``max_model_len`` = its window."""
 
     def __init__(self, model_path: str, rope: dict | None = None, **llm_kwargs):
@@ -252,6 +268,7 @@ class VLLMBackend:
         from loongrl.generation.window import hf_overrides
 
         self.name = f"vllm:{model_path}" + ("" if rope is None else f" (YaRN x{rope['factor']:g})")
+        llm_kwargs = {**cpu_engine_defaults(), **llm_kwargs}
         if rope is not None:
             llm_kwargs = {"hf_overrides": hf_overrides(rope), "max_model_len": rope["max_position_embeddings"],
                           **llm_kwargs}

@@ -149,9 +149,17 @@ def vllm_env(kv_cache_gib: int, threads: int) -> dict:
     return dict(os.environ, **vllm_cpu_vars(kv_cache_gib, threads))
 
 
+# A CPU vLLM engine's settings, shared by the server below (its defaults), the in-process backend
+# (`backends.cpu_engine_defaults`) and verl's vLLM rollout in the preflight (`train.preflight.CPU_VLLM_OVERRIDES`).
+# Why each: `vllm_serve`'s docstring. CPU_KV_CACHE_GIB: 1 GiB holds 46,592 SmolLM2 tokens.
+CPU_ENGINE = {"enforce_eager": True, "enable_chunked_prefill": False}
+CPU_KV_CACHE_GIB = 1
+
+
 @contextmanager
-def vllm_serve(model_dir: str, log_path: str, max_model_len: int = 4096, kv_cache_gib: int = 1,
-               threads: int = 1, enforce_eager: bool = True, chunked_prefill: bool = False,
+def vllm_serve(model_dir: str, log_path: str, max_model_len: int = 4096, kv_cache_gib: int = CPU_KV_CACHE_GIB,
+               threads: int = 1, enforce_eager: bool = CPU_ENGINE["enforce_eager"],
+               chunked_prefill: bool = CPU_ENGINE["enable_chunked_prefill"],
                extra_args: tuple[str, ...] = (), python: str | None = None, startup_s: float = 300.0,
                port: int | None = None, rope: dict | None = None):
     """Serve ``model_dir`` with vLLM; yields the ``/v1`` base URL. The server's output goes to ``log_path``.

@@ -53,6 +53,8 @@ import threading
 import time
 import urllib.request
 
+from loongrl.generation.serve import CPU_ENGINE
+
 from . import checks
 from .recipe import Recipe, Stage
 from .verl_backend import DAPO_NO_VARIANCE, run_stages
@@ -495,7 +497,8 @@ class RayCluster:
 # TransferQueue resources, attention kernel and dumps. The loggers are the real run's (verl_backend.stage_env).
 def cpu_rl_overrides(address: str, sdir: str, rollout: str = "hf") -> list[str]:
     env = "+ray_kwargs.ray_init.runtime_env.env_vars"
-    return [*(CPU_VLLM_OVERRIDES if rollout == "vllm" else []), "actor_rollout_ref.actor.strategy=fsdp2", "actor_rollout_ref.ref.strategy=fsdp2", "trainer.device=cpu",
+    return [*(CPU_VLLM_OVERRIDES if rollout == "vllm" else []),
+            "actor_rollout_ref.actor.strategy=fsdp2", "actor_rollout_ref.ref.strategy=fsdp2", "trainer.device=cpu",
             "ray_kwargs.ray_init.num_cpus=null", f"+ray_kwargs.ray_init.address={address}",
             f"{env}.VERL_PLATFORM=loongrl_cpu", f"{env}.LOONGRL_VERL_CONFIG_DUMP={sdir}/verl_config.json",
             f"{env}.OMP_NUM_THREADS='1'",
@@ -514,8 +517,10 @@ def cpu_rl_overrides(address: str, sdir: str, rollout: str = "hf") -> list[str]:
 # FrozenInstanceError), and max_model_len left unset becomes the model's max_position_embeddings (:1104-1105):
 # max_model_len is set to the token budget, which is all a sequence of the stage takes.
 _RO = "actor_rollout_ref.rollout"
-CPU_VLLM_OVERRIDES = [f"+{_RO}.enable_sleep_mode=False", f"{_RO}.free_cache_engine=False", f"{_RO}.enforce_eager=True",
-                      f"{_RO}.enable_chunked_prefill=False", f"{_RO}.max_model_len=${{{_RO}.max_num_batched_tokens}}"]
+CPU_VLLM_OVERRIDES = [f"+{_RO}.enable_sleep_mode=False", f"{_RO}.free_cache_engine=False",
+                      f"{_RO}.enforce_eager={CPU_ENGINE['enforce_eager']}",
+                      f"{_RO}.enable_chunked_prefill={CPU_ENGINE['enable_chunked_prefill']}",
+                      f"{_RO}.max_model_len=${{{_RO}.max_num_batched_tokens}}"]
 
 CPU_SFT_OVERRIDES = ["engine.strategy=fsdp2", "trainer.device=cpu", "data.num_workers=0",
                      "+model.override_config.attn_implementation=sdpa"]
