@@ -98,6 +98,16 @@ def test_env_expansion_and_relative_paths(tmp_path, monkeypatch):
     assert str(err.value) == f"{path}: environment variable ${{NOT_SET_AT_ALL}} is not set and has no default"
 
 
+def test_a_default_may_name_another_variable(tmp_path, monkeypatch):
+    """The shipped CPU recipes find the model where `loongrl model fetch` put it: `$LOONGRL_CACHE`, else ~/.cache."""
+    monkeypatch.setenv("MYHOME", "/home/u")
+    monkeypatch.delenv("MYCACHE", raising=False)
+    text = _with().replace("model: m", "model: ${MYCACHE:-${MYHOME}/.cache/loongrl}/models/m")
+    assert load_recipe(_write(tmp_path, text)).model == "/home/u/.cache/loongrl/models/m"
+    monkeypatch.setenv("MYCACHE", "/scratch/c")
+    assert load_recipe(_write(tmp_path, text)).model == "/scratch/c/models/m"
+
+
 # ---- issue 13: every check at its boundary, with its whole message --------------------------------
 
 def _two_stages(**rl2) -> dict:

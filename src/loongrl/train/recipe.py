@@ -414,7 +414,8 @@ class Recipe:
 
 
 # --------------------------------------------------------------------------------------------- loading
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A default holds no `${`, so in `${LOONGRL_CACHE:-${HOME}/.cache/loongrl}` the inner one is matched first.
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:(?!\$\{)[^}])*))?\}")
 
 
 def _expand_env(text: str, where: str) -> str:
@@ -423,7 +424,11 @@ def _expand_env(text: str, where: str) -> str:
         if value is None:
             raise RecipeError(f"{where}: environment variable ${{{m.group(1)}}} is not set and has no default")
         return value
-    return _ENV.sub(sub, text)
+    for _ in range(4):  # innermost first, one level of nesting per pass
+        text, count = _ENV.subn(sub, text)
+        if not count:
+            break
+    return text
 
 
 def _type_name(tp) -> str:
@@ -506,7 +511,14 @@ def parse_config(cls, raw: Any, where: str = ""):
 
 
 def expand_env(text: str, where: str) -> str:
-    """`${VAR}` and `${VAR:-default}` expanded from the environment (`where` names the file in errors)."""
+    """`${VAR}` and `${VAR:-default}` expanded from the environment (`where` names the file in errors); a
+    default may itself name a variable.
+
+    Example:
+        >>> os.environ.pop("LOONGRL_NOT_SET", None); os.environ["LOONGRL_HOME_X"] = "/h"
+        >>> expand_env("${LOONGRL_NOT_SET:-${LOONGRL_HOME_X}/.cache}/m and ${LOONGRL_HOME_X:-/d}", "x.yaml")
+        '/h/.cache/m and /h'
+    """
     return _expand_env(text, where)
 
 

@@ -590,7 +590,8 @@ def _attempts(sdir: str) -> list[str]:
 
 def read_verl_metrics(sdir: str, sft: bool) -> list[dict]:
     """Per-step rows in our metric names from verl's file logger (every attempt; a step trained again after
-    a resume keeps the later values). A line a killed run left half-written is skipped and counted."""
+    a resume keeps the later values). A line a killed run left half-written is skipped and counted; a NaN
+    (null in the file) is left out."""
     keys = VERL_SFT_METRIC_KEYS if sft else VERL_METRIC_KEYS
     steps: dict[int, dict] = {}
     bad = 0
@@ -606,7 +607,8 @@ def read_verl_metrics(sdir: str, sft: bool) -> list[dict]:
                     bad += 1
                     continue
                 row = steps.setdefault(step, {"step": step})  # SFT logs val/loss as a second record of a step
-                row.update({ours: float(data[theirs]) for ours, theirs in keys.items() if theirs in data})
+                # verl's logger writes NaN as null (orjson): a value it could not compute, left out like a missing one
+                row.update({ours: float(data[theirs]) for ours, theirs in keys.items() if data.get(theirs) is not None})
     if bad:
         print(f"[metrics] {sdir}: skipped {bad} unreadable line(s) of verl's metrics log")
     return [steps[k] for k in sorted(steps)]
