@@ -8,10 +8,16 @@ Each conversation is one `AgentLoopOutput` (its own prompt and response, respons
 token), so the session returns K = chunks + 1 outputs. What verl does with them (v1 trainer, the default,
 `trainer.use_v1=True`):
 
-- scores only the last output (the final answer) with the reward function, through the reward loop
-  (verl/trainer/ppo/v1/agent_loop_tq.py:161; the naive and dapo managers read the last row,
-  verl/experimental/reward_loop/reward_manager/naive.py:35) and copies its `reward_score` and reward extra info
-  to every earlier output (agent_loop_tq.py:172-175): the final answer's reward is given to every conversation;
+- scores only the last output (the final answer) and copies its `reward_score` and reward extra info to every
+  earlier output (verl/trainer/ppo/v1/agent_loop_tq.py:161, 172-175): the final answer's reward is given to every
+  conversation. The score itself is computed here, by the stage's reward function as verl loads it
+  (`get_custom_reward_fn`: `reward.custom_reward_function` path, name and reward_kwargs; called as verl's naive
+  reward manager calls it, naive.py:34-100), and set on the final output, which verl then does not score again
+  (agent_loop.py:972). verl's own scoring of a multi-output loop reads the wrong text: `_compute_score`
+  (agent_loop.py:967-1025) right-pads the outputs' prompt + response into one batch, and the naive and dapo
+  managers take the final answer's length as the sum of the last `responses.shape[-1]` attention-mask positions
+  (naive.py:37-40, dapo.py:53-58), which for a final conversation shorter than the reading ones are padding: the
+  answer decodes empty, or cut, and scores 0 (seen in the preflight: "The answer is river." scored 0.0);
 - stores each output as its own training row, keyed `{uid}_{session}_{index}` (agent_loop_tq.py:180-227);
 - for `algorithm.adv_estimator=grpo`, computes GRPO on the final outputs only (one per session, grouped by the
   row's uid) and broadcasts each session's advantage to all its conversations
@@ -29,12 +35,14 @@ every agent loop (agent_loop.py:224-226). Both are emitted by `verl_backend.memo
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any
 from uuid import uuid4
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
+from verl.trainer.ppo.reward import get_custom_reward_fn
 from verl.utils.profiler import simple_timer
 
 from loongrl.generation.memory_agent import (MemoryAgentConfig, answer_messages, chunk_document, split_prompt,
@@ -63,6 +71,17 @@ def memory_agent_config(custom) -> MemoryAgentConfig:
                              answer_tokens=int(section["answer_tokens"]))
 
 
+_REWARD_FNS: dict = {}  # the stage's reward function per reward config, loaded once per process
+
+
+def _reward_fn(config):
+    section = config.reward.get("custom_reward_function") or {}
+    key = repr(sorted((k, repr(v)) for k, v in dict(section).items()))
+    if key not in _REWARD_FNS:
+        _REWARD_FNS[key] = get_custom_reward_fn(config)
+    return _REWARD_FNS[key]
+
+
 @register(AGENT_NAME)
 class MemoryAgentLoop(AgentLoopBase):
     """MemAgent's session: one conversation per chunk, then the final answer; returns one `AgentLoopOutput`
@@ -87,9 +106,28 @@ class MemoryAgentLoop(AgentLoopBase):
             # the reply replaces the memory (MemAgent memory.py `update`: the response, eos removed)
             memory = self.tokenizer.decode(output.response_ids, skip_special_tokens=True).strip()
             outputs.append(output)
-        outputs.append(await self._conversation(answer_messages(cfg, problem, memory), sampling_params,
-                                                cfg.answer_tokens, session, kwargs))
-        return outputs
+        final = await self._conversation(answer_messages(cfg, problem, memory), sampling_params, cfg.answer_tokens,
+                                         session, kwargs)
+        await self._score(final, kwargs)
+        return outputs + [final]
+
+    async def _score(self, final: AgentLoopOutput, row: dict) -> None:
+        """The final answer's reward, as verl's naive reward manager computes it (naive.py:34-100): the stage's
+        reward function on the decoded answer; `reward_extra_info` is every key it returns (`acc` for DAPO's
+        filter). Without a custom reward function verl scores it itself (see the module docstring)."""
+        fn = _reward_fn(self.config)
+        if fn is None:
+            return
+        text = self.tokenizer.decode(final.response_ids, skip_special_tokens=True)
+        args = dict(data_source=row["data_source"], solution_str=text,
+                    ground_truth=row["reward_model"]["ground_truth"], extra_info=dict(row.get("extra_info") or {}))
+        with simple_timer("compute_score", timing := {}):
+            result = await fn(**args) if inspect.iscoroutinefunction(fn) else \
+                await self.loop.run_in_executor(None, lambda: fn(**args))
+        info = dict(result) if isinstance(result, dict) else {"acc": result}
+        final.reward_score = float(result["score"] if isinstance(result, dict) else result)
+        final.extra_fields["reward_extra_info"] = info
+        final.metrics.compute_score = timing["compute_score"]
 
     async def _conversation(self, messages: list[dict], sampling_params: dict, max_tokens: int, session: str,
                             row: dict) -> AgentLoopOutput:
