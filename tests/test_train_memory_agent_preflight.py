@@ -5,7 +5,8 @@ test's time). Each row's document (78 tokens) is read in 2 chunks, so each sampl
 final answer: K = 3 training rows per sample, 24 in the step, each with the final answer's reward. The problem asks
 the model to copy "The answer is <word>"; SmolLM2's final answer did so in 3 of 8 samples (the same protocol in HF
 generate at T=1, chunks of 48 tokens), so a group's two rewards often differ (not always: see the last test).
-Marked `verl_cpu` and `slow`: TIME on the shared 2-core machine (one Ray start, one stage, its merge)."""
+Marked `verl_cpu` and `slow`: 5 min 36 s on the shared, busy 2-core machine (one Ray start, one stage of 177 s, most
+of it the actor update of the 24 rows, and its merge)."""
 
 from __future__ import annotations
 
