@@ -74,9 +74,10 @@ class CheckError(RecipeError):
 
 # ---------------------------------------------------------------------------------------- the window
 def stage_length(stage: Stage) -> int:
-    """The longest sequence a stage trains on: prompt + response (RL) or max_length (SFT)."""
+    """The longest sequence a stage trains on: prompt + response (RL; with the memory agent, one
+    conversation's) or max_length (SFT)."""
     if stage.rl is not None:
-        return stage.rl.max_prompt_tokens + stage.rl.max_response_tokens
+        return sum(stage.rl.verl_lengths())
     return stage.sft.max_length
 
 
@@ -212,7 +213,8 @@ def check_token_budgets(recipe: Recipe, report: CheckReport) -> None:
     for stage in recipe.stages:
         if stage.rl is not None:
             r = stage.rl
-            tokens, need = rl_token_budget(recipe, stage), r.max_prompt_tokens + r.max_response_tokens
+            (prompt, response), tokens = r.verl_lengths(), rl_token_budget(recipe, stage)
+            need = prompt + response
             # verl/workers/engine/utils.py:111 max_token_len = max_token_len_per_gpu x SP, asserted >= the longest
             # sequence (prompt + response) in verl/utils/seqlen_balancing.py:384, on the first long batch; the same
             # `tokens` is emitted for the actor update and the rollout and ref log-prob passes
@@ -220,12 +222,12 @@ def check_token_budgets(recipe: Recipe, report: CheckReport) -> None:
             if tokens * sp < need:
                 report.problems.append(
                     f"{stage.name}: token budget {tokens} tokens/GPU x SP {sp} = {tokens * sp} < prompt "
-                    f"{r.max_prompt_tokens} + response {r.max_response_tokens} = {need}: verl would abort on the first "
+                    f"{prompt} + response {response} = {need}: verl would abort on the first "
                     f"sequence that long; raise cluster.max_tokens_per_gpu to >= {math.ceil(need / sp)} (or leave it "
                     "null: prompt + response)")
             else:
                 report.ran.append(f"{stage.name}: token budget {tokens}/GPU x SP {sp} = {tokens * sp} >= prompt "
-                                  f"{r.max_prompt_tokens} + response {r.max_response_tokens} (actor, ref, rollout log-prob)")
+                                  f"{prompt} + response {response} (actor, ref, rollout log-prob)")
         else:
             # verl's SFT trainer batches by tokens the same way (engine/utils.py:111, seqlen_balancing.py:384);
             # sft_token_budget raises the budget to ceil(max_length / SP), so this holds by construction
@@ -438,6 +440,26 @@ def check_qwenlong15_options(recipe: Recipe, engine: str, report: CheckReport) -
             report.ran.append(f"{stage.name}: QwenLong-L1.5 options on verl: {', '.join(asked)}")
 
 
+# ------------------------------------------------------------------------------------------ memory agent
+def check_memory_agent(recipe: Recipe, engine: str, report: CheckReport) -> None:
+    """`memory_agent` trains on verl only (`memory_agent_verl`). TRL's GRPOTrainer trains one completion per
+    generation (its `rollout_func` returns one prompt and one completion each), so a sample of K conversations
+    that share one reward has no place there: a TRL run with it is refused here rather than run without it."""
+    for stage in recipe.stages:
+        m = stage.rl.memory_agent if stage.rl is not None else None
+        if m is None:
+            continue
+        if engine == "trl":
+            report.problems.append(f"{stage.name}: memory_agent runs on the verl backend only (TRL's GRPOTrainer trains "
+                                   "one completion per generation, not a sample's K conversations); use --backend "
+                                   "verl or remove it from the recipe")
+        else:
+            prompt, response = stage.rl.verl_lengths()
+            report.ran.append(f"{stage.name}: memory agent on verl: chunks of {m.chunk_tokens} tokens, memory "
+                              f"{m.memory_tokens}, answer {m.answer_tokens}; each conversation <= {prompt} + "
+                              f"{response} tokens, rows <= {stage.rl.max_prompt_tokens} prompt tokens")
+
+
 # ------------------------------------------------------------------------------------------- entry
 def run_checks(recipe: Recipe, engine: str = "verl", missing_data_ok: bool = False) -> CheckReport:
     """Every check that applies to `engine` ("verl": all; "trl": data and window). `missing_data_ok` (the
@@ -457,6 +479,7 @@ def run_checks(recipe: Recipe, engine: str = "verl", missing_data_ok: bool = Fal
                                f"(huggingface-cli download {recipe.model} config.json tokenizer.json "
                                "tokenizer_config.json)")
     check_qwenlong15_options(recipe, engine, report)
+    check_memory_agent(recipe, engine, report)
     if engine == "verl":
         check_parallelism(recipe, config, where, report)
         check_token_budgets(recipe, report)

@@ -323,6 +323,12 @@ def preflight_recipe(recipe: Recipe, model: str, data: dict, factor: float, note
             r.overlong_buffer.length = min(response - 1, max(1, round(r.overlong_buffer.length * response
                                                                       / r.max_response_tokens)))
         r.max_response_tokens = response
+        m = r.memory_agent
+        if m is not None:  # chunks scale with the rows, so a row has as many conversations as in the real run
+            m.chunk_tokens = scaled(m.chunk_tokens)
+            m.memory_tokens, m.answer_tokens = min(m.memory_tokens, response), min(m.answer_tokens, response)
+            notes.append(f"stage {stage.name}: memory agent with chunks of {m.chunk_tokens} tokens, memory and "
+                         f"answer <= {m.memory_tokens} and {m.answer_tokens} new tokens")
         r.max_gen_batches = min(r.max_gen_batches, max_gen_batches)
         judge = r.reward_kwargs.get("judge_config")
         if judge and not judge_reachable(judge):

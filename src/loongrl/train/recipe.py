@@ -219,6 +219,51 @@ class Aepo:
 
 
 @dataclass
+class MemoryAgentTraining:
+    """MemAgent's RL (arXiv 2507.02259; syr-cn/MemAgent `recurrent/impls/memory.py`, `run_memory_7B.sh`): each
+    sample reads the row's document chunk by chunk, one conversation per chunk whose reply replaces a memory,
+    then answers from the memory in a final conversation (`loongrl.generation.memory_agent`'s protocol and
+    templates). The final answer is scored by the shared reward, and that reward, and the GRPO advantage of the
+    final answer within its group, is given to every conversation of the sample; every conversation is trained
+    on (verl only: `loongrl.train.memory_agent_verl`, docs/train.md "Training the memory agent").
+
+    With it, the stage's `max_prompt_tokens` bounds the whole row (document and problem: the data filter, as
+    MemAgent's max_chunks x chunk_size), and verl's per-conversation lengths come from here: prompt
+    `problem_tokens + chunk_tokens + memory_tokens + TEMPLATE_ROOM`, response max(memory_tokens, answer_tokens);
+    `max_response_tokens` is not used.
+
+    Args:
+        chunk_tokens: Document tokens read per conversation (MemAgent `chunk_size` 5000).
+        memory_tokens: New tokens of each memory update, hence the memory's size (MemAgent
+            `max_memorization_length` 1024).
+        answer_tokens: New tokens of the final answer (MemAgent `max_final_response_length` 1024).
+        problem_tokens: Room for the problem (system prompt, instructions, question) in a conversation's prompt
+            (MemAgent `max_prompt_length` 1024); a longer problem fails its sample, named in verl's log.
+    """
+
+    chunk_tokens: int = 5000
+    memory_tokens: int = 1024
+    answer_tokens: int = 1024
+    problem_tokens: int = 1024
+
+
+# The update template's own text (~100 tokens), the chat template's (a default system prompt: ~30) and a margin
+# for the memory, whose text is tokenized again in the next prompt (its count may differ by a few tokens).
+TEMPLATE_ROOM = 256
+
+
+def memory_agent_lengths(m: MemoryAgentTraining) -> tuple[int, int]:
+    """(prompt, response) tokens of one memory-agent conversation: verl's data.max_prompt_length and
+    data.max_response_length.
+
+    Example:
+        >>> memory_agent_lengths(MemoryAgentTraining())  # 1024 + 5000 + 1024 + 256; max(1024, 1024)
+        (7304, 1024)
+    """
+    return m.problem_tokens + m.chunk_tokens + m.memory_tokens + TEMPLATE_ROOM, max(m.memory_tokens, m.answer_tokens)
+
+
+@dataclass
 class RLStage:
     """One GRPO/DAPO stage.
 
@@ -262,6 +307,8 @@ class RLStage:
         advantage: `grpo` (group mean and group std) or `task_normalized` (QwenLong-L1.5: group mean, std of
             the same task's rewards across the batch; verl only).
         aepo: QwenLong-L1.5's AEPO (verl only); null disables it.
+        memory_agent: Train the memory agent (MemAgent's multi-conversation rollouts; verl only); null: one
+            conversation per sample, the whole prompt in the window.
     """
 
     data: DataMixture = field(default_factory=DataMixture)
@@ -293,6 +340,14 @@ class RLStage:
     sampler: Literal["random", "task_balanced"] = "random"
     advantage: Literal["grpo", "task_normalized"] = "grpo"
     aepo: Aepo | None = None
+    memory_agent: MemoryAgentTraining | None = None
+
+    def verl_lengths(self) -> tuple[int, int]:
+        """(prompt, response) tokens of one sequence verl trains on: the stage's, or one memory-agent
+        conversation's (`memory_agent_lengths`)."""
+        if self.memory_agent is not None:
+            return memory_agent_lengths(self.memory_agent)
+        return self.max_prompt_tokens, self.max_response_tokens
 
 
 @dataclass
@@ -589,6 +644,19 @@ def _validate(recipe: Recipe) -> None:
         if r.aepo is not None:
             _check(0 <= r.aepo.entropy_low < r.aepo.entropy_high, f"{sub}.aepo",
                    f"needs 0 <= entropy_low < entropy_high, got {r.aepo.entropy_low} and {r.aepo.entropy_high}")
+        m = r.memory_agent
+        if m is not None:
+            for name in ("chunk_tokens", "memory_tokens", "answer_tokens", "problem_tokens"):
+                _check(getattr(m, name) >= 1, f"{sub}.memory_agent.{name}", "must be >= 1")
+            # verl computes the final-answer-only GRPO advantage and broadcasts it only for its own `grpo`
+            # estimator (verl/trainer/ppo/v1/utils.py:167-176); a registered one sees every conversation as a
+            # member of the group, which would weigh a sample by its number of chunks
+            _check(r.advantage == "grpo" and r.aepo is None, f"{sub}.memory_agent",
+                   "works with `advantage: grpo` and no `aepo` only (verl gives the final answer's advantage to "
+                   "every conversation only for its own GRPO estimator)")
+            _check(r.overlong_buffer is None, f"{sub}.memory_agent",
+                   "does not take an overlong_buffer (DAPO's length penalty would score the final answer against "
+                   "max_response_tokens, which the memory agent does not use)")
         if r.overlong_buffer is not None:
             _check(0 < r.overlong_buffer.length < r.max_response_tokens, f"{sub}.overlong_buffer.length",
                    "must be in (0, max_response_tokens)")

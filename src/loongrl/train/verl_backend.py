@@ -37,6 +37,7 @@ from .recipe import Recipe, RLStage, SFTStage, Stage
 ROUTER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewards", "router.py")
 DAPO_SAMPLER = "pkg://loongrl.train.dapo_sampler"
 QWENLONG15 = "loongrl.train.qwenlong15_verl"  # QwenLong-L1.5's sampler, advantage and AEPO (verl side)
+MEMORY_AGENT, MEMORY_AGENT_NAME = "loongrl.train.memory_agent_verl", "memory_agent"  # its agent loop (verl side)
 AEPO_STATS = "aepo.jsonl"  # one line per AEPO decision, in the stage folder
 DAPO_NO_VARIANCE = "DAPO dynamic sampling found too few prompt groups with reward variance"  # its error
 VAL_ROWS = 8  # validation is off (test_freq=-1), but verl still loads and length-filters val_files
@@ -92,8 +93,9 @@ def _flat(d: dict, prefix: str = ""):
 
 def rl_token_budget(recipe: Recipe, stage: Stage) -> int:
     """Dynamic-batch tokens per GPU of an RL stage (actor update, rollout and ref log-prob passes):
-    `cluster.max_tokens_per_gpu`, else prompt + response. Checked before launch (`checks.check_token_budgets`)."""
-    return recipe.cluster.max_tokens_per_gpu or (stage.rl.max_prompt_tokens + stage.rl.max_response_tokens)
+    `cluster.max_tokens_per_gpu`, else prompt + response of the sequences verl trains on (with the memory agent,
+    one conversation's). Checked before launch (`checks.check_token_budgets`)."""
+    return recipe.cluster.max_tokens_per_gpu or sum(stage.rl.verl_lengths())
 
 
 def rope_config_dir(ckpt_dir: str) -> str:
@@ -156,6 +158,7 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
     c = recipe.cluster
     a, ro, ref = "actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.ref"
     tokens = rl_token_budget(recipe, stage)
+    prompt_tokens, response_tokens = r.verl_lengths()
     o = {
         "algorithm.adv_estimator": "grpo",
         "algorithm.norm_adv_by_std_in_grpo": r.norm_adv_by_std,
@@ -164,8 +167,8 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
         "data.train_files": [data_path],
         "data.val_files": [val_path or os.path.join(os.path.dirname(data_path), "val.parquet")],
         "data.prompt_key": "prompt",
-        "data.max_prompt_length": r.max_prompt_tokens,
-        "data.max_response_length": r.max_response_tokens,
+        "data.max_prompt_length": prompt_tokens,
+        "data.max_response_length": response_tokens,
         "data.filter_overlong_prompts": True,
         "data.truncation": "error",
         "data.train_batch_size": r.batch_size,
@@ -247,6 +250,7 @@ def rl_overrides(recipe: Recipe, stage: Stage, model_path: str, data_path: str, 
                   f"{sk}.max_inflight_gen_batches": "${algorithm.filter_groups.max_inflight_gen_batches}",
                   f"{sk}.train_batch_size": "${data.train_batch_size}"})
     o.update(qwenlong15_overrides(recipe, stage, os.path.dirname(ckpt_dir)))
+    o.update(memory_agent_overrides(stage))
     out = [f"{k}={_fmt(v)}" for k, v in o.items()]
     out += [f"+reward.custom_reward_function.reward_kwargs.{k}={_fmt(v)}" for k, v in _flat(r.reward_kwargs)]
     if r.overlong_buffer is not None:
@@ -278,6 +282,26 @@ def qwenlong15_overrides(recipe: Recipe, stage: Stage, sdir: str) -> dict:
                   f"{a}.world_size": recipe.cluster.nnodes * recipe.cluster.gpus_per_node,
                   "+algorithm.loongrl.stats_path": os.path.join(sdir, AEPO_STATS)})
     return o
+
+
+def memory_agent_overrides(stage: Stage) -> dict:
+    """The memory agent's training (`memory_agent_verl`, MemAgent's multi-conversation rollouts): the agent loop
+    every row runs (`rollout.agent.default_agent_loop`, read when a row has no `agent_name`,
+    verl/trainer/ppo/v1/agent_loop_tq.py:79-81), registered in verl's processes by importing its module
+    (`VERL_USE_EXTERNAL_MODULES`, verl/__init__.py:49-52), with its budgets in the rollout config's extension
+    point (`rollout.custom`, verl/workers/config/rollout.py:233-234). verl's prompt budget is one conversation's
+    (`rl_overrides`: `RLStage.verl_lengths`), so its length filter would drop every row whose document is longer
+    than a chunk: it is off (`data.filter_overlong_prompts`, verl/utils/dataset/rl_dataset.py:199-272), the
+    stage's own filter (`max_prompt_tokens`, the whole row) having run on the data already."""
+    m = stage.rl.memory_agent
+    if m is None:
+        return {}
+    custom = "+actor_rollout_ref.rollout.custom.memory_agent"
+    return {"data.filter_overlong_prompts": False,
+            "actor_rollout_ref.rollout.agent.default_agent_loop": MEMORY_AGENT_NAME,
+            f"{custom}.chunk_tokens": m.chunk_tokens, f"{custom}.memory_tokens": m.memory_tokens,
+            f"{custom}.answer_tokens": m.answer_tokens,
+            "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES": MEMORY_AGENT}
 
 
 def _data_parallel(recipe: Recipe) -> int:
