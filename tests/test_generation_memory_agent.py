@@ -16,6 +16,15 @@ def smol_tokenizer(smollm2):
     return AutoTokenizer.from_pretrained(smollm2)
 
 
+def test_examples():
+    import doctest
+
+    from loongrl.generation import memory_agent
+
+    result = doctest.testmod(memory_agent)
+    assert result.failed == 0 and result.attempted >= 4
+
+
 def test_defaults_are_memagents():
     config = MemoryAgentConfig()
     assert (config.chunk_tokens, config.memory_tokens, config.answer_tokens, config.no_memory) == \
@@ -159,7 +168,8 @@ def test_memory_agent_reads_rows_in_turns(smollm2, smol_tokenizer, keychain_rows
     prompts, sampling, replies = inner.calls[-1]
     assert sampling.max_new_tokens == 8
     for i, messages in enumerate(prompts):  # the answer: problem and last memory, nothing of the document
-        assert messages == answer_messages(config, problems[i], memories[i][-1]) and "<section>" not in messages[0]["content"]
+        assert messages == answer_messages(config, problems[i], memories[i][-1])
+        assert "<section>" not in messages[0]["content"]
     samples = [json.loads(line)["samples"][0] for line in open(tmp_path / "samples_kc.jsonl")]
     for i, (record, sample) in enumerate(zip(records, samples)):
         assert sample["response"] == replies[i][0] == record["samples"][0]["response"]

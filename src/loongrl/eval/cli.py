@@ -220,8 +220,8 @@ def _backend(args, window: Window, templates=()):
     if tokenizer is None:
         folder = _model_tokenizer(args)
         if folder is None:
-            raise ValueError(f"--memory-agent needs the model's own tokenizer (chunks are its tokens, turns are measured "
-                             f"with its chat template): {args.backend} names no local folder; give --tokenizer DIR")
+            raise ValueError(f"--memory-agent needs the model's own tokenizer (chunks are its tokens, turns are "
+                             f"measured with its chat template): {args.backend} names no local folder; give --tokenizer DIR")
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -294,7 +294,8 @@ def _run_longbench(args) -> int:
     _check_fits(requests, window)
     from loongrl.generation.memory_agent import ContextTemplate
 
-    backend = _backend(args, window, [ContextTemplate(f"longbench {d}", preset.template or lb.load_configs(args.data_dir)[0][d])
+    prompts = lb.load_configs(args.data_dir)[0]
+    backend = _backend(args, window, [ContextTemplate(f"longbench {d}", preset.template or prompts[d])
                                       for d in args.datasets])
     scorer = lb.make_scorer(preset, judge)
     records = []

@@ -86,7 +86,8 @@ class MemoryAgentConfig:
         for name in ("chunk_tokens", "memory_tokens", "answer_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"memory agent {name}: {getattr(self, name)!r}; expected a positive integer")
-        for name, fields in (("update_template", ("prompt", "memory", "chunk")), ("answer_template", ("prompt", "memory"))):
+        for name, fields in (("update_template", ("prompt", "memory", "chunk")),
+                             ("answer_template", ("prompt", "memory"))):
             have = {f for _, f, _, _ in string.Formatter().parse(getattr(self, name)) if f}
             if have != set(fields):
                 raise ValueError(f"memory agent {name}: has fields {sorted(have)}; expected {list(fields)}")
@@ -95,7 +96,8 @@ class MemoryAgentConfig:
         """The settings in a backend name (resumable outputs and fingerprints change with them)."""
         custom = "" if (self.update_template, self.answer_template, self.no_memory) == \
             (UPDATE_TEMPLATE, ANSWER_TEMPLATE, "No previous memory") else ", custom templates"
-        return f"memory agent: chunk {self.chunk_tokens}, memory {self.memory_tokens}, answer {self.answer_tokens}{custom}"
+        return (f"memory agent: chunk {self.chunk_tokens}, memory {self.memory_tokens}, "
+                f"answer {self.answer_tokens}{custom}")
 
 
 class SplitError(ValueError):
@@ -207,8 +209,11 @@ def update_messages(config: MemoryAgentConfig, problem: str, memory: str, chunk:
     """One reading turn: a single user message (MemAgent sends no system prompt).
 
     Example:
-        >>> update_messages(MemoryAgentConfig(), "Q?", "No previous memory", "text")[0]["content"].splitlines()[2:14]
-        ['<problem> ', 'Q?', '</problem>', '', '<memory>', 'No previous memory', '</memory>', '', '<section>', 'text', '</section>', '']
+        >>> lines = update_messages(MemoryAgentConfig(), "Q?", "No previous memory", "text")[0]["content"].splitlines()
+        >>> lines[2:9]
+        ['<problem> ', 'Q?', '</problem>', '', '<memory>', 'No previous memory', '</memory>']
+        >>> lines[9:]
+        ['', '<section>', 'text', '</section>', '', 'Updated memory:']
     """
     return [{"role": "user", "content": config.update_template.format(prompt=problem, memory=memory, chunk=chunk)}]
 
@@ -312,7 +317,8 @@ class MemoryAgentBackend:
                           problem_tokens))
         per_item = sampling.n if sampling.temperature > 0 else 1
         # one trajectory per (item, sample): its memories and the longest prompt it sent
-        trajs = [{"item": i, "memories": [], "max_prompt_tokens": 0} for i in range(len(items)) for _ in range(per_item)]
+        trajs = [{"item": i, "memories": [], "max_prompt_tokens": 0}
+                 for i in range(len(items)) for _ in range(per_item)]
         memory = lambda t: t["memories"][-1] if t["memories"] else c.no_memory  # noqa: E731
         turns = max((len(chunks) for _, chunks, _, _ in items), default=0)
         for k in range(turns):
