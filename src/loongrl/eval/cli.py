@@ -115,7 +115,8 @@ def _window(args, needed: int) -> Window:
     from loongrl.generation.window import (describe, model_window, parse_rope_scaling, read_model_config, rope_plan,
                                           rope_scaling_of)
 
-    if args.memory_agent:  # the model sees one turn at a time: a chunk, a memory and its new tokens (+ the problem)
+    memory_agent = getattr(args, "memory_agent", False)  # (tests build args without the flag)
+    if memory_agent:  # the model sees one turn at a time: a chunk, a memory and its new tokens (+ the problem)
         config = _memory_config(args)
         needed = config.chunk_tokens + 2 * config.memory_tokens
     mode = parse_rope_scaling(args.rope_scaling)
@@ -161,7 +162,7 @@ def _window(args, needed: int) -> Window:
                              f"({window.source}): it cannot attend that far; use {hint}")
         if args.window:
             window = Window(args.window, f"--window (the model's: {window.tokens}, {window.source})", plan)
-    window.memory_agent = bool(args.memory_agent)
+    window.memory_agent = bool(memory_agent)
     print(f"note: window {window.tokens} tokens ({window.source})", file=sys.stderr)
     return window
 
@@ -212,7 +213,7 @@ def _backend(args, window: Window, templates=()):
     backend = make_backend(args.backend, concurrency=args.concurrency, timeout_s=args.timeout,
                            max_retries=args.max_retries, api_key_env=args.api_key_env, batch_size=args.batch_size,
                            dtype=args.dtype, prefill=args.prefill, tokenizer=args.tokenizer, rope=window.rope)
-    if not args.memory_agent:
+    if not getattr(args, "memory_agent", False):
         return backend
     from loongrl.generation.memory_agent import MemoryAgentBackend
 
@@ -221,7 +222,8 @@ def _backend(args, window: Window, templates=()):
         folder = _model_tokenizer(args)
         if folder is None:
             raise ValueError(f"--memory-agent needs the model's own tokenizer (chunks are its tokens, turns are "
-                             f"measured with its chat template): {args.backend} names no local folder; give --tokenizer DIR")
+                             f"measured with its chat template): {args.backend} names no local folder; give "
+                             "--tokenizer DIR")
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
