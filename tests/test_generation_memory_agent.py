@@ -16,6 +16,15 @@ def smol_tokenizer(smollm2):
     return AutoTokenizer.from_pretrained(smollm2)
 
 
+def test_examples():
+    import doctest
+
+    from loongrl.generation import memory_agent
+
+    result = doctest.testmod(memory_agent)
+    assert result.failed == 0 and result.attempted >= 4
+
+
 def test_defaults_are_memagents():
     config = MemoryAgentConfig()
     assert (config.chunk_tokens, config.memory_tokens, config.answer_tokens, config.no_memory) == \
@@ -84,3 +93,123 @@ def test_chunk_document_token_exact(smol_tokenizer):
     assert chunk_document(smol_tokenizer, "naïve café", 1) == ["na", "ïve", " café"]
     assert chunk_document(smol_tokenizer, "naïve café", 3) == ["naïve café"]
     assert chunk_document(smol_tokenizer, "", 5) == []
+
+
+class Recording:
+    """The real hf: backend, keeping every call's prompts, sampling and replies (to check the protocol)."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.calls = inner, inner.name, []
+
+    def generate(self, prompts, sampling, progress=None):
+        replies = self.inner.generate(prompts, sampling)
+        self.calls.append((prompts, sampling, replies))
+        return replies
+
+
+@pytest.fixture(scope="module")
+def keychain_rows(smollm2, tmp_path_factory):
+    """Two short KeyChain rows of the data pipeline, in SmolLM2's tokens (~700 each)."""
+    from conftest import INPUTS
+
+    from loongrl.cli import main
+
+    path = str(tmp_path_factory.mktemp("memrows") / "kc.jsonl")
+    assert main(["data", "keychain", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--out", path,
+                 "--tokenizer", smollm2, "--max-prompt-tokens", "700", "--num", "2", "--quiet"]) == 0
+    return path
+
+
+def test_memory_agent_reads_rows_in_turns(smollm2, smol_tokenizer, keychain_rows, tmp_path, one_torch_thread):
+    """`eval rows`'s path with the real SmolLM2 as a memory agent: chunks of 160 tokens, turn k+1 sees turn k's
+    memory, every prompt fits a 600-token window, the answer turn sees the problem and the memory only."""
+    import json
+    import math
+
+    from loongrl.data.io import iter_rows
+    from loongrl.data.prompts import KEYCHAIN_INTRO
+    from loongrl.eval import rows as rows_eval
+    from loongrl.eval.cli import memory_templates
+    from loongrl.generation.backends import SamplingConfig, TransformersBackend, render_chat
+    from loongrl.generation.memory_agent import MemoryAgentBackend
+
+    config = MemoryAgentConfig(chunk_tokens=160, memory_tokens=16, answer_tokens=8)
+    inner = Recording(TransformersBackend(smollm2, batch_size=2))
+    backend = MemoryAgentBackend(inner, smol_tokenizer, config, memory_templates(), window=600)
+    assert backend.name == f"hf:{smollm2} (memory agent: chunk 160, memory 16, answer 8)"
+    records = rows_eval.evaluate([keychain_rows], backend, SamplingConfig(max_new_tokens=999), str(tmp_path),
+                                 {"require_think": False}, progress=False)
+    # the document and the problem, cut by hand: the user message is intro + document + blank line + tail
+    rows = list(iter_rows(keychain_rows))
+    docs, problems = [], []
+    for row in rows:
+        system, user = row["prompt"][0]["content"], row["prompt"][1]["content"]
+        cut = user.index("\n\nIn the context above")
+        docs.append(user[len(KEYCHAIN_INTRO):cut])
+        problems.append(f"{system}\n\n{KEYCHAIN_INTRO.strip()}\n\n{user[cut + 2:]}")
+    turns = [math.ceil(len(smol_tokenizer(d, add_special_tokens=False)["input_ids"]) / 160) for d in docs]
+    assert min(turns) >= 3 and len(inner.calls) == max(turns) + 1
+    memories = [[config.no_memory] for _ in rows]
+    sections = [[] for _ in rows]
+    for k, (prompts, sampling, replies) in enumerate(inner.calls[:-1]):
+        reading = [i for i in range(len(rows)) if turns[i] > k]
+        assert len(prompts) == len(reading) and sampling.max_new_tokens == 16 and sampling.n == 1
+        for i, messages, reply in zip(reading, prompts, replies):
+            text = messages[0]["content"]
+            assert f"<problem> \n{problems[i]}\n</problem>" in text
+            assert f"<memory>\n{memories[i][-1]}\n</memory>" in text  # turn k's reply is turn k+1's memory
+            sections[i].append(text[text.index("<section>\n") + 10:text.rindex("\n</section>")])
+            rendered = len(smol_tokenizer(render_chat(smol_tokenizer, messages), add_special_tokens=False)["input_ids"])
+            assert rendered + 16 <= 600
+            memories[i].append(reply[0])
+    assert sections == [[d[j:j + len(s)] for j, s in zip([sum(map(len, ss[:m])) for m in range(len(ss))], ss)]
+                        for d, ss in zip(docs, sections)]
+    assert ["".join(s) for s in sections] == docs and [len(s) for s in sections] == turns
+    prompts, sampling, replies = inner.calls[-1]
+    assert sampling.max_new_tokens == 8
+    for i, messages in enumerate(prompts):  # the answer: problem and last memory, nothing of the document
+        assert messages == answer_messages(config, problems[i], memories[i][-1])
+        assert "<section>" not in messages[0]["content"]
+    samples = [json.loads(line)["samples"][0] for line in open(tmp_path / "samples_kc.jsonl")]
+    for i, (record, sample) in enumerate(zip(records, samples)):
+        assert sample["response"] == replies[i][0] == record["samples"][0]["response"]
+        trace = sample["memory_agent"]
+        assert trace["chunks"] == turns[i] and trace["memories"] == memories[i][1:]
+        assert trace["tokens_read"] == len(smol_tokenizer(docs[i], add_special_tokens=False)["input_ids"])
+        assert trace["max_prompt_tokens"] + 16 <= 600
+
+
+def test_memory_agent_cli_refuses_turns_over_the_window(smollm2, keychain_rows, tmp_path, capsys):
+    from loongrl.cli import main
+
+    assert main(["eval", "rows", keychain_rows, "--backend", f"hf:{smollm2}", "--out", str(tmp_path), "--quiet",
+                 "--memory-agent", "--memory-chunk-tokens", "7000", "--rope-scaling", "off"]) == 2
+    err = capsys.readouterr().err
+    assert "memory agent, prompt 0: a reading turn needs" in err and "> the 8192-token window" in err
+    assert "chunk 7000 + memory 1024 + new tokens 1024" in err
+
+
+def test_memory_agent_samples_are_whole_trajectories(smollm2, smol_tokenizer, keychain_rows, one_torch_thread):
+    """n=2 sampled: turn 0 asks 2 samples of the one first prompt; each sample then reads on with its own memory."""
+    from loongrl.data.io import iter_rows
+    from loongrl.generation.backends import SamplingConfig, TransformersBackend
+    from loongrl.generation.memory_agent import MemoryAgentBackend
+
+    config = MemoryAgentConfig(chunk_tokens=256, memory_tokens=6, answer_tokens=4)
+    inner = Recording(TransformersBackend(smollm2, batch_size=2))
+    backend = MemoryAgentBackend(inner, smol_tokenizer, config)
+    prompt = next(iter_rows(keychain_rows))["prompt"]
+    answers = backend.generate([prompt], SamplingConfig(n=2, temperature=1.0, seed=3))
+    first, *later, last = inner.calls
+    assert len(first[0]) == 1 and first[1].n == 2 and len(first[2][0]) == 2
+    memories = [[first[2][0][0]], [first[2][0][1]]]
+    assert memories[0] != memories[1] and len(later) >= 1
+    for prompts, sampling, replies in later:
+        assert len(prompts) == 2 and sampling.n == 1
+        for j in range(2):
+            assert f"<memory>\n{memories[j][-1]}\n</memory>" in prompts[j][0]["content"]
+            memories[j].append(replies[j][0])
+    problem = split_prompt(prompt)[0]
+    assert last[0] == [answer_messages(config, problem, m[-1]) for m in memories]
+    assert answers == [[last[2][0][0], last[2][1][0]]]
+    assert [t["memories"] for t in backend.traces[0]] == memories

@@ -54,6 +54,17 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="hf:/vllm: rope scaling beyond the model's native window: auto (default: YaRN only when the "
                         "requested lengths exceed it, factor the smallest power of two covering them), off, or "
                         "yarn:FACTOR. openai: set where the server is started (docs/eval.md)")
+    from loongrl.generation.memory_agent import MemoryAgentConfig
+
+    p.add_argument("--memory-agent", action="store_true",
+                   help="read each prompt's document chunk by chunk, rewriting a memory, then answer from the memory "
+                        "(MemAgent's protocol; prompts may exceed the window; docs/eval.md \"Memory agent\")")
+    p.add_argument("--memory-chunk-tokens", type=int, default=MemoryAgentConfig.chunk_tokens,
+                   help="memory agent: document tokens read per turn (default %(default)s, MemAgent's)")
+    p.add_argument("--memory-tokens", type=int, default=MemoryAgentConfig.memory_tokens,
+                   help="memory agent: new tokens of each memory update, so the memory's size (default %(default)s)")
+    p.add_argument("--memory-answer-tokens", type=int, default=MemoryAgentConfig.answer_tokens,
+                   help="memory agent: new tokens of the final answer; replaces --max-new-tokens (default %(default)s)")
 
 
 def _model_tokenizer(args) -> str | None:
@@ -79,6 +90,8 @@ class Window:
     """The YaRN plan an hf:/vllm: model is loaded with (`loongrl.generation.window.yarn_plan`), or None."""
     served: bool = False
     """An openai: endpoint: its rope scaling is the server's, unknown here."""
+    memory_agent: bool = False
+    """--memory-agent: prompts may exceed the window; each turn must fit it."""
 
     def settings(self) -> dict:
         """What goes into the run settings (and so the resume fingerprint)."""
@@ -102,6 +115,10 @@ def _window(args, needed: int) -> Window:
     from loongrl.generation.window import (describe, model_window, parse_rope_scaling, read_model_config, rope_plan,
                                           rope_scaling_of)
 
+    memory_agent = getattr(args, "memory_agent", False)  # (tests build args without the flag)
+    if memory_agent:  # the model sees one turn at a time: a chunk, a memory and its new tokens (+ the problem)
+        config = _memory_config(args)
+        needed = config.chunk_tokens + 2 * config.memory_tokens
     mode = parse_rope_scaling(args.rope_scaling)
     served = args.backend.startswith("openai:")
     folder = args.backend.rpartition("#")[2] if served else args.backend.partition(":")[2]
@@ -145,12 +162,36 @@ def _window(args, needed: int) -> Window:
                              f"({window.source}): it cannot attend that far; use {hint}")
         if args.window:
             window = Window(args.window, f"--window (the model's: {window.tokens}, {window.source})", plan)
+    window.memory_agent = bool(memory_agent)
     print(f"note: window {window.tokens} tokens ({window.source})", file=sys.stderr)
     return window
 
 
+def _memory_config(args):
+    from loongrl.generation.memory_agent import MemoryAgentConfig
+
+    return MemoryAgentConfig(chunk_tokens=args.memory_chunk_tokens, memory_tokens=args.memory_tokens,
+                             answer_tokens=args.memory_answer_tokens)
+
+
+def memory_templates():
+    """The user templates of the project's prompts, so the memory agent finds their document exactly: the
+    rows' (QA and KeyChain: intro + context + blank line + tail), NIAH's and the QwenLong LongBench preset's.
+    A benchmark adds its own (LongBench's per-dataset prompts, RULER's tasks)."""
+    from loongrl.data.prompts import KEYCHAIN_INTRO, KEYCHAIN_TAIL, QA_INTRO, QA_TAIL
+    from loongrl.eval import longbench, niah
+    from loongrl.generation.memory_agent import ContextTemplate
+
+    return [ContextTemplate("keychain rows", KEYCHAIN_INTRO + "{context}\n\n" + KEYCHAIN_TAIL),
+            ContextTemplate("qa rows", QA_INTRO + "{context}\n\n" + QA_TAIL),
+            ContextTemplate("niah", niah.USER), ContextTemplate("longbench qwenlong", longbench.QWENLONG_TEMPLATE)]
+
+
 def _check_fits(requests: list[tuple[str, int]], window: Window, what: str = "prompt + new tokens") -> None:
-    """Refuse, before anything is generated, every request (name, tokens) longer than the window: all named."""
+    """Refuse, before anything is generated, every request (name, tokens) longer than the window: all named.
+    A memory agent reads longer prompts in turns that fit: MemoryAgentBackend checks each item's turns instead."""
+    if window.memory_agent:
+        return
     over = [(name, n) for name, n in requests if n > window.tokens]
     if not over:
         return
@@ -163,13 +204,31 @@ def _check_fits(requests: list[tuple[str, int]], window: Window, what: str = "pr
                      "state an openai: server's window")
 
 
-def _backend(args, window: Window):
+def _backend(args, window: Window, templates=()):
+    """The backend of --backend; with --memory-agent, wrapped in a MemoryAgentBackend that knows the project's
+    prompt templates (``memory_templates``) and ``templates`` (the benchmark's own)."""
     from loongrl.generation.backends import make_backend
 
     args.resolved_window = window  # reported by _finish
-    return make_backend(args.backend, concurrency=args.concurrency, timeout_s=args.timeout,
-                        max_retries=args.max_retries, api_key_env=args.api_key_env, batch_size=args.batch_size,
-                        dtype=args.dtype, prefill=args.prefill, tokenizer=args.tokenizer, rope=window.rope)
+    backend = make_backend(args.backend, concurrency=args.concurrency, timeout_s=args.timeout,
+                           max_retries=args.max_retries, api_key_env=args.api_key_env, batch_size=args.batch_size,
+                           dtype=args.dtype, prefill=args.prefill, tokenizer=args.tokenizer, rope=window.rope)
+    if not getattr(args, "memory_agent", False):
+        return backend
+    from loongrl.generation.memory_agent import MemoryAgentBackend
+
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is None:
+        folder = _model_tokenizer(args)
+        if folder is None:
+            raise ValueError(f"--memory-agent needs the model's own tokenizer (chunks are its tokens, turns are "
+                             f"measured with its chat template): {args.backend} names no local folder; give "
+                             "--tokenizer DIR")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    return MemoryAgentBackend(backend, tokenizer, _memory_config(args), [*templates, *memory_templates()],
+                              window.tokens)
 
 
 def _counter(args):
@@ -235,7 +294,11 @@ def _run_longbench(args) -> int:
                 for dataset, items, sampling in planned for it in items]
     window = _window(args, max((n for _, n in requests), default=0))
     _check_fits(requests, window)
-    backend = _backend(args, window)
+    from loongrl.generation.memory_agent import ContextTemplate
+
+    prompts = lb.load_configs(args.data_dir)[0]
+    backend = _backend(args, window, [ContextTemplate(f"longbench {d}", preset.template or prompts[d])
+                                      for d in args.datasets])
     scorer = lb.make_scorer(preset, judge)
     records = []
     for dataset, items, sampling in planned:
@@ -273,7 +336,9 @@ def _run_ruler(args) -> int:
     counter = _counter(args)
     window = _window(args, max(args.lengths))
     _check_fits([(f"RULER length {n}", n) for n in args.lengths], window, "the length, answer tokens included")
-    args.window = window.tokens
+    # the prompts are built for the window; a memory agent reads prompts of the full length in turns
+    args.window = window.tokens if not args.memory_agent else \
+        max(args.lengths) + (args.max_new_tokens or ruler.REASONING_MAX_NEW_TOKENS)
     # Every task at every length is built before anything is generated: one that cannot fit (qa_2's gold
     # documents alone exceed 1K) is reported with all the others at once, not after hours of the tasks before it.
     planned, problems = [], []
@@ -293,7 +358,13 @@ def _run_ruler(args) -> int:
         return 2
     _check_fits([(it.id, it.meta["prompt_tokens"] + it.meta["max_new_tokens"]) for _, items in planned
                  for it in items], window)
-    backend = _backend(args, window)
+    from loongrl.generation.memory_agent import ContextTemplate
+    from loongrl.tasks.ruler import singular_niah_template
+
+    niah_template = data.templates["tasks"]["niah"]["template"]
+    backend = _backend(args, window, [ContextTemplate(f"RULER {kind}", spec["template"])
+                                      for kind, spec in data.templates["tasks"].items()]
+                       + [ContextTemplate("RULER niah (singular)", singular_niah_template(niah_template))])
     records = []
     for name, items in planned:
         task = registry[name]
@@ -326,8 +397,9 @@ def _run_niah(args) -> int:
     # a cell's length is its prompt's, cut to leave room for the new tokens at the window's edge (niah.py)
     _check_fits([(f"NIAH length {n}", n) for n in lengths], window, "the prompt length")
     new_tokens = args.max_new_tokens or (8192 if args.reasoning else 64)
-    items = niah.build_grid(counter, lengths, depths, args.needle, args.seed, args.data_dir,
-                            max_new_tokens=new_tokens, window=window.tokens)
+    # a memory agent reads cells longer than the window in turns: they are built at their full length
+    items = niah.build_grid(counter, lengths, depths, args.needle, args.seed, args.data_dir, max_new_tokens=new_tokens,
+                            window=window.tokens if not args.memory_agent else max(lengths) + new_tokens)
     _check_fits([(it.id, it.meta["prompt_tokens"] + new_tokens) for it in items], window)
     backend = _backend(args, window)
     sampling = _sampling(SamplingConfig(n=1, temperature=0.0, max_new_tokens=new_tokens), args)

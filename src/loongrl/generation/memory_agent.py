@@ -86,7 +86,8 @@ class MemoryAgentConfig:
         for name in ("chunk_tokens", "memory_tokens", "answer_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"memory agent {name}: {getattr(self, name)!r}; expected a positive integer")
-        for name, fields in (("update_template", ("prompt", "memory", "chunk")), ("answer_template", ("prompt", "memory"))):
+        for name, fields in (("update_template", ("prompt", "memory", "chunk")),
+                             ("answer_template", ("prompt", "memory"))):
             have = {f for _, f, _, _ in string.Formatter().parse(getattr(self, name)) if f}
             if have != set(fields):
                 raise ValueError(f"memory agent {name}: has fields {sorted(have)}; expected {list(fields)}")
@@ -95,7 +96,8 @@ class MemoryAgentConfig:
         """The settings in a backend name (resumable outputs and fingerprints change with them)."""
         custom = "" if (self.update_template, self.answer_template, self.no_memory) == \
             (UPDATE_TEMPLATE, ANSWER_TEMPLATE, "No previous memory") else ", custom templates"
-        return f"memory agent: chunk {self.chunk_tokens}, memory {self.memory_tokens}, answer {self.answer_tokens}{custom}"
+        return (f"memory agent: chunk {self.chunk_tokens}, memory {self.memory_tokens}, "
+                f"answer {self.answer_tokens}{custom}")
 
 
 class SplitError(ValueError):
@@ -207,8 +209,11 @@ def update_messages(config: MemoryAgentConfig, problem: str, memory: str, chunk:
     """One reading turn: a single user message (MemAgent sends no system prompt).
 
     Example:
-        >>> update_messages(MemoryAgentConfig(), "Q?", "No previous memory", "text")[0]["content"].splitlines()[2:14]
-        ['<problem> ', 'Q?', '</problem>', '', '<memory>', 'No previous memory', '</memory>', '', '<section>', 'text', '</section>', '']
+        >>> lines = update_messages(MemoryAgentConfig(), "Q?", "No previous memory", "text")[0]["content"].splitlines()
+        >>> lines[2:9]
+        ['<problem> ', 'Q?', '</problem>', '', '<memory>', 'No previous memory', '</memory>']
+        >>> lines[9:]
+        ['', '<section>', 'text', '</section>', '', 'Updated memory:']
     """
     return [{"role": "user", "content": config.update_template.format(prompt=problem, memory=memory, chunk=chunk)}]
 
@@ -221,3 +226,135 @@ def answer_messages(config: MemoryAgentConfig, problem: str, memory: str) -> lis
         ['', 'Your answer:']
     """
     return [{"role": "user", "content": config.answer_template.format(prompt=problem, memory=memory)}]
+
+
+def _render_tokens(tokenizer, messages: list[dict]) -> int:
+    """Tokens of the prompt as a backend sends it: the chat template rendered with the generation prompt."""
+    from loongrl.generation.backends import render_chat
+
+    return len(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
+class MemoryAgentBackend:
+    """Any backend (``loongrl.generation.backends``) run as a memory agent, behind the same
+    ``generate(prompts, sampling, progress)``: evaluation, mining and filtering use it unchanged.
+
+    Each prompt is split (``split_prompt``, with ``templates``) and its document chunked (``chunk_document``);
+    then all items read in lockstep: turn k of every item still reading goes to ``inner`` in ONE ``generate``
+    call (batched on hf:, concurrent on openai:), with ``memory_tokens`` new tokens; then one call answers
+    them all with ``answer_tokens`` new tokens. ``sampling.max_new_tokens`` is not used: the config's
+    budgets replace it. Greedy decoding runs one trajectory per item (its answer repeated ``n`` times, as
+    the hf: backend does); sampling (temperature > 0) runs ``n`` trajectories per item, each its own
+    memory (MemAgent samples the whole multi-conversation rollout): turn 0 asks ``n`` samples of the one
+    first prompt, later turns one sample of each trajectory's prompt (seed ``sampling.seed + turn``).
+
+    ``tokenizer``: the model's own (chunks are its tokens; prompts are measured with its chat template).
+    ``window``: the model's context window; when given, every item is checked before anything is
+    generated (problem + template + chunk + memory + new tokens, and the answer turn likewise) and every
+    turn's prompt is measured before it is sent; a ``BackendError`` names the item and the numbers.
+
+    After each ``generate``, ``traces`` holds per prompt, per sample what a reader of the results needs:
+    chunks and document tokens read, the problem's tokens, each turn's memory and the longest turn prompt
+    (``sample_and_score`` adds it to each sample's record as ``memory_agent``).
+    """
+
+    def __init__(self, inner, tokenizer, config: MemoryAgentConfig | None = None, templates=(),
+                 window: int | None = None):
+        self.inner, self.tokenizer = inner, tokenizer
+        self.config = config or MemoryAgentConfig()
+        self.templates, self.window = tuple(templates), window
+        # The name keys resumable outputs and fingerprints: other memory-agent settings are another run.
+        self.name = f"{getattr(inner, 'name', type(inner).__name__)} ({self.config.label()})"
+        self.traces: list[list[dict]] = []
+
+    def _check_budget(self, i: int, problem: str) -> int:
+        """The problem's tokens; a BackendError when a turn of item ``i`` could not fit the window."""
+        from loongrl.generation.backends import BackendError
+
+        c = self.config
+        problem_tokens = len(self.tokenizer(problem, add_special_tokens=False)["input_ids"])
+        if self.window is None:
+            return problem_tokens
+        update = _render_tokens(self.tokenizer, update_messages(c, problem, "", ""))
+        answer = _render_tokens(self.tokenizer, answer_messages(c, problem, ""))
+        need = update + c.chunk_tokens + 2 * c.memory_tokens
+        if need > self.window:
+            raise BackendError(
+                f"memory agent, prompt {i}: a reading turn needs {need} tokens > the {self.window}-token window: "
+                f"problem and template {update} (problem alone {problem_tokens}) + chunk {c.chunk_tokens} + memory "
+                f"{c.memory_tokens} + new tokens {c.memory_tokens}; lower --memory-chunk-tokens or --memory-tokens")
+        if answer + c.memory_tokens + c.answer_tokens > self.window:
+            raise BackendError(
+                f"memory agent, prompt {i}: the answer turn needs {answer + c.memory_tokens + c.answer_tokens} tokens "
+                f"> the {self.window}-token window: problem and template {answer} + memory {c.memory_tokens} + "
+                f"new tokens {c.answer_tokens}; lower --memory-tokens or --memory-answer-tokens")
+        return problem_tokens
+
+    def _measured(self, where: str, messages: list[dict], new_tokens: int) -> int:
+        from loongrl.generation.backends import BackendError
+
+        tokens = _render_tokens(self.tokenizer, messages)
+        if self.window is not None and tokens + new_tokens > self.window:
+            raise BackendError(f"memory agent, {where}: prompt {tokens} + new tokens {new_tokens} > the "
+                               f"{self.window}-token window")
+        return tokens
+
+    def generate(self, prompts, sampling, progress=None) -> list[list[str]]:
+        from dataclasses import replace
+
+        from loongrl.generation.backends import BackendError
+
+        c = self.config
+        items = []  # (problem, chunks, document tokens, problem tokens)
+        for i, messages in enumerate(prompts):
+            try:
+                problem, document = split_prompt(list(messages), self.templates)
+            except SplitError as err:
+                raise BackendError(f"memory agent, prompt {i}: {err}") from None
+            problem_tokens = self._check_budget(i, problem)
+            doc_tokens = len(self.tokenizer(document, add_special_tokens=False)["input_ids"]) if document else 0
+            items.append((problem, chunk_document(self.tokenizer, document, c.chunk_tokens), doc_tokens,
+                          problem_tokens))
+        per_item = sampling.n if sampling.temperature > 0 else 1
+        # one trajectory per (item, sample): its memories and the longest prompt it sent
+        trajs = [{"item": i, "memories": [], "max_prompt_tokens": 0}
+                 for i in range(len(items)) for _ in range(per_item)]
+        memory = lambda t: t["memories"][-1] if t["memories"] else c.no_memory  # noqa: E731
+        turns = max((len(chunks) for _, chunks, _, _ in items), default=0)
+        for k in range(turns):
+            reading = [t for t in trajs if k < len(items[t["item"]][1])]
+            # every sample's first prompt is the same: turn 0 asks n samples of it once (hf: one batch row,
+            # openai: seeds seed..seed+n-1, so the samples differ); later turns one sample per trajectory
+            groups = [reading[j:j + per_item] for j in range(0, len(reading), per_item)] if k == 0 and per_item > 1 \
+                else [[t] for t in reading]
+            messages = []
+            for group in groups:
+                t = group[0]
+                problem, chunks = items[t["item"]][:2]
+                messages.append(update_messages(c, problem, memory(t), chunks[k]))
+                tokens = self._measured(f"prompt {t['item']} turn {k}", messages[-1], c.memory_tokens)
+                for u in group:
+                    u["max_prompt_tokens"] = max(u["max_prompt_tokens"], tokens)
+            replies = self.inner.generate(messages, replace(sampling, n=len(groups[0]), max_new_tokens=c.memory_tokens,
+                                                            seed=sampling.seed + k))
+            for group, texts in zip(groups, replies):
+                for u, reply in zip(group, texts):
+                    u["memories"].append(reply)  # the reply replaces the memory (MemAgent: eos removed)
+        messages = []
+        for t in trajs:
+            messages.append(answer_messages(c, items[t["item"]][0], memory(t)))
+            tokens = self._measured(f"prompt {t['item']} answer", messages[-1], c.answer_tokens)
+            t["max_prompt_tokens"] = max(t["max_prompt_tokens"], tokens)
+        answers = self.inner.generate(messages, replace(sampling, n=1, max_new_tokens=c.answer_tokens,
+                                                        seed=sampling.seed + turns))
+        out, self.traces = [], []
+        for i, (problem, chunks, doc_tokens, problem_tokens) in enumerate(items):
+            mine = list(range(i * per_item, (i + 1) * per_item))
+            texts = [answers[m][0] for m in mine] * (sampling.n // per_item)
+            out.append(texts)
+            self.traces.append([{"chunks": len(chunks), "tokens_read": doc_tokens, "problem_tokens": problem_tokens,
+                                 "max_prompt_tokens": trajs[m]["max_prompt_tokens"],
+                                 "memories": trajs[m]["memories"]} for m in mine] * (sampling.n // per_item))
+        if progress:
+            progress(len(prompts))
+        return out

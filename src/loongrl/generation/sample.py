@@ -62,8 +62,11 @@ def sample_and_score(items: Sequence, backend, sampling: SamplingConfig, score: 
     else:
         with progress_bar(total=len(items), desc=desc, unit="item", leave=False) as bar:
             texts = backend.generate(prompts, sampling, progress=bar.update)
-    return [[{"response": t, **r} for t, r in zip(group, results)]
-            for group, results in zip(texts, score(items, texts), strict=True)]
+    # a memory agent's record of each sample (chunks, tokens read, memories: MemoryAgentBackend.traces)
+    traces = getattr(backend, "traces", None) or [[{}] * len(group) for group in texts]
+    return [[{"response": t, **r, **({"memory_agent": trace} if trace else {})}
+             for t, r, trace in zip(group, results, item_traces)]
+            for group, results, item_traces in zip(texts, score(items, texts), traces, strict=True)]
 
 
 def _mean(values) -> float:

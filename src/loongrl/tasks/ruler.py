@@ -193,6 +193,11 @@ def _niah_units(args: dict) -> float:
     return 22 if "uuids" in (args["type_needle_k"], args["type_needle_v"]) else 48  # distractor needles
 
 
+def singular_niah_template(template: str) -> str:
+    """RULER's singular wording of its niah template (one key, one value)."""
+    return template.replace("Some", "A").replace("are all", "is").replace("are", "is").replace("answers", "answer")
+
+
 @register("niah", units_per_1k=_niah_units)
 def gen_niah(data: RulerData, args: dict, rng: random.Random, size: int) -> Sample:
     t = data.templates
@@ -237,7 +242,7 @@ def gen_niah(data: RulerData, args: dict, rng: random.Random, size: int) -> Samp
     query = ", ".join(qkeys[:-1]) + ", and " + qkeys[-1] if len(qkeys) > 1 else qkeys[0]
     template, prefix, type_v = t["tasks"]["niah"]["template"], t["tasks"]["niah"]["answer_prefix"], tv
     if nq * nv == 1:  # RULER's singular wording
-        template = template.replace("Some", "A").replace("are all", "is").replace("are", "is").replace("answers", "answer")
+        template = singular_niah_template(template)
         prefix = prefix.replace("are", "is")
         type_v = tv[:-1]
     return Sample(template.format(type_needle_v=type_v, context=context, query=query),
