@@ -60,7 +60,7 @@ demo: setup setup-vllm model
 	bash scripts/demo.sh
 
 test: setup setup-vllm model
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
 
 # Mutation testing of the modules whose mistakes cost GPU-hours (docs/mutation.md); slow, not part of `test`.
 # A fresh run each time (mutmut keeps results per function, which would hide what new tests kill).

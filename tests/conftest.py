@@ -193,23 +193,30 @@ def vllm_server(smollm2, tmp_path_factory):
         yield f"openai:{base_url}#{smollm2}"
 
 
-def xdist_group_of(item) -> str:
-    """`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`, one per core): each file is one group,
-    so its module-scoped fixtures are built once, and every test that runs verl's trainer is in one group
-    "verl", so two Ray clusters never share the machine's two cores and 24 GiB."""
-    return "verl" if item.get_closest_marker("verl_cpu") else item.nodeid.split("::")[0]
+# `make test` runs two pytest-xdist workers, one per core (`-n 2 --dist loadgroup --no-loadscope-reorder`). Each
+# file is one group, so its module-scoped fixtures are built once; groups are handed out in the order below (the
+# longest verl runs first, one per worker, then the vLLM-server files, then the rest), so the two workers finish
+# together. At most two verl runs (Ray clusters) share the machine, one per worker.
+LONGEST_FIRST = ("tests/test_train_verl_preflight.py", "tests/test_train_memory_agent_preflight.py",
+                 "tests/test_train_qwenlong15_preflight.py", "tests/test_train_steps_resume.py")
 
 
 def pytest_itemcollected(item):
-    group = xdist_group_of(item)
+    group = item.nodeid.split("::")[0]
     item.add_marker(pytest.mark.xdist_group(group))
     if os.environ.get("PYTEST_XDIST_WORKER") and not item.nodeid.endswith("@" + group):
         # xdist 3.8 groups by a suffix it writes to `item._nodeid` (xdist/remote.py:236-254), which pytest 9.2 no
-        # longer reads (nodes.py:290-292: the id is `_id`): its groups were silently one test each, so verl tests
-        # ran on both workers at once (a 30-minute suite). Write the suffix where pytest 9.2 reads it.
+        # longer reads (nodes.py:290-292: the id is `_id`): its groups were silently one test each, so a file's
+        # module fixture was built on both workers (a 30-minute suite). Write the suffix where pytest 9.2 reads it.
         from _pytest.nodeid import coerce_node_id
 
         item._id = coerce_node_id(f"{item.nodeid}@{group}")
+
+
+def _schedule_order(item) -> tuple:
+    path = item.nodeid.split("::")[0]
+    return (LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST),
+            not item.get_closest_marker("verl_cpu"), "vllm_server" not in getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_modifyitems(items):
@@ -217,9 +224,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "smollm2" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # the longest groups first: the other worker takes the rest
-        items.sort(key=lambda item: (not item.get_closest_marker("verl_cpu"),
-                                     "vllm_server" not in getattr(item, "fixturenames", ())))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=_schedule_order)  # stable: a file's tests keep their order
     if "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
         _cheapest_first(items)
 

@@ -1,5 +1,5 @@
-"""`make test`'s two xdist workers keep every verl test on one worker (two Ray clusters on two cores thrash) and each
-file's tests together (module fixtures built once): the suite's time depends on it (tests/conftest.py)."""
+"""`make test`'s two xdist workers keep each file's tests on one worker, so a module fixture (a verl run of minutes)
+is built once: the suite's time depends on it (tests/conftest.py)."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ from collections import defaultdict
 CONFTEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py")
 
 
-def test_verl_tests_share_one_worker_and_files_stay_together(tmp_path):
+def test_each_files_tests_run_on_one_worker(tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    verl_cpu: x\n")
     (tmp_path / "conftest.py").write_text(  # the suite's own hooks
         "import importlib.util\n"
@@ -23,14 +23,15 @@ def test_verl_tests_share_one_worker_and_files_stay_together(tmp_path):
     for name, verl in (("a", True), ("b", True), ("c", True), ("d", False), ("e", False), ("f", False)):
         (tmp_path / f"test_{name}.py").write_text(body.format(
             mark="pytestmark = pytest.mark.verl_cpu" if verl else "", out=str(tmp_path), verl=verl))
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "-p",
-                          "no:cacheprovider", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder",
+           "-p", "no:cacheprovider", str(tmp_path)]  # as `make test` runs the suite
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     workers_of = defaultdict(set)
     for worker in ("gw0", "gw1"):
         path = tmp_path / worker
         for line in (path.read_text().splitlines() if path.exists() else []):
             module, verl = line.split()
-            workers_of["verl" if verl == "True" else module].add(worker)
-    assert set(workers_of) == {"verl", "test_d", "test_e", "test_f"}
+            workers_of[module].add(worker)
+    assert set(workers_of) == {"test_a", "test_b", "test_c", "test_d", "test_e", "test_f"}
     assert all(len(workers) == 1 for workers in workers_of.values()), dict(workers_of)
