@@ -121,3 +121,21 @@ def test_the_preflight_scales_chunks_with_the_rows_and_caps_the_replies():
     assert f"stage mem: memory agent with chunks of 30 tokens, memory and answer <= {RESPONSE_TOKENS} and " \
            f"{RESPONSE_TOKENS} new tokens" in notes
     assert os.path.basename(pf.stages[0].rl.data.components[0].path) == "a.parquet"
+
+
+def test_training_splits_a_keychain_row_as_evaluation_does():
+    """The agent loop reads a row's document as `eval --memory-agent` does: the intro and the chain instructions
+    are the problem, the passages the document (the fallback would leave the intro in the document)."""
+    pytest.importorskip("verl")
+    from loongrl.data.prompts import KEYCHAIN_INTRO, KEYCHAIN_TAIL
+    from loongrl.eval.cli import memory_templates
+    from loongrl.generation.memory_agent import split_prompt
+    from loongrl.train import memory_agent_verl
+
+    context = "Passage 1:\nA\nkey 1 -> value\n\nPassage 2:\nB"
+    tail = KEYCHAIN_TAIL.format(head="abc")
+    prompt = [{"role": "system", "content": "S"}, {"role": "user", "content": KEYCHAIN_INTRO + context + "\n\n" + tail}]
+    problem, document = split_prompt(prompt, memory_agent_verl.ROW_TEMPLATES)
+    assert document == context
+    assert problem == "S\n\n" + KEYCHAIN_INTRO.strip() + "\n\n" + tail
+    assert (problem, document) == split_prompt(prompt, memory_templates())

@@ -26,6 +26,16 @@ KEYCHAIN_TAIL = (
     "Find the correct question first, then answer it."
 )
 
+def row_context_templates() -> list:
+    """The rows' user messages as the memory agent's templates (intro + {context} + blank line + tail), so
+    evaluation (`eval --memory-agent`) and training (`rl.memory_agent`) split a row into problem and document
+    the same way: KeyChain's chain instructions and the QA question are the problem."""
+    from loongrl.generation.memory_agent import ContextTemplate
+
+    return [ContextTemplate("keychain rows", KEYCHAIN_INTRO + "{context}\n\n" + KEYCHAIN_TAIL),
+            ContextTemplate("qa rows", QA_INTRO + "{context}\n\n" + QA_TAIL)]
+
+
 PASSAGE_HEADER = "Passage {i}:\n"
 PASSAGE_JOIN = "\n\n"
 

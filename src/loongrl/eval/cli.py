@@ -178,13 +178,12 @@ def memory_templates():
     """The user templates of the project's prompts, so the memory agent finds their document exactly: the
     rows' (QA and KeyChain: intro + context + blank line + tail), NIAH's and the QwenLong LongBench preset's.
     A benchmark adds its own (LongBench's per-dataset prompts, RULER's tasks)."""
-    from loongrl.data.prompts import KEYCHAIN_INTRO, KEYCHAIN_TAIL, QA_INTRO, QA_TAIL
+    from loongrl.data.prompts import row_context_templates
     from loongrl.eval import longbench, niah
     from loongrl.generation.memory_agent import ContextTemplate
 
-    return [ContextTemplate("keychain rows", KEYCHAIN_INTRO + "{context}\n\n" + KEYCHAIN_TAIL),
-            ContextTemplate("qa rows", QA_INTRO + "{context}\n\n" + QA_TAIL),
-            ContextTemplate("niah", niah.USER), ContextTemplate("longbench qwenlong", longbench.QWENLONG_TEMPLATE)]
+    return row_context_templates() + [ContextTemplate("niah", niah.USER),
+                                      ContextTemplate("longbench qwenlong", longbench.QWENLONG_TEMPLATE)]
 
 
 def _check_fits(requests: list[tuple[str, int]], window: Window, what: str = "prompt + new tokens") -> None:

@@ -45,10 +45,12 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutp
 from verl.trainer.ppo.reward import get_custom_reward_fn
 from verl.utils.profiler import simple_timer
 
+from loongrl.data.prompts import row_context_templates
 from loongrl.generation.memory_agent import (MemoryAgentConfig, answer_messages, chunk_document, split_prompt,
                                              update_messages)
 
 AGENT_NAME = "memory_agent"
+ROW_TEMPLATES = row_context_templates()
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 
@@ -96,7 +98,7 @@ class MemoryAgentLoop(AgentLoopBase):
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> list[AgentLoopOutput]:
         cfg = self.memory
         messages = list(kwargs["raw_prompt"])
-        problem, document = split_prompt(messages)
+        problem, document = split_prompt(messages, ROW_TEMPLATES)  # as `eval --memory-agent` splits rows
         chunks = await self.loop.run_in_executor(None, chunk_document, self.tokenizer, document, cfg.chunk_tokens)
         session = uuid4().hex  # one sticky session per sample: its turns go to the same server
         memory, outputs = cfg.no_memory, []
