@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loongrl.generation.memory_agent import (ContextTemplate, MemoryAgentConfig, SplitError, answer_messages,
-                                             chunk_document, split_prompt, update_messages)
+                                             chunk_and_count, chunk_document, split_prompt, update_messages)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,10 @@ def test_chunk_document_token_exact(smol_tokenizer):
     assert chunk_document(smol_tokenizer, "naïve café", 1) == ["na", "ïve", " café"]
     assert chunk_document(smol_tokenizer, "naïve café", 3) == ["naïve café"]
     assert chunk_document(smol_tokenizer, "", 5) == []
+    # the count the traces report as tokens read comes from the same tokenization
+    assert chunk_and_count(smol_tokenizer, "the" + " the" * 9, 4)[1] == 10
+    assert chunk_and_count(smol_tokenizer, "naïve café", 3) == (["naïve café"], 3)
+    assert chunk_and_count(smol_tokenizer, "", 5) == ([], 0)
 
 
 class Recording:

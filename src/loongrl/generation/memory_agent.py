@@ -189,10 +189,15 @@ def chunk_document(tokenizer, document: str, chunk_tokens: int) -> list[str]:
         >>> chunk_document(AutoTokenizer.from_pretrained("gpt2"), "one two three four five", 2)  # doctest: +SKIP
         ['one two', ' three four', ' five']
     """
+    return chunk_and_count(tokenizer, document, chunk_tokens)[0]
+
+
+def chunk_and_count(tokenizer, document: str, chunk_tokens: int) -> tuple[list[str], int]:
+    """``chunk_document``'s pieces and the document's length in tokens, from one tokenization."""
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens {chunk_tokens}: expected a positive integer")
     if not document:
-        return []
+        return [], 0
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)
         starts = [start for start, _ in enc["offset_mapping"]]
@@ -200,9 +205,9 @@ def chunk_document(tokenizer, document: str, chunk_tokens: int) -> list[str]:
         for k in range(chunk_tokens, len(starts), chunk_tokens):
             cuts.append(max(cuts[-1], starts[k]))
         cuts.append(len(document))
-        return [document[a:b] for a, b in zip(cuts, cuts[1:])]
+        return [document[a:b] for a, b in zip(cuts, cuts[1:])], len(starts)
     ids = tokenizer(document, add_special_tokens=False)["input_ids"]
-    return [tokenizer.decode(ids[k:k + chunk_tokens]) for k in range(0, len(ids), chunk_tokens)]
+    return [tokenizer.decode(ids[k:k + chunk_tokens]) for k in range(0, len(ids), chunk_tokens)], len(ids)
 
 
 def update_messages(config: MemoryAgentConfig, problem: str, memory: str, chunk: str) -> list[dict]:
@@ -312,9 +317,8 @@ class MemoryAgentBackend:
             except SplitError as err:
                 raise BackendError(f"memory agent, prompt {i}: {err}") from None
             problem_tokens = self._check_budget(i, problem)
-            doc_tokens = len(self.tokenizer(document, add_special_tokens=False)["input_ids"]) if document else 0
-            items.append((problem, chunk_document(self.tokenizer, document, c.chunk_tokens), doc_tokens,
-                          problem_tokens))
+            chunks, doc_tokens = chunk_and_count(self.tokenizer, document, c.chunk_tokens)
+            items.append((problem, chunks, doc_tokens, problem_tokens))
         per_item = sampling.n if sampling.temperature > 0 else 1
         # one trajectory per (item, sample): its memories and the longest prompt it sent
         trajs = [{"item": i, "memories": [], "max_prompt_tokens": 0}
