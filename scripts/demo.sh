@@ -44,20 +44,37 @@ done
 # resumes (completed stages are kept); delete $OUT/train to train again.
 TRAIN="$(cd "$OUT" && pwd)/train"
 mkdir -p "$TRAIN"
-runs=()
-for seed in ${DEMO_SEEDS:-0 1 2}; do
-  start=$SECONDS
+# Seeds train side by side, $DEMO_JOBS at a time (default: one per core); each is one process with one thread,
+# so running them together changes no number, only the wall time.
+JOBS=${DEMO_JOBS:-$(nproc)}
+train_seed() {
+  local seed=$1 start=$SECONDS
   # the demo makes its task files and tiny model (python -m loongrl.demo), then the library trains on them
-  if ! (export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 DEMO_SEED=$seed LOONGRL_DEMO_DIR="$TRAIN/seed$seed"
-        $BIN/python -m loongrl.demo recipes/demo-cpu.yaml &&
-        $BIN/loongrl train recipes/demo-cpu.yaml --out "$TRAIN/seed$seed/run") > "$TRAIN/seed$seed.log" 2>&1; then
-    tail -n 40 "$TRAIN/seed$seed.log"
-    echo "demo-cpu seed $seed failed; full log: $TRAIN/seed$seed.log" >&2
-    exit 1
+  if (export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 DEMO_SEED=$seed LOONGRL_DEMO_DIR="$TRAIN/seed$seed"
+      $BIN/python -m loongrl.demo recipes/demo-cpu.yaml &&
+      $BIN/loongrl train recipes/demo-cpu.yaml --out "$TRAIN/seed$seed/run") > "$TRAIN/seed$seed.log" 2>&1; then
+    echo "demo-cpu seed $seed: trained and evaluated in $((SECONDS - start)) s (report: $TRAIN/seed$seed/run/report.md)"
+  else
+    echo "demo-cpu seed $seed failed after $((SECONDS - start)) s; full log: $TRAIN/seed$seed.log" >&2
+    return 1
   fi
-  echo "demo-cpu seed $seed: trained and evaluated in $((SECONDS - start)) s (report: $TRAIN/seed$seed/run/report.md)"
+}
+runs=()
+pids=()
+for seed in ${DEMO_SEEDS:-0 1 2}; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done  # failures are read below, per seed
+  train_seed "$seed" &
+  pids+=($!)
   runs+=("$TRAIN/seed$seed/run")
 done
+failed=0
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then
+    failed=1
+    tail -n 40 "$(dirname "${runs[$i]}").log"
+  fi
+done
+[ "$failed" = 0 ] || exit 1
 $BIN/python -m loongrl.demo.seeds "${runs[@]}" --out "$TRAIN"
 
 # Real model, real server (issues 9, 21): SmolLM2-135M-Instruct through vLLM (its CPU build, .venv-vllm).
