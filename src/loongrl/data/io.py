@@ -115,9 +115,14 @@ def iter_rows(path: str, batch_rows: int = 64) -> Iterator[dict]:
     """Rows of a .parquet or .jsonl row file, one at a time, without loading the whole file."""
     if path.endswith(".jsonl"):
         with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line.rstrip())
+                except json.JSONDecodeError as e:  # a line number: unambiguous whatever a caller counts as a row
+                    raise ValueError(f"{path}: line {n}: invalid JSON ({e.msg} at column {e.pos + 1})") from None
+                yield row
         return
     pf = pq.ParquetFile(path)
     for batch in pf.iter_batches(batch_size=batch_rows):
