@@ -189,8 +189,26 @@ def test_memory_agent_cli_refuses_turns_over_the_window(smollm2, keychain_rows, 
     assert main(["eval", "rows", keychain_rows, "--backend", f"hf:{smollm2}", "--out", str(tmp_path), "--quiet",
                  "--memory-agent", "--memory-chunk-tokens", "7000", "--rope-scaling", "off"]) == 2
     err = capsys.readouterr().err
-    assert "memory agent, prompt 0: a reading turn needs" in err and "> the 8192-token window" in err
+    assert f"memory agent, {keychain_rows} row 0: a reading turn needs" in err and "> the 8192-token window" in err
     assert "chunk 7000 + memory 1024 + new tokens 1024" in err
+
+
+def test_memory_agent_checks_every_file_before_generating_any(smollm2, keychain_rows, tmp_path, capsys):
+    """A file whose turns fit, then one whose problem (the text after its last blank line) is too long: refused,
+    the second file's row named, and nothing generated for the first."""
+    from loongrl.cli import main
+    from loongrl.data.io import iter_rows, write_rows
+
+    row = next(iter_rows(keychain_rows))
+    long_problem = dict(row, prompt=[{"role": "user", "content": "Some text.\n\n" + "Which word? " * 600}])
+    bad = str(tmp_path / "long_problem.parquet")
+    write_rows(bad, [long_problem])
+    out = tmp_path / "out"
+    assert main(["eval", "rows", keychain_rows, bad, "--backend", f"hf:{smollm2}", "--out", str(out), "--quiet",
+                 "--memory-agent", "--rope-scaling", "off"]) == 2
+    err = capsys.readouterr().err
+    assert f"memory agent, {bad} row 0: a reading turn needs" in err and "> the 8192-token window" in err
+    assert not list(out.glob("samples_*"))
 
 
 def test_memory_agent_samples_are_whole_trajectories(smollm2, smol_tokenizer, keychain_rows, one_torch_thread):

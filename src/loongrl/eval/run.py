@@ -94,6 +94,9 @@ def run_eval(items: Sequence[EvalItem], backend, sampling: SamplingConfig, score
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     done = read_done(out_path, run_id)
     pending = [it for it in items if it.id not in done]
+    check = getattr(backend, "check_turns", None)  # a memory agent checks every item's turns before the first chunk
+    if check is not None:
+        check([it.messages for it in pending], [f"item {it.id}" for it in pending])
     with progress_bar(total=len(items), initial=len(items) - len(pending), unit="item", desc=desc,
                       disable=not progress) as bar, \
             open(out_path, "a", encoding="utf-8") as out:

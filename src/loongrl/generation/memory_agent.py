@@ -272,8 +272,8 @@ class MemoryAgentBackend:
         self.name = f"{getattr(inner, 'name', type(inner).__name__)} ({self.config.label()})"
         self.traces: list[list[dict]] = []
 
-    def _check_budget(self, i: int, problem: str) -> int:
-        """The problem's tokens; a BackendError when a turn of item ``i`` could not fit the window."""
+    def _check_budget(self, name: str, problem: str) -> int:
+        """The problem's tokens; a BackendError, naming the item, when one of its turns could not fit the window."""
         from loongrl.generation.backends import BackendError
 
         c = self.config
@@ -285,15 +285,28 @@ class MemoryAgentBackend:
         need = update + c.chunk_tokens + 2 * c.memory_tokens
         if need > self.window:
             raise BackendError(
-                f"memory agent, prompt {i}: a reading turn needs {need} tokens > the {self.window}-token window: "
+                f"memory agent, {name}: a reading turn needs {need} tokens > the {self.window}-token window: "
                 f"problem and template {update} (problem alone {problem_tokens}) + chunk {c.chunk_tokens} + memory "
                 f"{c.memory_tokens} + new tokens {c.memory_tokens}; lower --memory-chunk-tokens or --memory-tokens")
         if answer + c.memory_tokens + c.answer_tokens > self.window:
             raise BackendError(
-                f"memory agent, prompt {i}: the answer turn needs {answer + c.memory_tokens + c.answer_tokens} tokens "
+                f"memory agent, {name}: the answer turn needs {answer + c.memory_tokens + c.answer_tokens} tokens "
                 f"> the {self.window}-token window: problem and template {answer} + memory {c.memory_tokens} + "
                 f"new tokens {c.answer_tokens}; lower --memory-tokens or --memory-answer-tokens")
         return problem_tokens
+
+    def check_turns(self, prompts, names=None) -> None:
+        """Split every prompt and check its turns against the window, before anything is generated: a
+        BackendError names the first that fails (``names[i]``, else "prompt i")."""
+        from loongrl.generation.backends import BackendError
+
+        for i, messages in enumerate(prompts):
+            name = names[i] if names else f"prompt {i}"
+            try:
+                problem, _ = split_prompt(list(messages), self.templates)
+            except SplitError as err:
+                raise BackendError(f"memory agent, {name}: {err}") from None
+            self._check_budget(name, problem)
 
     def _measured(self, where: str, messages: list[dict], new_tokens: int) -> int:
         from loongrl.generation.backends import BackendError
@@ -316,7 +329,7 @@ class MemoryAgentBackend:
                 problem, document = split_prompt(list(messages), self.templates)
             except SplitError as err:
                 raise BackendError(f"memory agent, prompt {i}: {err}") from None
-            problem_tokens = self._check_budget(i, problem)
+            problem_tokens = self._check_budget(f"prompt {i}", problem)
             chunks, doc_tokens = chunk_and_count(self.tokenizer, document, c.chunk_tokens)
             items.append((problem, chunks, doc_tokens, problem_tokens))
         per_item = sampling.n if sampling.temperature > 0 else 1
