@@ -235,3 +235,29 @@ def test_memory_agent_samples_are_whole_trajectories(smollm2, smol_tokenizer, ke
     assert last[0] == [answer_messages(config, problem, m[-1]) for m in memories]
     assert answers == [[last[2][0][0], last[2][1][0]]]
     assert [t["memories"] for t in backend.traces[0]] == memories
+
+
+def test_memory_flags_without_the_agent_are_refused(tmp_path, capsys):
+    from loongrl.cli import main
+
+    assert main(["eval", "rows", str(tmp_path / "none.jsonl"), "--backend", "hf:/nonexistent", "--out", str(tmp_path),
+                 "--memory-chunk-tokens", "500", "--memory-tokens", "64"]) == 2
+    assert capsys.readouterr().err == ("error: --memory-chunk-tokens, --memory-tokens set the memory agent: add "
+                                       "--memory-agent, or leave them out\n")
+
+
+def test_memory_agent_cli_report_says_how_the_model_read(smollm2, keychain_rows, tmp_path, capsys, one_torch_thread):
+    import json
+
+    from loongrl.cli import main
+
+    out = tmp_path / "out"
+    assert main(["eval", "rows", keychain_rows, "--limit", "1", "--backend", f"hf:{smollm2}", "--out", str(out),
+                 "--quiet", "--memory-agent", "--memory-chunk-tokens", "300", "--memory-tokens", "16",
+                 "--memory-answer-tokens", "16", "--no-require-think"]) == 0
+    md = (out / "rows.md").read_text()
+    assert "; memory agent: chunks of 300 tokens, memory 16, answer 16 new tokens" in md.splitlines()[2]
+    report = json.loads((out / "rows.json").read_text())
+    assert report["summary"]["memory_agent"] == {"chunk_tokens": 300, "memory_tokens": 16, "answer_tokens": 16}
+    (record,) = report["records"]
+    assert record["samples"][0]["memory_agent"]["chunks"] >= 2

@@ -59,12 +59,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-agent", action="store_true",
                    help="read each prompt's document chunk by chunk, rewriting a memory, then answer from the memory "
                         "(MemAgent's protocol; prompts may exceed the window; docs/eval.md \"Memory agent\")")
-    p.add_argument("--memory-chunk-tokens", type=int, default=MemoryAgentConfig.chunk_tokens,
-                   help="memory agent: document tokens read per turn (default %(default)s, MemAgent's)")
-    p.add_argument("--memory-tokens", type=int, default=MemoryAgentConfig.memory_tokens,
-                   help="memory agent: new tokens of each memory update, so the memory's size (default %(default)s)")
-    p.add_argument("--memory-answer-tokens", type=int, default=MemoryAgentConfig.answer_tokens,
-                   help="memory agent: new tokens of the final answer; replaces --max-new-tokens (default %(default)s)")
+    # default None: given without --memory-agent they are refused, not ignored (_memory_config fills the defaults)
+    p.add_argument("--memory-chunk-tokens", type=int,
+                   help=f"memory agent: document tokens read per turn (default {MemoryAgentConfig.chunk_tokens}, "
+                        "MemAgent's)")
+    p.add_argument("--memory-tokens", type=int,
+                   help="memory agent: new tokens of each memory update, so the memory's size (default "
+                        f"{MemoryAgentConfig.memory_tokens})")
+    p.add_argument("--memory-answer-tokens", type=int,
+                   help="memory agent: new tokens of the final answer; replaces --max-new-tokens (default "
+                        f"{MemoryAgentConfig.answer_tokens})")
 
 
 def _model_tokenizer(args) -> str | None:
@@ -167,11 +171,22 @@ def _window(args, needed: int) -> Window:
     return window
 
 
+_MEMORY_FLAGS = {"memory_chunk_tokens": "chunk_tokens", "memory_tokens": "memory_tokens",
+                 "memory_answer_tokens": "answer_tokens"}
+
+
 def _memory_config(args):
     from loongrl.generation.memory_agent import MemoryAgentConfig
 
-    return MemoryAgentConfig(chunk_tokens=args.memory_chunk_tokens, memory_tokens=args.memory_tokens,
-                             answer_tokens=args.memory_answer_tokens)
+    return MemoryAgentConfig(**{field: getattr(args, flag) for flag, field in _MEMORY_FLAGS.items()
+                                if getattr(args, flag, None) is not None})
+
+
+def _check_memory_flags(args) -> None:
+    """The memory agent's settings without --memory-agent would be ignored: refuse them."""
+    given = [f"--{flag.replace('_', '-')}" for flag in _MEMORY_FLAGS if getattr(args, flag, None) is not None]
+    if given and not getattr(args, "memory_agent", False):
+        raise ValueError(f"{', '.join(given)} set the memory agent: add --memory-agent, or leave them out")
 
 
 def memory_templates():
@@ -256,8 +271,14 @@ def _finish(args, name: str, records, summary: dict, header, rows, plot) -> int:
 
     window = args.resolved_window.report()
     summary["window"] = window
+    memory = ""
+    if getattr(args, "memory_agent", False):  # the report says how the model read: chunk by chunk
+        config = _memory_config(args)
+        summary["memory_agent"] = {field: getattr(config, field) for field in _MEMORY_FLAGS.values()}
+        memory = (f"; memory agent: chunks of {config.chunk_tokens} tokens, memory {config.memory_tokens}, answer "
+                  f"{config.answer_tokens} new tokens")
     md = (f"# {name} ({args.backend})\n\nWindow: {window['tokens']} tokens ({window['source']}); rope scaling: "
-          f"{window['rope_scaling']}\n\n" + markdown_table(header, rows))
+          f"{window['rope_scaling']}{memory}\n\n" + markdown_table(header, rows))
     statuses = [s["judge"] for r in records for s in r["samples"] if s.get("judge", "off") != "off"]
     if statuses:  # a failing judge leaves the rule score in place: say how often it failed
         from loongrl.rewards.judge import status_counts
@@ -451,6 +472,7 @@ def _guard(fn):
         from loongrl.eval.run import ResumeError
 
         try:
+            _check_memory_flags(args)
             return fn(args)
         except (InputError, FileNotFoundError, ValueError, BackendError, ResumeError) as err:
             print(f"error: {err}", file=sys.stderr)
