@@ -67,6 +67,8 @@ def test_shipped_recipes_dry_runs_print_their_checks_and_pass(shipped, capsys, n
     if name == "qwenlong-l1-32b":  # its tokenizer is not here: schemas checked, lengths not, and said so
         assert "[check] sft_traces.parquet: SFT schema of every row checked (lengths not counted)" in checks
         assert "warning: the tokenizer of deepseek-ai/DeepSeek-R1-Distill-Qwen-32B is not available offline" in out
+        # uncounted, a file's rows still bound the pool (shipped_recipe_env: 180 rows a file, 3 files in phase1)
+        assert "[check] phase1: up to 540 rows in its files (lengths not counted), >= batch_size 128" in checks
         assert "[check] sft: SFT token budget 10000/GPU x SP 8 = 80000 >= max_length 30000" in checks
     if name == "qwenlong-l1.5-30b-a3b":  # its three options, on verl; its longest stage inside the 256K window
         for stage in ("rl-32k", "rl-60k", "rl-120k"):
@@ -266,3 +268,15 @@ def test_trl_refuses_qwenlong15_options_before_launch(shipped, tmp_path, capsys)
     rc = main(["train", _recipe_file(tmp_path, edit=one), "--dry-run", "--out", str(tmp_path / "run")])
     out, err = capsys.readouterr()
     assert rc == 2 and "error: stage1: aepo run on the verl backend only" in err and "warmup:" not in err
+
+
+def test_a_pool_smaller_than_a_batch_is_refused_even_when_lengths_are_not_counted(shipped, tmp_path, capsys):
+    """qwenlong-l1-32b's tokenizer is not here: its rows are not measured, but 180 of them cannot fill a batch of
+    256; refused before launch instead of at the stage's start."""
+    def big_batch(raw):
+        raw["stages"][1]["rl"]["batch_size"] = 256
+        raw["stages"][1]["rl"]["data"]["components"] = raw["stages"][1]["rl"]["data"]["components"][:1]
+    rc, out, err = _dry_run(_recipe_file(tmp_path, "qwenlong-l1-32b", edit=big_batch), capsys)
+    assert rc == 2
+    assert ("phase1: at most 180 rows in its files (lengths not counted), fewer than batch_size 256: not one full "
+            "batch, so 0 steps per epoch") in err

@@ -355,6 +355,7 @@ def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False, en
     lengths_of = _row_lengths(recipe.model, report) if any(os.path.isfile(p) for p, _ in files) else None
     fits: dict[str, list[int]] = {}  # stage name -> rows fitting, per counted file
     fit_rows: dict[tuple[str, str], int] = {}  # (stage name, path) -> rows fitting
+    uncounted: set[str] = set()  # stages with a file whose lengths were not counted (fit_rows: all its rows)
     for (path, sft), stages in files.items():
         names = ", ".join(s.name for s in stages)
         if not os.path.isfile(path):
@@ -372,6 +373,9 @@ def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False, en
         if lengths_of is None or len(lengths) == 0:
             report.ran.append(f"{os.path.basename(path)}: {'SFT ' if sft else ''}schema of every row checked "
                               "(lengths not counted)")
+            for stage in stages:  # every row, an upper bound for the batch check: fewer than one batch is refused
+                fit_rows[(stage.name, path)] = _row_count(path)
+                uncounted.add(stage.name)
             continue
         for stage in stages:
             spec = stage.spec
@@ -396,10 +400,20 @@ def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False, en
             report.problems.append(f"{stage.name}: no row of its {len(counted)} data file(s) fits its length budget "
                                    "(see the lines above): the stage would have nothing to train on")
             continue
-        _check_pool(recipe, stage, fit_rows, report, engine)
+        _check_pool(recipe, stage, fit_rows, report, engine, stage.name in uncounted)
 
 
-def _check_pool(recipe: Recipe, stage: Stage, fit_rows: dict, report: CheckReport, engine: str) -> None:
+def _row_count(path: str) -> int:
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _check_pool(recipe: Recipe, stage: Stage, fit_rows: dict, report: CheckReport, engine: str,
+                uncounted: bool = False) -> None:
     """The stage's rows after its length filter against one batch. An upper bound: `max_items` takes its subset
     before the length filter. Stages fed by a transition are known only when it has run."""
     comps = stage.spec.data.components
@@ -410,12 +424,13 @@ def _check_pool(recipe: Recipe, stage: Stage, fit_rows: dict, report: CheckRepor
     pool = sum(min(fit_rows[(stage.name, c.path)], c.max_items or fit_rows[(stage.name, c.path)]) * c.repeat
                for c in comps)
     need = stage.spec.batch_size
+    filtered = "in its files (lengths not counted)" if uncounted else "after its length filter"
     if pool < need:
-        report.problems.append(f"{stage.name}: at most {pool:,} rows after its length filter, fewer than batch_size "
+        report.problems.append(f"{stage.name}: at most {pool:,} rows {filtered}, fewer than batch_size "
                                f"{need}: not one full batch, so 0 steps per epoch (the stage would be refused when "
                                "it starts, after the stages before it have trained)")
     else:
-        report.ran.append(f"{stage.name}: up to {pool:,} rows after its length filter, >= batch_size {need}")
+        report.ran.append(f"{stage.name}: up to {pool:,} rows {filtered}, >= batch_size {need}")
 
 
 # ------------------------------------------------------------------------------- QwenLong-L1.5's options
