@@ -453,7 +453,7 @@ def _run_rows(args) -> int:
     backend = _backend(args, window)
     if hasattr(backend, "check_turns"):  # a memory agent: every file's rows, before the first file is generated
         backend.check_turns([it.messages for _, _, items, _ in loaded for it in items],
-                      [f"{path} row {it.meta['row']}" for path, _, items, _ in loaded for it in items])
+                            [f"{path} row {it.meta['row']}" for path, _, items, _ in loaded for it in items])
     records = rows_eval.evaluate(args.files, backend, sampling, args.out, reward, args.limit,
                                  chunk_size=_chunk(args), progress=not args.quiet, loaded=loaded,
                                  settings=window.settings())
