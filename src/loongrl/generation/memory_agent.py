@@ -271,14 +271,27 @@ class MemoryAgentBackend:
         # The name keys resumable outputs and fingerprints: other memory-agent settings are another run.
         self.name = f"{getattr(inner, 'name', type(inner).__name__)} ({self.config.label()})"
         self.traces: list[list[dict]] = []
+        self._checked: dict[str, int] = {}  # problem -> its tokens, once its turns are known to fit
 
-    def _check_budget(self, name: str, problem: str) -> int:
-        """The problem's tokens; a BackendError, naming the item, when one of its turns could not fit the window."""
+    def _split(self, name: str, messages) -> tuple[str, str]:
         from loongrl.generation.backends import BackendError
 
+        try:
+            return split_prompt(list(messages), self.templates)
+        except SplitError as err:
+            raise BackendError(f"memory agent, {name}: {err}") from None
+
+    def _check_budget(self, name: str, problem: str) -> int:
+        """The problem's tokens; a BackendError, naming the item, when one of its turns could not fit the window.
+        A problem checked before (``check_turns``, then ``generate``) is not measured again."""
+        from loongrl.generation.backends import BackendError
+
+        if problem in self._checked:
+            return self._checked[problem]
         c = self.config
         problem_tokens = len(self.tokenizer(problem, add_special_tokens=False)["input_ids"])
         if self.window is None:
+            self._checked[problem] = problem_tokens
             return problem_tokens
         update = _render_tokens(self.tokenizer, update_messages(c, problem, "", ""))
         answer = _render_tokens(self.tokenizer, answer_messages(c, problem, ""))
@@ -293,20 +306,15 @@ class MemoryAgentBackend:
                 f"memory agent, {name}: the answer turn needs {answer + c.memory_tokens + c.answer_tokens} tokens "
                 f"> the {self.window}-token window: problem and template {answer} + memory {c.memory_tokens} + "
                 f"new tokens {c.answer_tokens}; lower --memory-tokens or --memory-answer-tokens")
+        self._checked[problem] = problem_tokens
         return problem_tokens
 
     def check_turns(self, prompts, names=None) -> None:
         """Split every prompt and check its turns against the window, before anything is generated: a
         BackendError names the first that fails (``names[i]``, else "prompt i")."""
-        from loongrl.generation.backends import BackendError
-
         for i, messages in enumerate(prompts):
             name = names[i] if names else f"prompt {i}"
-            try:
-                problem, _ = split_prompt(list(messages), self.templates)
-            except SplitError as err:
-                raise BackendError(f"memory agent, {name}: {err}") from None
-            self._check_budget(name, problem)
+            self._check_budget(name, self._split(name, messages)[0])
 
     def _measured(self, where: str, messages: list[dict], new_tokens: int) -> int:
         from loongrl.generation.backends import BackendError
@@ -320,15 +328,10 @@ class MemoryAgentBackend:
     def generate(self, prompts, sampling, progress=None) -> list[list[str]]:
         from dataclasses import replace
 
-        from loongrl.generation.backends import BackendError
-
         c = self.config
         items = []  # (problem, chunks, document tokens, problem tokens)
         for i, messages in enumerate(prompts):
-            try:
-                problem, document = split_prompt(list(messages), self.templates)
-            except SplitError as err:
-                raise BackendError(f"memory agent, prompt {i}: {err}") from None
+            problem, document = self._split(f"prompt {i}", messages)
             problem_tokens = self._check_budget(f"prompt {i}", problem)
             chunks, doc_tokens = chunk_and_count(self.tokenizer, document, c.chunk_tokens)
             items.append((problem, chunks, doc_tokens, problem_tokens))

@@ -288,9 +288,9 @@ BAD_ROWS_SHOWN = 5  # per file; the rest are counted in one line
 
 
 def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: CheckReport,
-               stages: str) -> list[int] | None:
+               stages: str) -> tuple[list[int], int] | None:
     """Schema-check every row of `path`; returns each row's length (prompt, or prompt + completion for SFT)
-    when counting is possible, [] when it is not, None when the file is unusable."""
+    when counting is possible ([] when it is not) and the number of rows; None when the file is unusable."""
     from loongrl.progress import progress_bar
 
     from loongrl.data.io import iter_rows
@@ -332,7 +332,7 @@ def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: Chec
         report.problems.append(f"{path}: {bad - BAD_ROWS_SHOWN} more rows with problems ({bad} in all)")
     if bad:
         return None
-    return lengths
+    return lengths, n
 
 
 def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False, engine: str = "verl") -> None:
@@ -367,14 +367,15 @@ def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False, en
             (report.warnings if missing_ok else report.problems).append(
                 line + ("; the preflight synthesizes stand-in rows" if missing_ok else ""))
             continue
-        lengths = _read_file(path, sft, lengths_of, report, f"stage {names}")
-        if lengths is None:
+        read = _read_file(path, sft, lengths_of, report, f"stage {names}")
+        if read is None:
             continue
+        lengths, rows = read
         if lengths_of is None or len(lengths) == 0:
             report.ran.append(f"{os.path.basename(path)}: {'SFT ' if sft else ''}schema of every row checked "
                               "(lengths not counted)")
             for stage in stages:  # every row, an upper bound for the batch check: fewer than one batch is refused
-                fit_rows[(stage.name, path)] = _row_count(path)
+                fit_rows[(stage.name, path)] = rows
                 uncounted.add(stage.name)
             continue
         for stage in stages:
@@ -401,15 +402,6 @@ def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False, en
                                    "(see the lines above): the stage would have nothing to train on")
             continue
         _check_pool(recipe, stage, fit_rows, report, engine, stage.name in uncounted)
-
-
-def _row_count(path: str) -> int:
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    with open(path, encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip())
 
 
 def _check_pool(recipe: Recipe, stage: Stage, fit_rows: dict, report: CheckReport, engine: str,
