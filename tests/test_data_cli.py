@@ -15,8 +15,9 @@ pytestmark = pytest.mark.slow  # CLI subprocesses: left out of mutation runs
 LOONGRL = [sys.executable, "-m", "loongrl.cli"]
 
 
-def run(*args, cwd=None):
-    return subprocess.run([*LOONGRL, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+def run(*args, cwd=None, env=None):
+    return subprocess.run([*LOONGRL, *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_keychain_then_validate(tmp_path):
@@ -71,10 +72,20 @@ def test_mistyped_paths_are_one_line_errors_naming_the_path(tmp_path):
          f"system prompt '{tmp_path}/sys.txt': no such file"),
         (["score", str(tmp_path / "preds.jsonl")], "preds.jsonl"),
     ]
+    torn = tmp_path / "torn.jsonl"  # a row file cut off mid-line
+    torn.write_text('{"data_source": "hotpotqa", "prompt": []}\n{"data_source": "hot\n')
+    cases += [
+        (["data", "validate", str(torn), "--tokenizer", QWEN],
+         f"{torn}: line 2: invalid JSON (Unterminated string starting at: column 17)"),
+        # a hub id without network (HF_HUB_OFFLINE below, as on a cluster's compute nodes)
+        ([*base, "--tokenizer", "Qwen/Qwen2.5-7B-Instruct"],
+         "tokenizer Qwen/Qwen2.5-7B-Instruct: not a local folder, and not loadable from the hub"),
+    ]
     for args, message in cases:
-        r = run(*args)
+        r = run(*args, env={"HF_HUB_OFFLINE": "1"})
         assert r.returncode == 2, (args, r.stderr)
-        assert r.stderr.startswith("error: ") and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]  # after any progress line
+        assert errors and message in errors[0] and "Traceback" not in r.stderr, r.stderr
     assert not os.path.exists(out)
     (tmp_path / "sys.txt").write_text("Answer briefly.\n")
     r = run(*base, "--tokenizer", QWEN, "--system-prompt", str(tmp_path / "sys.txt"))

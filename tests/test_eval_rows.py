@@ -182,7 +182,7 @@ def test_rows_that_are_not_objects_or_lack_a_source_are_named(kc_files, tmp_path
     bad.write_text(json.dumps(row) + "\n\n" + json.dumps(row)[:-1] + "\n")  # a line cut short
     with pytest.raises(ValueError) as err:
         rows_eval.load_items(str(bad))
-    assert str(err.value) == f"{bad}: line 3: invalid JSON (Expecting ',' delimiter at column {len(json.dumps(row))})"
+    assert str(err.value) == f"{bad}: line 3: invalid JSON (Expecting ',' delimiter: column {len(json.dumps(row))})"
     with pytest.raises(FileNotFoundError, match=f"^row file not found: {tmp_path}/none.jsonl$"):
         rows_eval.load_items(str(tmp_path / "none.jsonl"))
 

@@ -130,6 +130,23 @@ def test_missing_file_and_row_without_prompt_are_named_with_file_and_row(shipped
         transitions.build_mixture(mixture, 0, None, None)
 
 
+def test_a_jsonl_line_that_is_not_json_is_named_not_a_traceback(shipped, tmp_path, capsys):
+    from loongrl.data.io import iter_rows
+
+    rows = list(iter_rows(os.path.join(shipped["LOONGRL_DATA"], "qa_musique.parquet")))[:3]
+    bad = tmp_path / "qa_musique.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"data_source": "musique", \n')
+
+    def edit(raw):
+        raw["stages"][1]["rl"]["data"]["components"][4]["path"] = str(bad)  # stage1's qa_musique
+
+    rc, out, err = _dry_run(_recipe_file(tmp_path, edit=edit), capsys)
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert f"error: {bad}: line 4: invalid JSON (Expecting property name enclosed in double quotes: column 27) " \
+           "(read by stage stage1)" in err
+
+
 def test_a_stage_whose_rows_all_exceed_its_budget_is_refused_and_drops_are_counted(shipped, tmp_path, capsys):
     def edit(raw):
         raw["stages"][0]["rl"]["data"]["max_prompt_tokens"] = 1000  # the rows have ~4K tokens

@@ -77,9 +77,14 @@ def _run_synth(args: argparse.Namespace) -> int:
 def _run_validate(args: argparse.Namespace) -> int:
     from loongrl.data.validate import recorded_tokenizer, validate_file
 
-    tokenizer = args.tokenizer or recorded_tokenizer(args.file) or default_tokenizer()
-    with progress_bar(unit="row", desc="validate", disable=args.quiet) as bar:
-        report = validate_file(args.file, tokenizer, args.max_prompt_tokens, progress=bar.update, engine=args.engine)
+    try:
+        tokenizer = args.tokenizer or recorded_tokenizer(args.file) or default_tokenizer()
+        with progress_bar(unit="row", desc="validate", disable=args.quiet) as bar:
+            report = validate_file(args.file, tokenizer, args.max_prompt_tokens, progress=bar.update,
+                                   engine=args.engine)
+    except ValueError as e:  # a JSONL line that is not JSON: iter_rows names the file and line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if report.other_tokenizer:
         print(f"note: {report.other_tokenizer} rows were made with another tokenizer than {tokenizer}: their budget "
               "was checked with it, their recorded token counts were not", file=sys.stderr)

@@ -121,7 +121,7 @@ def iter_rows(path: str, batch_rows: int = 64) -> Iterator[dict]:
                 try:
                     row = json.loads(line.rstrip())
                 except json.JSONDecodeError as e:  # a line number: unambiguous whatever a caller counts as a row
-                    raise ValueError(f"{path}: line {n}: invalid JSON ({e.msg} at column {e.pos + 1})") from None
+                    raise ValueError(f"{path}: line {n}: invalid JSON ({e.msg}: column {e.pos + 1})") from None
                 yield row
         return
     pf = pq.ParquetFile(path)

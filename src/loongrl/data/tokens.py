@@ -80,7 +80,14 @@ def load_tokenizer(name_or_path: str):
                                 "such as Qwen/Qwen2.5-7B-Instruct)")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as e:  # a hub id with no network: say what to pass instead of transformers' traceback
+        if os.path.isdir(os.path.expanduser(name_or_path)):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileNotFoundError(f"tokenizer {name_or_path}: not a local folder, and not loadable from the hub "
+                                f"({first}); pass a local tokenizer folder (--tokenizer, or $LOONGRL_TOKENIZER)") from None
 
 
 def _steps(spec: dict | None, key: str) -> list[dict]:

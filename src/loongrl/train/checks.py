@@ -306,9 +306,10 @@ def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: Chec
         report.problems.append(f"{path}: cannot be read as a row file ({type(e).__name__}: {e})")
         return None
     lengths, bad, n = [], 0, 0
+    unreadable: list[Exception] = []
     with progress_bar(total=total, desc=f"checking {os.path.basename(path)}", unit="row", leave=False,
                       disable=total is None or total < 500) as bar:
-        for i, row in enumerate(rows):
+        for i, row in enumerate(_reading(rows, unreadable)):
             n += 1
             bar.update(1)
             errs = row_problems(row, sft)
@@ -325,6 +326,12 @@ def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: Chec
                                            "lengths were not checked")
                     lengths_of = None
                     lengths.clear()
+    if unreadable:
+        e = unreadable[0]  # iter_rows' ValueError names the file and line of a JSONL line that is not JSON
+        report.problems.append((str(e) if isinstance(e, ValueError) and str(e).startswith(path) else
+                                f"{path}: cannot be read after row {n} ({type(e).__name__}: {e})")
+                               + f" (read by {stages})")
+        return None
     if n == 0:
         report.problems.append(f"{path}: no rows (read by {stages})")
         return None
@@ -333,6 +340,14 @@ def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: Chec
     if bad:
         return None
     return lengths, n
+
+
+def _reading(rows, failed: list):
+    """`rows`, stopping at a reading error (kept in `failed`); errors of the caller's loop body are not caught."""
+    try:
+        yield from rows
+    except Exception as e:  # noqa: BLE001 - any reader error part-way is the file's problem, named by the caller
+        failed.append(e)
 
 
 def check_data(recipe: Recipe, report: CheckReport, missing_ok: bool = False, engine: str = "verl") -> None:
