@@ -248,3 +248,17 @@ def test_cli_judge_flags_and_judge_errors_in_the_report(kc_files, server, tmp_pa
     assert main(["eval", "rows", kc_files["hotpotqa"], "--backend", f"openai:{server.base_url}#m", "--out", out,
                  "--judge-url", server.base_url, "--judge-retries", "-1"]) == 2
     assert "--judge-retries: max_retries must be >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend, problem", [
+    ("bogus:xyz", "expected hf:PATH, openai:BASE_URL#MODEL or vllm:PATH"),
+    ("hf:", "expected hf:PATH, openai:BASE_URL#MODEL or vllm:PATH"),
+    ("openai:http://127.0.0.1:1/v1", "expected openai:BASE_URL#MODEL")])
+def test_a_bad_backend_spec_is_refused_before_the_tokenizer_is_resolved(kc_files, tmp_path, capsys, backend, problem):
+    """Without --tokenizer the default tokenizer is a hub id: the spec used to be checked only after trying the hub
+    (about 50 s of retries offline), and the error then blamed the tokenizer."""
+    from loongrl.cli import main
+
+    assert main(["eval", "rows", kc_files["hotpotqa"], "--backend", backend, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == f"error: backend spec {backend!r}: {problem}\n"
+    assert not os.path.exists(tmp_path / "o")

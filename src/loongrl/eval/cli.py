@@ -189,6 +189,13 @@ def _check_memory_flags(args) -> None:
         raise ValueError(f"{', '.join(given)} set the memory agent: add --memory-agent, or leave them out")
 
 
+def _check_flags(args) -> None:
+    """Refuse, before any tokenizer or model is loaded, a --backend that is not a spec."""
+    from loongrl.generation.backends import parse_backend_spec
+
+    parse_backend_spec(args.backend)
+
+
 def memory_templates():
     """The user templates of the project's prompts, so the memory agent finds their document exactly: the
     rows' (QA and KeyChain: intro + context + blank line + tail), NIAH's and the QwenLong LongBench preset's.
@@ -472,6 +479,7 @@ def _guard(fn):
         from loongrl.eval.run import ResumeError
 
         try:
+            _check_flags(args)
             _check_memory_flags(args)
             return fn(args)
         except (InputError, FileNotFoundError, ValueError, BackendError, ResumeError) as err:

@@ -295,6 +295,23 @@ class VLLMBackend:
         return out
 
 
+def parse_backend_spec(spec: str) -> tuple[str, tuple[str, ...]]:
+    """(kind, the backend's positional arguments) of a spec string: ("openai", (BASE_URL, MODEL)), ("hf", (PATH,))
+    or ("vllm", (PATH,)). Loads nothing, so a CLI can refuse a bad spec before any other work; ValueError
+    naming the spec otherwise (an hf: path that looks like a folder must exist)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "openai":
+        base_url, sep, model = rest.rpartition("#")
+        if not sep or not base_url or not model:
+            raise ValueError(f"backend spec {spec!r}: expected openai:BASE_URL#MODEL")
+        return kind, (base_url, model)
+    if kind in ("hf", "vllm") and rest:
+        if kind == "hf" and not os.path.exists(rest) and rest.startswith((".", "/")):
+            raise ValueError(f"backend spec {spec!r}: model folder {rest} does not exist")
+        return kind, (rest,)
+    raise ValueError(f"backend spec {spec!r}: expected hf:PATH, openai:BASE_URL#MODEL or vllm:PATH")
+
+
 def make_backend(spec: str, **options):
     """A backend from a spec string.
 
@@ -307,18 +324,8 @@ def make_backend(spec: str, **options):
     """
     import inspect
 
-    kind, _, rest = spec.partition(":")
-    if kind == "openai":
-        base_url, sep, model = rest.rpartition("#")
-        if not sep or not base_url or not model:
-            raise ValueError(f"backend spec {spec!r}: expected openai:BASE_URL#MODEL")
-        cls, args = OpenAIBackend, (base_url, model)
-    elif kind in ("hf", "vllm") and rest:
-        cls, args = (TransformersBackend if kind == "hf" else VLLMBackend), (rest,)
-        if kind == "hf" and not os.path.exists(rest) and rest.startswith((".", "/")):
-            raise ValueError(f"backend spec {spec!r}: model folder {rest} does not exist")
-    else:
-        raise ValueError(f"backend spec {spec!r}: expected hf:PATH, openai:BASE_URL#MODEL or vllm:PATH")
+    kind, args = parse_backend_spec(spec)
+    cls = {"openai": OpenAIBackend, "hf": TransformersBackend, "vllm": VLLMBackend}[kind]
     if cls is VLLMBackend:
         return cls(*args, rope=options.get("rope"), **(options.get("vllm_kwargs") or {}))
     accepted = inspect.signature(cls.__init__).parameters
