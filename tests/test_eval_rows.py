@@ -262,3 +262,43 @@ def test_a_bad_backend_spec_is_refused_before_the_tokenizer_is_resolved(kc_files
     assert main(["eval", "rows", kc_files["hotpotqa"], "--backend", backend, "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == f"error: backend spec {backend!r}: {problem}\n"
     assert not os.path.exists(tmp_path / "o")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n", "0"], "--n must be >= 1, got 0"),
+    (["--n", "-1"], "--n must be >= 1, got -1"),
+    (["--batch-size", "-2"], "--batch-size must be >= 1, got -2"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--chunk-size", "0"], "--chunk-size must be >= 1, got 0"),
+    (["--window", "0"], "--window must be >= 1, got 0"),
+    (["--limit", "0"], "--limit must be >= 1, got 0"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+    (["--temperature", "-0.5"], "--temperature must be >= 0 (0: greedy), got -0.5"),
+    (["--temperature", "0.6", "--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+    (["--n", "4"], "--n 4 with temperature 0 (greedy) would be 4 identical samples: set --temperature > 0 (e.g. 0.6), "
+                   "or --n 1"),
+    (["--n", "2", "--temperature", "0"], "--n 2 with temperature 0 (greedy) would be 2 identical samples"),
+])
+def test_flags_out_of_range_are_refused_before_anything_runs(kc_files, server, tmp_path, capsys, flags, message):
+    """They used to end in tracebacks (--n 0: ZeroDivisionError after a samples file was made; --batch-size -2:
+    KeyError), a misleading error (--limit 0: 'no rows'), or be ignored (--window 0)."""
+    from loongrl.cli import main
+
+    server.reset()
+    out = tmp_path / "o"
+    assert main(["eval", "rows", kc_files["hotpotqa"], "--backend", f"openai:{server.base_url}#m", "--tokenizer", QWEN,
+                 "--out", str(out), "--quiet", *flags]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+    assert server.requests == [] and not os.path.exists(out)
+
+
+def test_several_samples_with_a_temperature_are_accepted(kc_files, server, tmp_path):
+    from loongrl.cli import main
+
+    server.reset()
+    server.respond = lambda body: "no idea"
+    assert main(["eval", "rows", kc_files["hotpotqa"], "--backend", f"openai:{server.base_url}#m", "--tokenizer", QWEN,
+                 "--out", str(tmp_path / "o"), "--quiet", "--limit", "1", "--n", "2", "--temperature", "0.6",
+                 "--top-p", "1"]) == 0
+    assert len(json.load(open(tmp_path / "o" / "rows.json"))["records"][0]["samples"]) == 2

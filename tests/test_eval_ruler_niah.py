@@ -259,3 +259,29 @@ def test_progress_lines_when_stderr_is_not_a_terminal(server, tmp_path, capsys):
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("niah: ")]
     assert [x.split(",")[0] for x in lines] == ["niah: 4/4 items (100%)"]  # one chunk of 8: one line
     assert "\r" not in "".join(lines)
+
+
+@pytest.mark.parametrize("command, message", [
+    (["niah", "--num-depths", "0"], "--num-depths must be >= 1, got 0"),
+    (["niah", "--num-lengths", "0"], "--num-lengths must be >= 1, got 0"),
+    (["niah", "--min-len", "8000", "--max-len", "1000"], "--min-len 8000 exceeds --max-len 1000"),
+    (["niah", "--min-len", "0", "--max-len", "1000"], "--min-len must be >= 1, got 0"),
+    (["ruler", "--num-samples", "0"], "--num-samples must be >= 1, got 0"),
+    (["ruler", "--lengths", "-100"], "--lengths must be positive token counts: -100"),
+    (["ruler", "--lengths", "1024,0,-5"], "--lengths must be positive token counts: 0, -5"),
+    (["ruler", "--lengths", ","], "--lengths must be positive token counts: none given"),
+    (["ruler", "--n", "2"], "--n 2 with temperature 0 (greedy) would be 2 identical samples"),
+    (["niah", "--max-new-tokens", "-1"], "--max-new-tokens must be >= 1, got -1"),
+    (["longbench", "--data", "hf:THUDM/LongBench", "--limit", "0"], "--limit must be >= 1, got 0"),
+    (["longbench", "--data", "hf:THUDM/LongBench", "--preset", "loongrl", "--temperature", "0"],
+     "--preset loongrl's 8 samples with temperature 0 (greedy) would be 8 identical samples"),
+])
+def test_grid_and_sampling_flags_out_of_range_are_refused_up_front(server, tmp_path, capsys, command, message):
+    """They used to end in tracebacks (--num-depths 0: matplotlib's, after the results were written; --num-lengths 0:
+    max() of nothing; --num-samples 0: IndexError), be accepted (--min-len above --max-len) or not name the length."""
+    server.reset()
+    out = tmp_path / "o"
+    assert main(["eval", *command, "--backend", f"openai:{server.base_url}#m", "--tokenizer", QWEN, "--out", str(out),
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+    assert server.requests == [] and not os.path.exists(out)

@@ -190,10 +190,35 @@ def _check_memory_flags(args) -> None:
 
 
 def _check_flags(args) -> None:
-    """Refuse, before any tokenizer or model is loaded, a --backend that is not a spec."""
+    """Refuse, before any tokenizer or model is loaded, a --backend that is not a spec and flags out of range."""
     from loongrl.generation.backends import parse_backend_spec
 
     parse_backend_spec(args.backend)
+    at_least_one = ["n", "max_new_tokens", "batch_size", "chunk_size", "window", "limit",  # (None: the default)
+                    "num_samples", "num_lengths", "num_depths", "min_len", "max_len"]
+    for flag in at_least_one:
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if getattr(args, "min_len", None) is not None and args.min_len > args.max_len:
+        raise ValueError(f"--min-len {args.min_len} exceeds --max-len {args.max_len}")
+    lengths = getattr(args, "lengths", None)
+    if lengths is not None and (not lengths or min(lengths) < 1):
+        bad = ", ".join(str(n) for n in lengths if n < 1) or "none given"
+        raise ValueError(f"--lengths must be positive token counts: {bad}")
+    if args.temperature is not None and not args.temperature >= 0:
+        raise ValueError(f"--temperature must be >= 0 (0: greedy), got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+    from loongrl.eval.longbench import PRESETS
+
+    preset = PRESETS.get(getattr(args, "preset", None))  # LongBench's preset samples; the others are greedy, n=1
+    n = args.n if args.n is not None else preset.sampling.n if preset else 1
+    temperature = args.temperature if args.temperature is not None else preset.sampling.temperature if preset else 0
+    if n > 1 and temperature == 0:
+        given = f"--n {n}" if args.n is not None else f"--preset {preset.name}'s {n} samples"
+        raise ValueError(f"{given} with temperature 0 (greedy) would be {n} identical samples: set --temperature > 0 "
+                         "(e.g. 0.6), or --n 1")
 
 
 def memory_templates():
