@@ -302,3 +302,35 @@ def test_several_samples_with_a_temperature_are_accepted(kc_files, server, tmp_p
                  "--out", str(tmp_path / "o"), "--quiet", "--limit", "1", "--n", "2", "--temperature", "0.6",
                  "--top-p", "1"]) == 0
     assert len(json.load(open(tmp_path / "o" / "rows.json"))["records"][0]["samples"]) == 2
+
+
+@pytest.mark.parametrize("change, field, problem", [
+    (lambda r: r["extra_info"].update(prompt_tokens="abc"), "extra_info.prompt_tokens",
+     "must be a token count, got 'abc'"),
+    (lambda r: r["extra_info"].update(prompt_tokens=-3), "extra_info.prompt_tokens", "must be a token count, got -3"),
+    (lambda r: r["extra_info"].update(gold_passage_depths=["x"]), "extra_info.gold_passage_depths",
+     "must be a list of fractions in [0, 1], got ['x']"),
+    (lambda r: r["extra_info"].update(gold_passage_depths=[50]), "extra_info.gold_passage_depths",
+     "must be a list of fractions in [0, 1], got [50]"),
+    (lambda r: r.update(extra_info="text"), "extra_info", "not an object"),
+    (lambda r: r["prompt"][0].update(role="bogus"), "prompt", "role 'bogus' is not one of system, user, assistant"),
+], ids=["tokens-str", "tokens-negative", "depths-str", "depths-percent", "info-str", "role-bogus"])
+def test_bad_metadata_and_roles_are_named_not_tracebacks_or_sent(kc_files, server, tmp_path, capsys, change, field,
+                                                                  problem):
+    """A string prompt_tokens used to raise TypeError while bucketing; a message with role 'bogus' was sent to the
+    model (data validate refuses both)."""
+    from loongrl.cli import main
+
+    row = read_rows(kc_files["musique"])[0]
+    bad = json.loads(json.dumps(row))
+    change(bad)
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError) as err:
+        rows_eval.load_items(str(path))
+    assert str(err.value) == f"{path}: row 1: field '{field}': {problem}"
+    server.reset()
+    assert main(["eval", "rows", str(path), "--backend", f"openai:{server.base_url}#m", "--tokenizer", QWEN,
+                 "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert capsys.readouterr().err.endswith(f"error: {path}: row 1: field '{field}': {problem}\n")
+    assert server.requests == []

@@ -30,6 +30,7 @@ from loongrl.rewards import scorers
 METRICS = ("acc", "f1", "exact", "score", "answered", "boxed", "think")
 LENGTH_EDGES = (1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 BREAKDOWNS = {"source": "data source", "length": "prompt tokens", "depth": "gold depth"}
+ROLES = ("system", "user", "assistant")
 
 
 def length_bucket(tokens: int | None) -> str:
@@ -61,6 +62,20 @@ def _check(path: str, n: int, row) -> None:
     if not isinstance(prompt, list) or not prompt or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt):
         raise InputError(path, n, "prompt", "must be a non-empty list of {role, content} messages", "bad_field")
+    roles = [m["role"] for m in prompt if m["role"] not in ROLES]
+    if roles:
+        raise InputError(path, n, "prompt", f"role {roles[0]!r} is not one of {', '.join(ROLES)}", "bad_field")
+    info = row.get("extra_info") or {}
+    if not isinstance(info, dict):
+        raise InputError(path, n, "extra_info", "not an object", "bad_field")
+    tokens = info.get("prompt_tokens")
+    if tokens is not None and (not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0):
+        raise InputError(path, n, "extra_info.prompt_tokens", f"must be a token count, got {tokens!r}", "bad_field")
+    depths = info.get("gold_passage_depths")
+    if depths is not None and (not isinstance(depths, list) or not all(
+            isinstance(d, (int, float)) and not isinstance(d, bool) and 0 <= d <= 1 for d in depths)):
+        raise InputError(path, n, "extra_info.gold_passage_depths", f"must be a list of fractions in [0, 1], "
+                         f"got {depths!r}", "bad_field")
     gold = (row.get("reward_model") or {}).get("ground_truth")
     if gold is None or (not isinstance(gold, str) and not scorers.as_gold_list(gold)):
         raise InputError(path, n, "reward_model.ground_truth", "missing or empty", "bad_field")
