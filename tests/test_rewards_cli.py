@@ -85,6 +85,21 @@ def test_pass_at_k_says_which_items_it_leaves_out(hotpot_items, tmp_path, capsys
     assert json.loads(out.read_text())["overall"]["pass_at_k"] == {"2": 1.0, "8": 1.0}
 
 
+@pytest.mark.parametrize("k, part", [("abc", "abc"), ("-1", "-1"), ("0", "0"), ("1,0", "0"), ("1,,2", ""),
+                                     ("2.5", "2.5")])
+def test_k_must_be_integers_of_at_least_one(hotpot_items, tmp_path, capsys, k, part):
+    """--k abc was a ValueError traceback; --k -1 printed pass@-1 = -0.75 and --k 0 a pass@0 column."""
+    a = hotpot_items[0]
+    path = tmp_path / "preds.jsonl"
+    path.write_text(json.dumps({"id": a["_id"], "response": response(a["answer"]), "answers": [a["answer"]],
+                                "data_source": "longqa_hotpotqa"}) + "\n")
+    assert run([str(path), "--k", k]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"error: --k {k}: {part!r} is not an integer >= 1 (comma-separated k values of pass@k, "
+                            "e.g. 1,2,4)\n")
+    assert captured.out == ""
+
+
 def test_bad_rows_are_counted_by_reason_or_stop_in_strict_mode(tmp_path, capsys):
     good = {"id": "q1", "response": response("Paris"), "answers": ["Paris"], "data_source": "keychain_x"}
     lines = [json.dumps(good), "{not json", json.dumps({"id": "q2", "answers": ["x"], "data_source": "keychain_x"}),

@@ -140,7 +140,27 @@ def _print_table(summary: dict, ks: list[int]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
 
 
+def parse_ks(text: str) -> list[int]:
+    """The sorted distinct k values of ``--k`` ("1,2,4"); ValueError unless each is an integer >= 1."""
+    ks = set()
+    for part in text.split(","):
+        try:
+            k = int(part)
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise ValueError(f"--k {text}: {part.strip()!r} is not an integer >= 1 (comma-separated k values of "
+                             "pass@k, e.g. 1,2,4)")
+        ks.add(k)
+    return sorted(ks)
+
+
 def run_score(args: argparse.Namespace) -> int:
+    try:
+        ks = parse_ks(args.k)  # before any row is read or scored
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         rows, skipped = read_rows(args.predictions, args.data_source, args.strict)
     except RowError as err:
@@ -162,7 +182,6 @@ def run_score(args: argparse.Namespace) -> int:
         judge = LLMJudge(config)
     results = score_batch(rows, require_think=not args.no_require_think, word_boundary=args.word_boundary,
                           faithful=args.faithful, judge=judge)
-    ks = sorted({int(k) for k in args.k.split(",")})
     summary = {"predictions": args.predictions, "rows_scored": len(rows), "rows_skipped": dict(skipped),
                **summarise(rows, results, ks),
                "judge_stats": dict(judge.stats) if judge else None}
