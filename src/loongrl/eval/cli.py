@@ -504,8 +504,8 @@ def _guard(fn):
         from loongrl.eval.run import ResumeError
 
         try:
-            _check_flags(args)
             _check_memory_flags(args)
+            _check_flags(args)
             return fn(args)
         except (InputError, FileNotFoundError, ValueError, BackendError, ResumeError) as err:
             print(f"error: {err}", file=sys.stderr)
