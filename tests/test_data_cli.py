@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow  # CLI subprocesses: left out of mutation runs
 LOONGRL = [sys.executable, "-m", "loongrl.cli"]
 
 
-def run(*args, cwd=None, env=None):
-    return subprocess.run([*LOONGRL, *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+def run(*args, cwd=None, env=None, timeout=300):
+    return subprocess.run([*LOONGRL, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env=None if env is None else {**os.environ, **env})
 
 
@@ -30,6 +30,20 @@ def test_keychain_then_validate(tmp_path):
     assert summary["written"] == 4 and summary["exact_fast_counting"] is True
     v = run("data", "validate", out, "--tokenizer", QWEN)
     assert v.returncode == 0 and "4 rows checked, 0 failed" in v.stdout
+
+
+@pytest.mark.parametrize("key_format, message", [
+    ("alnum1", "error: key-format: alnum1 makes 62 distinct keys, fewer than twice the 64 a row needs (16 chains x 4 "
+               "hops); use longer keys (e.g. alnum8), hex8 or uuid36"),   # never finished
+    ("alnum0", "error: key-format: unknown key format 'alnum0' (hex8, uuid36, alnumN with 1 <= N <= 64)"),
+    ("alnumx", "error: key-format: unknown key format 'alnumx' (hex8, uuid36, alnumN with 1 <= N <= 64)"),
+])
+def test_keychain_refuses_a_key_format_at_once(tmp_path, key_format, message):
+    out = tmp_path / "x.jsonl"
+    r = run("data", "keychain", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--tokenizer", QWEN,
+            "--max-prompt-tokens", "4096", "--num", "1", "--key-format", key_format, "--out", str(out), "--quiet",
+            timeout=60)
+    assert (r.returncode, r.stderr.strip(), r.stdout, out.exists()) == (2, message, "", False)
 
 
 def test_qa_jsonl_and_validate_with_tighter_budget(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from conftest import INPUTS, QWEN, read_rows
 
 from loongrl.data import SynthConfig, synthesize, validate_file
+from loongrl.data import keychain as kc
 from loongrl.data.prompts import KEYCHAIN_TAIL, LOONGRL_SYSTEM
 from loongrl.data.sources import InputError, load_source
 from loongrl.data.validate import parse_pairs
@@ -427,6 +428,27 @@ def test_synth_config_accepts_the_lowest_settings_and_counts_chains_per_1k_token
     assert chains(16384) == 64 and chains(16384, "alnum8") == 64 and chains(16384, "uuid36") == 16
     assert chains(1000) == 3                 # 4 * 1000 // 1024
     assert chains(512) == 2 and chains(256) == 2 and chains(2048, "uuid36") == 2   # never fewer than 2
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"key_format": "alnumx"}, r"key-format: unknown key format 'alnumx' \(hex8, uuid36, alnumN with 1 <= N <= 64\)"),
+    ({"key_format": "alnum0"}, r"key-format: unknown key format 'alnum0'"),
+    # 16 chains x 4 hops at 4096 tokens: 64 keys, more than one letter or digit can make
+    ({"key_format": "alnum1"}, r"key-format: alnum1 makes 62 distinct keys, fewer than twice the 64 a row needs "
+                               r"\(16 chains x 4 hops\); use longer keys \(e.g. alnum8\), hex8 or uuid36"),
+    ({"key_format": "alnum1", "num_chains": 8}, r"fewer than twice the 32 a row needs \(8 chains x 4 hops\)"),
+])
+def test_synth_config_refuses_key_formats_that_cannot_make_the_keys_a_row_needs(setting, message):
+    with pytest.raises(ValueError, match=message):
+        SynthConfig(**{"source": "jsonl", "input": "x.jsonl", "tokenizer": QWEN, "max_prompt_tokens": 4096, **setting})
+
+
+def test_synth_config_accepts_key_formats_with_twice_the_keys_a_row_needs():
+    ok = SynthConfig(source="jsonl", input="x.jsonl", tokenizer=QWEN, key_format="alnum1", num_chains=31, hops=1)
+    assert ok.chains() * ok.hops * 2 == kc.key_space("alnum1")
+    assert SynthConfig(source="jsonl", input="x.jsonl", tokenizer=QWEN, key_format="alnum64").key_format == "alnum64"
+    # plain QA rows have no keys: their key format is only checked to be one
+    assert SynthConfig(source="jsonl", input="x.jsonl", tokenizer=QWEN, keychain=False, key_format="alnum1").chains()
 
 
 def test_item_generator_is_seeded_by_seed_source_and_id():
