@@ -110,6 +110,28 @@ def test_mistyped_paths_are_one_line_errors_naming_the_path(tmp_path):
     assert [m["content"] for m in rows[0]["prompt"]][0] == "Answer briefly."
 
 
+def test_validate_reports_rows_of_a_wrong_shape_and_refuses_files_without_rows(tmp_path):
+    row = {"data_source": "x", "prompt": [{"role": "user", "content": "What?"}], "ability": "qa",
+           "reward_model": {"style": "rule", "ground_truth": ["a"]}, "extra_info": {"kind": "qa"}}
+    typed = tmp_path / "typed.jsonl"  # a string prompt raised AttributeError; extra_info a string too (no --tokenizer)
+    rows = [row, dict(row, prompt="What?"), dict(row, extra_info="qa")]
+    typed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    v = run("data", "validate", str(typed), "--quiet", env={"LOONGRL_TOKENIZER": QWEN})
+    assert v.returncode == 1 and "Traceback" not in v.stderr, v.stderr
+    assert v.stdout.splitlines() == [f"{typed}: row 1: prompt: expected a list of {{role, content}} messages, got str",
+                                     f"{typed}: row 2: extra_info: expected an object, got str",
+                                     "3 rows checked, 2 failed"]
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "garbage.parquet").write_text("not parquet\n")
+    (tmp_path / "folder").mkdir()
+    for name, message in [("empty.jsonl", "holds no rows"),
+                          ("folder", "is a folder, not a row file (.parquet or .jsonl)"),
+                          ("garbage.parquet", "not a parquet file (Parquet magic bytes not found in footer.")]:
+        r = run("data", "validate", str(tmp_path / name), "--tokenizer", QWEN, "--quiet")
+        assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path / name}: {message}"), r.stderr
+        assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
+
+
 def test_validate_counts_with_the_tokenizer_the_rows_record(tmp_path, smollm2):
     out = str(tmp_path / "qa.parquet")
     r = run("data", "qa", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--tokenizer", smollm2,

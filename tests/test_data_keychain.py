@@ -150,6 +150,51 @@ def test_validate_rejects_damaged_rows(kc_files, tmp_path, damage, message):
     assert any(e.startswith(f"{out}: row 2: ") and message in e for e in report.errors), report.errors
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda row: row.update(prompt=row["prompt"][-1]["content"]), "prompt: expected a list of {role, content} "
+                                                                   "messages, got str"),
+    (lambda row: row.update(prompt=["hello"]), "prompt[0]: expected a {role, content} message of strings, got 'hello'"),
+    (lambda row: row["prompt"][-1].update(content=None), "prompt[1]: expected a {role, content} message of strings"),
+    (lambda row: row.update(extra_info="kc"), "extra_info: expected an object, got str"),
+    (lambda row: row.update(reward_model=["x"]), "reward_model: expected an object, got list"),
+    (lambda row: row["extra_info"].update(max_prompt_tokens="16384"), "extra_info.max_prompt_tokens: expected int, "
+                                                                       "got str"),
+    (lambda row: row["extra_info"].update(hops="4"), "extra_info.hops: expected int, got str"),
+    (lambda row: row["extra_info"].pop("chain"), "extra_info.chain: missing"),
+    (lambda row: row["extra_info"].update(key_format="alnum0"), "extra_info.key_format: unknown key format 'alnum0'"),
+])
+def test_validate_names_row_and_field_of_a_wrong_type(kc_files, tmp_path, damage, message):
+    # JSONL rows can hold any type (parquet's schema cannot): these raised AttributeError, TypeError or KeyError
+    rows = read_rows(kc_files["hotpotqa"])[:3]
+    damage(rows[1])
+    out = tmp_path / "typed.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    report = validate_file(str(out), QWEN)
+    assert (report.rows, report.failed_rows) == (3, 1)
+    assert any(e.startswith(f"{out}: row 1: {message}") for e in report.errors), report.errors
+
+
+def test_validate_names_a_row_that_is_not_an_object(tmp_path):
+    out = tmp_path / "list.jsonl"
+    out.write_text('["a", "b"]\n', encoding="utf-8")
+    report = validate_file(str(out), QWEN)
+    assert report.errors == [f"{out}: row 0: row: expected an object with the fields data_source, prompt, ability, "
+                             "reward_model, extra_info, got list"]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.jsonl", "", "{path}: holds no rows"),                # was '0 rows checked, 0 failed' with no reason
+    ("blank.jsonl", "\n\n", "{path}: holds no rows"),
+    ("garbage.parquet", "not parquet", "{path}: not a parquet file (Parquet magic bytes not found in footer"),
+    ("folder", None, "{path}: is a folder, not a row file (.parquet or .jsonl)"),
+])
+def test_validate_names_a_file_with_no_rows_to_check(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.mkdir() if content is None else path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(message.format(path=path))):
+        validate_file(str(path), QWEN)
+
+
 def _cfg(**kw):
     base = dict(source="musique", input=INPUTS["musique"], tokenizer=QWEN, max_prompt_tokens=4096, num=8, seed=5)
     base.update(kw)
