@@ -86,6 +86,11 @@ def test_mistyped_paths_are_one_line_errors_naming_the_path(tmp_path):
          f"system prompt '{tmp_path}/sys.txt': no such file"),
         (["score", str(tmp_path / "preds.jsonl")], "preds.jsonl"),
     ]
+    (tmp_path / "empty-folder").mkdir()  # a tokenizer folder with nothing in it: transformers' 5 lines, no name
+    cases += [([*base, "--tokenizer", str(tmp_path / "empty-folder")],
+               f"error: tokenizer {tmp_path}/empty-folder: no tokenizer files in this folder (tokenizer.json, or"),
+              (["data", "validate", str(tmp_path / "missing.jsonl"), "--tokenizer", str(tmp_path / "empty-folder")],
+               f"error: tokenizer {tmp_path}/empty-folder: no tokenizer files in this folder")]
     torn = tmp_path / "torn.jsonl"  # a row file cut off mid-line
     torn.write_text('{"data_source": "hotpotqa", "prompt": []}\n{"data_source": "hot\n')
     cases += [
