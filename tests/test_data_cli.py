@@ -137,6 +137,26 @@ def test_validate_reports_rows_of_a_wrong_shape_and_refuses_files_without_rows(t
         assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
 
 
+def test_extra_pool_of_the_wrong_shape_is_refused_and_bad_passages_are_counted_apart(tmp_path):
+    out = tmp_path / "qa.jsonl"
+    base = ["data", "qa", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--tokenizer", QWEN,
+            "--max-prompt-tokens", "2048", "--num", "1", "--out", str(out), "--quiet"]
+    pool = tmp_path / "pool.json"
+    for content in ('{"a": 1}', '[{"title": 1}]'):   # were taken: rc 0, and 'skipped' counted the pool's row
+        pool.write_text(content)
+        r = run(*base, "--extra-pool", str(pool))
+        assert r.returncode == 2 and r.stderr == (f"error: extra pool {pool}: no passage with a non-empty text among "
+                                                  "its 1 rows; expected a JSON list of {title, text} objects\n")
+        assert not out.exists()
+    pool.write_text('[{"title": "Extra", "text": "An extra filler passage."}, {"title": 1}]')
+    r = run(*base, "--extra-pool", str(pool))
+    # read = written + skipped: the pool's bad passage is not one of the items
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == ("read 1768 / written 1 / skipped 1767: beyond_num=1767; "
+                                                              "extra pool: bad_pool_passage=1"), r.stdout
+    summary = json.load(open(f"{out}.summary.json"))
+    assert (summary["skipped"], summary["extra_pool_skipped"]) == ({"beyond_num": 1767}, {"bad_pool_passage": 1})
+
+
 def test_validate_counts_with_the_tokenizer_the_rows_record(tmp_path, smollm2):
     out = str(tmp_path / "qa.parquet")
     r = run("data", "qa", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--tokenizer", smollm2,

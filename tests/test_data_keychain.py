@@ -372,7 +372,7 @@ def test_synthesis_counts_every_item_it_leaves_out_and_records_its_run(tmp_path,
     assert 0 <= s.setup_seconds and 0 <= s.rows_seconds and s.setup_seconds + s.rows_seconds <= wall
     record = json.load(open(out + ".summary.json", encoding="utf-8"))
     assert record == {
-        "read": 9, "written": 2, "skipped": skipped,
+        "read": 9, "written": 2, "skipped": skipped, "extra_pool_skipped": {},
         "config": {"source": "jsonl", "input": path, "tokenizer": QWEN, "max_prompt_tokens": 1024, "keychain": False,
                    "num_chains": None, "hops": 4, "key_format": "hex8", "placement": "uniform", "depth": 0.5,
                    "sigma": 0.3, "system_prompt": "loongrl", "seed": 0, "num": 2, "start": 1, "exclude": 2,
