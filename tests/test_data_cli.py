@@ -131,7 +131,7 @@ def test_validate_reports_rows_of_a_wrong_shape_and_refuses_files_without_rows(t
     (tmp_path / "folder").mkdir()
     for name, message in [("empty.jsonl", "holds no rows"),
                           ("folder", "is a folder, not a row file (.parquet or .jsonl)"),
-                          ("garbage.parquet", "not a parquet file (Parquet magic bytes not found in footer.")]:
+                          ("garbage.parquet", "not a readable parquet file (Parquet magic bytes not found in footer.")]:
         r = run("data", "validate", str(tmp_path / name), "--tokenizer", QWEN, "--quiet")
         assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path / name}: {message}"), r.stderr
         assert len(r.stderr.splitlines()) == 1 and r.stdout == ""

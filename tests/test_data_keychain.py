@@ -185,7 +185,7 @@ def test_validate_names_a_row_that_is_not_an_object(tmp_path):
 @pytest.mark.parametrize("name, content, message", [
     ("empty.jsonl", "", "{path}: holds no rows"),                # was '0 rows checked, 0 failed' with no reason
     ("blank.jsonl", "\n\n", "{path}: holds no rows"),
-    ("garbage.parquet", "not parquet", "{path}: not a parquet file (Parquet magic bytes not found in footer"),
+    ("garbage.parquet", "not parquet", "{path}: not a readable parquet file (Parquet magic bytes not found in footer"),
     ("folder", None, "{path}: is a folder, not a row file (.parquet or .jsonl)"),
 ])
 def test_validate_names_a_file_with_no_rows_to_check(tmp_path, name, content, message):
