@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow  # CLI subprocesses: left out of mutation runs
 LOONGRL = [sys.executable, "-m", "loongrl.cli"]
 
 
-def run(*args, cwd=None, env=None):
-    return subprocess.run([*LOONGRL, *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+def run(*args, cwd=None, env=None, timeout=300):
+    return subprocess.run([*LOONGRL, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env=None if env is None else {**os.environ, **env})
 
 
@@ -30,6 +30,20 @@ def test_keychain_then_validate(tmp_path):
     assert summary["written"] == 4 and summary["exact_fast_counting"] is True
     v = run("data", "validate", out, "--tokenizer", QWEN)
     assert v.returncode == 0 and "4 rows checked, 0 failed" in v.stdout
+
+
+@pytest.mark.parametrize("key_format, message", [
+    ("alnum1", "error: key-format: alnum1 makes 62 distinct keys, fewer than twice the 64 a row needs (16 chains x 4 "
+               "hops); use longer keys (e.g. alnum8), hex8 or uuid36"),   # never finished
+    ("alnum0", "error: key-format: unknown key format 'alnum0' (hex8, uuid36, alnumN with 1 <= N <= 64)"),
+    ("alnumx", "error: key-format: unknown key format 'alnumx' (hex8, uuid36, alnumN with 1 <= N <= 64)"),
+])
+def test_keychain_refuses_a_key_format_at_once(tmp_path, key_format, message):
+    out = tmp_path / "x.jsonl"
+    r = run("data", "keychain", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--tokenizer", QWEN,
+            "--max-prompt-tokens", "4096", "--num", "1", "--key-format", key_format, "--out", str(out), "--quiet",
+            timeout=60)
+    assert (r.returncode, r.stderr.strip(), r.stdout, out.exists()) == (2, message, "", False)
 
 
 def test_qa_jsonl_and_validate_with_tighter_budget(tmp_path):
@@ -72,6 +86,11 @@ def test_mistyped_paths_are_one_line_errors_naming_the_path(tmp_path):
          f"system prompt '{tmp_path}/sys.txt': no such file"),
         (["score", str(tmp_path / "preds.jsonl")], "preds.jsonl"),
     ]
+    (tmp_path / "empty-folder").mkdir()  # a tokenizer folder with nothing in it: transformers' 5 lines, no name
+    cases += [([*base, "--tokenizer", str(tmp_path / "empty-folder")],
+               f"error: tokenizer {tmp_path}/empty-folder: no tokenizer files in this folder (tokenizer.json, or"),
+              (["data", "validate", str(tmp_path / "missing.jsonl"), "--tokenizer", str(tmp_path / "empty-folder")],
+               f"error: tokenizer {tmp_path}/empty-folder: no tokenizer files in this folder")]
     torn = tmp_path / "torn.jsonl"  # a row file cut off mid-line
     torn.write_text('{"data_source": "hotpotqa", "prompt": []}\n{"data_source": "hot\n')
     cases += [
@@ -94,6 +113,48 @@ def test_mistyped_paths_are_one_line_errors_naming_the_path(tmp_path):
 
     rows = pq.read_table(out).to_pylist()
     assert [m["content"] for m in rows[0]["prompt"]][0] == "Answer briefly."
+
+
+def test_validate_reports_rows_of_a_wrong_shape_and_refuses_files_without_rows(tmp_path):
+    row = {"data_source": "x", "prompt": [{"role": "user", "content": "What?"}], "ability": "qa",
+           "reward_model": {"style": "rule", "ground_truth": ["a"]}, "extra_info": {"kind": "qa"}}
+    typed = tmp_path / "typed.jsonl"  # a string prompt raised AttributeError; extra_info a string too (no --tokenizer)
+    rows = [row, dict(row, prompt="What?"), dict(row, extra_info="qa")]
+    typed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    v = run("data", "validate", str(typed), "--quiet", env={"LOONGRL_TOKENIZER": QWEN})
+    assert v.returncode == 1 and "Traceback" not in v.stderr, v.stderr
+    assert v.stdout.splitlines() == [f"{typed}: row 1: prompt: expected a list of {{role, content}} messages, got str",
+                                     f"{typed}: row 2: extra_info: expected an object, got str",
+                                     "3 rows checked, 2 failed"]
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "garbage.parquet").write_text("not parquet\n")
+    (tmp_path / "folder").mkdir()
+    for name, message in [("empty.jsonl", "holds no rows"),
+                          ("folder", "is a folder, not a row file (.parquet or .jsonl)"),
+                          ("garbage.parquet", "not a readable parquet file (Parquet magic bytes not found in footer.")]:
+        r = run("data", "validate", str(tmp_path / name), "--tokenizer", QWEN, "--quiet")
+        assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path / name}: {message}"), r.stderr
+        assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
+
+
+def test_extra_pool_of_the_wrong_shape_is_refused_and_bad_passages_are_counted_apart(tmp_path):
+    out = tmp_path / "qa.jsonl"
+    base = ["data", "qa", "--source", "hotpotqa", "--input", INPUTS["hotpotqa"], "--tokenizer", QWEN,
+            "--max-prompt-tokens", "2048", "--num", "1", "--out", str(out), "--quiet"]
+    pool = tmp_path / "pool.json"
+    for content in ('{"a": 1}', '[{"title": 1}]'):   # were taken: rc 0, and 'skipped' counted the pool's row
+        pool.write_text(content)
+        r = run(*base, "--extra-pool", str(pool))
+        assert r.returncode == 2 and r.stderr == (f"error: extra pool {pool}: no passage with a non-empty text among "
+                                                  "its 1 rows; expected a JSON list of {title, text} objects\n")
+        assert not out.exists()
+    pool.write_text('[{"title": "Extra", "text": "An extra filler passage."}, {"title": 1}]')
+    r = run(*base, "--extra-pool", str(pool))
+    # read = written + skipped: the pool's bad passage is not one of the items
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == ("read 1768 / written 1 / skipped 1767: beyond_num=1767; "
+                                                              "extra pool: bad_pool_passage=1"), r.stdout
+    summary = json.load(open(f"{out}.summary.json"))
+    assert (summary["skipped"], summary["extra_pool_skipped"]) == ({"beyond_num": 1767}, {"bad_pool_passage": 1})
 
 
 def test_validate_counts_with_the_tokenizer_the_rows_record(tmp_path, smollm2):

@@ -106,10 +106,25 @@ def test_key_formats(fmt, pattern):
 
 
 def test_unknown_key_format():
-    with pytest.raises(ValueError, match=r"unknown key format 'hex4' \(hex8, uuid36, alnumN\)"):
+    with pytest.raises(ValueError, match=r"unknown key format 'hex4' \(hex8, uuid36, alnumN with 1 <= N <= 64\)"):
         kc.make_key(random.Random(0), "hex4")
     with pytest.raises(ValueError, match="unknown key format 'hex4'"):
         kc.key_regex("hex4")
+
+
+@pytest.mark.parametrize("fmt", ["alnum0", "alnum-3", "alnumx", "alnum 3", "alnum+3", "alnum65"])
+def test_alnum_lengths_outside_1_to_64_are_unknown_formats(fmt):
+    # alnum0 and alnum-3 made empty keys, of which no two are distinct: drawing a chain never ended
+    for use in (lambda: kc.make_key(random.Random(0), fmt), lambda: kc.key_regex(fmt), lambda: kc.key_space(fmt)):
+        with pytest.raises(ValueError, match=f"unknown key format '{re.escape(fmt)}'"):
+            use()
+
+
+def test_key_space_and_chains_that_need_more_keys_than_it_has():
+    assert (kc.key_space("alnum1"), kc.key_space("alnum"), kc.key_space("hex8")) == (62, 62 ** 8, 2 ** 32)
+    assert len({k for c in kc.make_chains(random.Random(0), 31, 2, "alnum1") for k in c}) == 62   # all of them
+    with pytest.raises(ValueError, match="16 chains x 4 hops need 64 distinct keys; key format alnum1 has only 62"):
+        kc.make_chains(random.Random(0), 16, 4, "alnum1")   # used to loop for ever
 
 
 def test_chains_have_distinct_keys_and_end_in_their_questions():

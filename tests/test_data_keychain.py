@@ -15,6 +15,7 @@ import pytest
 from conftest import INPUTS, QWEN, read_rows
 
 from loongrl.data import SynthConfig, synthesize, validate_file
+from loongrl.data import keychain as kc
 from loongrl.data.prompts import KEYCHAIN_TAIL, LOONGRL_SYSTEM
 from loongrl.data.sources import InputError, load_source
 from loongrl.data.validate import parse_pairs
@@ -147,6 +148,51 @@ def test_validate_rejects_damaged_rows(kc_files, tmp_path, damage, message):
     report = validate_file(out, QWEN)
     assert not report.ok and report.failed_rows == 1
     assert any(e.startswith(f"{out}: row 2: ") and message in e for e in report.errors), report.errors
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda row: row.update(prompt=row["prompt"][-1]["content"]), "prompt: expected a list of {role, content} "
+                                                                   "messages, got str"),
+    (lambda row: row.update(prompt=["hello"]), "prompt[0]: expected a {role, content} message of strings, got 'hello'"),
+    (lambda row: row["prompt"][-1].update(content=None), "prompt[1]: expected a {role, content} message of strings"),
+    (lambda row: row.update(extra_info="kc"), "extra_info: expected an object, got str"),
+    (lambda row: row.update(reward_model=["x"]), "reward_model: expected an object, got list"),
+    (lambda row: row["extra_info"].update(max_prompt_tokens="16384"), "extra_info.max_prompt_tokens: expected int, "
+                                                                       "got str"),
+    (lambda row: row["extra_info"].update(hops="4"), "extra_info.hops: expected int, got str"),
+    (lambda row: row["extra_info"].pop("chain"), "extra_info.chain: missing"),
+    (lambda row: row["extra_info"].update(key_format="alnum0"), "extra_info.key_format: unknown key format 'alnum0'"),
+])
+def test_validate_names_row_and_field_of_a_wrong_type(kc_files, tmp_path, damage, message):
+    # JSONL rows can hold any type (parquet's schema cannot): these raised AttributeError, TypeError or KeyError
+    rows = read_rows(kc_files["hotpotqa"])[:3]
+    damage(rows[1])
+    out = tmp_path / "typed.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    report = validate_file(str(out), QWEN)
+    assert (report.rows, report.failed_rows) == (3, 1)
+    assert any(e.startswith(f"{out}: row 1: {message}") for e in report.errors), report.errors
+
+
+def test_validate_names_a_row_that_is_not_an_object(tmp_path):
+    out = tmp_path / "list.jsonl"
+    out.write_text('["a", "b"]\n', encoding="utf-8")
+    report = validate_file(str(out), QWEN)
+    assert report.errors == [f"{out}: row 0: row: expected an object with the fields data_source, prompt, ability, "
+                             "reward_model, extra_info, got list"]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.jsonl", "", "{path}: holds no rows"),                # was '0 rows checked, 0 failed' with no reason
+    ("blank.jsonl", "\n\n", "{path}: holds no rows"),
+    ("garbage.parquet", "not parquet", "{path}: not a readable parquet file (Parquet magic bytes not found in footer"),
+    ("folder", None, "{path}: is a folder, not a row file (.parquet or .jsonl)"),
+])
+def test_validate_names_a_file_with_no_rows_to_check(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.mkdir() if content is None else path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(message.format(path=path))):
+        validate_file(str(path), QWEN)
 
 
 def _cfg(**kw):
@@ -326,7 +372,7 @@ def test_synthesis_counts_every_item_it_leaves_out_and_records_its_run(tmp_path,
     assert 0 <= s.setup_seconds and 0 <= s.rows_seconds and s.setup_seconds + s.rows_seconds <= wall
     record = json.load(open(out + ".summary.json", encoding="utf-8"))
     assert record == {
-        "read": 9, "written": 2, "skipped": skipped,
+        "read": 9, "written": 2, "skipped": skipped, "extra_pool_skipped": {},
         "config": {"source": "jsonl", "input": path, "tokenizer": QWEN, "max_prompt_tokens": 1024, "keychain": False,
                    "num_chains": None, "hops": 4, "key_format": "hex8", "placement": "uniform", "depth": 0.5,
                    "sigma": 0.3, "system_prompt": "loongrl", "seed": 0, "num": 2, "start": 1, "exclude": 2,
@@ -427,6 +473,27 @@ def test_synth_config_accepts_the_lowest_settings_and_counts_chains_per_1k_token
     assert chains(16384) == 64 and chains(16384, "alnum8") == 64 and chains(16384, "uuid36") == 16
     assert chains(1000) == 3                 # 4 * 1000 // 1024
     assert chains(512) == 2 and chains(256) == 2 and chains(2048, "uuid36") == 2   # never fewer than 2
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"key_format": "alnumx"}, r"key-format: unknown key format 'alnumx' \(hex8, uuid36, alnumN with 1 <= N <= 64\)"),
+    ({"key_format": "alnum0"}, r"key-format: unknown key format 'alnum0'"),
+    # 16 chains x 4 hops at 4096 tokens: 64 keys, more than one letter or digit can make
+    ({"key_format": "alnum1"}, r"key-format: alnum1 makes 62 distinct keys, fewer than twice the 64 a row needs "
+                               r"\(16 chains x 4 hops\); use longer keys \(e.g. alnum8\), hex8 or uuid36"),
+    ({"key_format": "alnum1", "num_chains": 8}, r"fewer than twice the 32 a row needs \(8 chains x 4 hops\)"),
+])
+def test_synth_config_refuses_key_formats_that_cannot_make_the_keys_a_row_needs(setting, message):
+    with pytest.raises(ValueError, match=message):
+        SynthConfig(**{"source": "jsonl", "input": "x.jsonl", "tokenizer": QWEN, "max_prompt_tokens": 4096, **setting})
+
+
+def test_synth_config_accepts_key_formats_with_twice_the_keys_a_row_needs():
+    ok = SynthConfig(source="jsonl", input="x.jsonl", tokenizer=QWEN, key_format="alnum1", num_chains=31, hops=1)
+    assert ok.chains() * ok.hops * 2 == kc.key_space("alnum1")
+    assert SynthConfig(source="jsonl", input="x.jsonl", tokenizer=QWEN, key_format="alnum64").key_format == "alnum64"
+    # plain QA rows have no keys: their key format is only checked to be one
+    assert SynthConfig(source="jsonl", input="x.jsonl", tokenizer=QWEN, keychain=False, key_format="alnum1").chains()
 
 
 def test_item_generator_is_seeded_by_seed_source_and_id():

@@ -185,14 +185,26 @@ def test_duplicates_pools_and_extra_passages(tmp_path):
     extra = tmp_path / "pool.json"
     extra.write_text(json.dumps([{"title": "E", "text": "Extra  one"}, {"title": "E2"}, {"text": "Three."}]))
     data = load_source("hotpotqa", path, extra_pool=str(extra))
-    assert [r.id for r in data.records] == ["h1", "h2"] and dict(data.skipped) == {"duplicate_id": 1,
-                                                                                   "bad_pool_passage": 1}
+    assert [r.id for r in data.records] == ["h1", "h2"] and dict(data.skipped) == {"duplicate_id": 1}
+    assert dict(data.pool_skipped) == {"bad_pool_passage": 1}          # a passage, not an item: counted apart
     assert data.records[1].passage_ids == [1, 2]                       # "Three." once, shared with h1's pool entry
     assert data.pool.texts == ["One. Two.", "Three.", "Four.", "Extra one", "Three."]
     with pytest.raises(InputError, match=r"pool.json: row 1: field 'text': missing or empty"):
         load_source("hotpotqa", _write_rows(tmp_path, [HOTPOT_ROW], "one.jsonl"), extra_pool=str(extra), strict=True)
     with pytest.raises(InputError, match=r"row 3: field 'id': duplicate id 'h1'"):
         load_source("hotpotqa", path, strict=True)
+
+
+@pytest.mark.parametrize("content, rows", [('{"a": 1}', 1), ('[{"title": 1}]', 1), ('["One.", "Two."]', 2),
+                                           ("[]", 0), ("", 0)])
+def test_an_extra_pool_without_any_passage_is_refused(tmp_path, content, rows):
+    # these were taken, each row counted as a bad passage, and the run went on without the pool
+    extra = tmp_path / "pool.json"
+    extra.write_text(content)
+    with pytest.raises(ValueError) as err:
+        load_source("hotpotqa", _write_rows(tmp_path, [HOTPOT_ROW]), extra_pool=str(extra))
+    assert str(err.value) == (f"extra pool {extra}: no passage with a non-empty text among its {rows} rows; "
+                              "expected a JSON list of {title, text} objects")
 
 
 def test_broken_json_is_named(tmp_path):

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from conftest import INPUTS
+from conftest import INPUTS, QWEN
 
 from loongrl.data import keychain as kc
 from loongrl.data import prompts
@@ -117,6 +117,32 @@ def test_a_missing_local_tokenizer_folder_is_named_not_looked_up_on_the_hub(name
         load_tokenizer(name)
     assert str(err.value) == (f"tokenizer {name}: no such folder (a local tokenizer folder, or a hub id such as "
                               "Qwen/Qwen2.5-7B-Instruct)")
+
+
+def test_a_tokenizer_folder_without_tokenizer_files_is_named(tmp_path):
+    """An existing folder with no vocabulary in it got transformers' five-line message naming no folder; a
+    tokenizer.json cut short got tokenizers' bare Exception; an unusable vocabulary, transformers' five lines."""
+    from loongrl.data.tokens import TokenCounter, load_tokenizer
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for load in (lambda: TokenCounter(str(empty)), lambda: load_tokenizer(str(empty))):
+        with pytest.raises(FileNotFoundError) as err:
+            load()
+        assert str(err.value) == (f"tokenizer {empty}: no tokenizer files in this folder (tokenizer.json, or "
+                                  "vocab.json / vocab.txt / a sentencepiece .model with tokenizer_config.json)")
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "tokenizer.json").write_text(open(os.path.join(QWEN, "tokenizer.json")).read()[:1000])
+    with pytest.raises(ValueError, match=rf"^tokenizer {torn}: tokenizer.json cannot be read \(.+\)$"):
+        TokenCounter(str(torn))
+    empty_vocab = tmp_path / "empty-vocab"  # a vocabulary file transformers cannot use: its message, on one line
+    empty_vocab.mkdir()
+    (empty_vocab / "tokenizer_config.json").write_text('{"tokenizer_class": "PreTrainedTokenizerFast"}')
+    (empty_vocab / "vocab.json").write_text("{}")
+    with pytest.raises(ValueError, match=rf"^tokenizer {empty_vocab}: transformers cannot load it \(.+\)$") as err:
+        TokenCounter(str(empty_vocab))
+    assert "\n" not in str(err.value)
 
 
 # -- hand-built tokenizer folders ---------------------------------------------------------------------------

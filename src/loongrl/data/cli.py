@@ -38,7 +38,9 @@ def _add_synth_args(p: argparse.ArgumentParser, keychain: bool) -> None:
     if keychain:
         p.add_argument("--num-chains", type=int, default=None, help="chains per row (default 4*budget/1024)")
         p.add_argument("--hops", type=int, default=4, help="keys per chain")
-        p.add_argument("--key-format", default="hex8", help="hex8 | uuid36 | alnumN")
+        p.add_argument("--key-format", default="hex8",
+                       help="hex8 | uuid36 | alnumN (N random letters and digits, 1 <= N <= 64); the format must make "
+                            "at least twice the distinct keys a row needs (chains x hops)")
 
 
 def _run_synth(args: argparse.Namespace) -> int:

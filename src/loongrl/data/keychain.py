@@ -26,41 +26,63 @@ _SENTENCE_SITE = re.compile(r"[.?](?=[ \t])")
 _LINE_SITE = re.compile(r"\n(?=[^\W_])")  # [^\W_] is exactly str.isalnum: letters and digits
 
 KEY_FORMATS = ("hex8", "uuid36", "alnum8")
+ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+MAX_ALNUM = 64  # longer than any key worth hiding (uuid36 is 36); also bounds what one key costs to draw
+_ALNUM_FORMAT = re.compile(r"alnum([0-9]*)")
+
+
+def key_length(key_format: str) -> int:
+    """Characters in one key of this format (`alnum` alone is alnum8); ValueError for an unknown format."""
+    if key_format == "hex8":
+        return 8
+    if key_format == "uuid36":
+        return 36
+    m = _ALNUM_FORMAT.fullmatch(key_format)
+    if m and 1 <= int(m.group(1) or 8) <= MAX_ALNUM:
+        return int(m.group(1) or 8)
+    raise ValueError(f"unknown key format '{key_format}' (hex8, uuid36, alnumN with 1 <= N <= {MAX_ALNUM})")
+
+
+def key_space(key_format: str) -> int:
+    """How many distinct keys the format can produce."""
+    n = key_length(key_format)
+    return {"hex8": 16 ** 8, "uuid36": 2 ** 122}.get(key_format, len(ALNUM) ** n)
 
 
 def make_key(rng: random.Random, key_format: str) -> str:
     """One random key. `hex8`: 8 lowercase hex chars (the released data); `uuid36`: canonical uuid4
     (the paper's text); `alnumN`: N random letters and digits (camera-ready ablation)."""
+    n = key_length(key_format)
     if key_format == "hex8":
         return f"{rng.getrandbits(32):08x}"
     if key_format == "uuid36":
         return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    if key_format.startswith("alnum"):
-        n = int(key_format[5:] or 8)
-        return "".join(rng.choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=n))
-    raise ValueError(f"unknown key format '{key_format}' (hex8, uuid36, alnumN)")
+    return "".join(rng.choices(ALNUM, k=n))
 
 
 def key_regex(key_format: str) -> str:
     """Regex matching exactly one key of this format."""
+    n = key_length(key_format)
     if key_format == "hex8":
         return r"[0-9a-f]{8}"
     if key_format == "uuid36":
         return r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
-    if key_format.startswith("alnum"):
-        return r"[A-Za-z0-9]{%d}" % int(key_format[5:] or 8)
-    raise ValueError(f"unknown key format '{key_format}'")
+    return r"[A-Za-z0-9]{%d}" % n
 
 
 def _key_alphabet_run(key_format: str) -> re.Pattern:
     """Runs of characters that could contain a key, for the absence check."""
-    n = 36 if key_format == "uuid36" else 8 if key_format == "hex8" else int(key_format[5:] or 8)
+    n = key_length(key_format)
     chars = {"hex8": "0-9a-fA-F", "uuid36": "0-9a-fA-F-"}.get(key_format, "A-Za-z0-9")
     return re.compile(r"[%s]{%d,}" % (chars, n)), n
 
 
 def make_chains(rng: random.Random, num_chains: int, hops: int, key_format: str) -> list[list[str]]:
     """`num_chains` chains of `hops` keys each, all keys distinct."""
+    space = key_space(key_format)
+    if num_chains * hops > space:  # the drawing loop below would never end
+        raise ValueError(f"{num_chains} chains x {hops} hops need {num_chains * hops} distinct keys; "
+                         f"key format {key_format} has only {space}")
     seen: set[str] = set()
     chains = []
     for _ in range(num_chains):

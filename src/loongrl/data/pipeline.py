@@ -21,6 +21,7 @@ class Summary:
     read: int = 0
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
+    pool_skipped: Counter = field(default_factory=Counter)  # extra-pool passages, not items: apart from `skipped`
     fit: Counter = field(default_factory=Counter)  # non-additive tokenizers: rows verified / trimmed / topped up
     setup_seconds: float = 0.0  # loading the source and the tokenizer
     rows_seconds: float = 0.0  # building and writing the rows
@@ -28,6 +29,8 @@ class Summary:
     def line(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
         line = f"read {self.read} / written {self.written} / skipped {sum(self.skipped.values())}: {reasons}"
+        if self.pool_skipped:
+            line += f"; extra pool: {', '.join(f'{k}={v}' for k, v in sorted(self.pool_skipped.items()))}"
         if self.fit:
             line += (f"; {self.fit['verified']} prompts counted whole ({self.fit['trimmed']} trimmed, "
                      f"{self.fit['topped_up']} topped up)")
@@ -53,7 +56,7 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
     global _BUILDER
     t0 = time.perf_counter()
     data = load_source(config.source, config.input, strict=config.strict, extra_pool=config.extra_pool)
-    summary = Summary(read=data.read, skipped=Counter(data.skipped))
+    summary = Summary(read=data.read, skipped=Counter(data.skipped), pool_skipped=Counter(data.pool_skipped))
     counter = get_counter(config.tokenizer)
     _BUILDER = RowBuilder(config, data, counter)
     items = []
@@ -115,6 +118,7 @@ def synthesize(config: SynthConfig, out: str, workers: int = 1, progress: bool =
     cfg["include"] = None if config.include is None else len(config.include)
     write_json_atomic(out + ".summary.json", {
         "read": summary.read, "written": summary.written, "skipped": dict(sorted(summary.skipped.items())),
+        "extra_pool_skipped": dict(sorted(summary.pool_skipped.items())),
         "config": cfg, "input_sha256": file_sha256(config.input), "tokenizer_fingerprint": counter.fingerprint,
         "exact_fast_counting": counter.fast, "additive_counting": counter.additive,
         "tokenizer_engine": counter.engine, "fit": dict(sorted(summary.fit.items())),

@@ -60,6 +60,7 @@ class LoadedSource:
     pool: PassagePool
     read: int
     skipped: Counter
+    pool_skipped: Counter = field(default_factory=Counter)  # extra-pool passages left out: not items, counted apart
 
 
 def clean(text: str) -> str:
@@ -249,15 +250,21 @@ def load_source(source: str, path: str, *, strict: bool = False, hub_split: str 
                 ids.append(pid)
                 gold.append(is_gold)
         records.append(Record(rid, source, question, answers, ids, gold))
+    pool_skipped: Counter = Counter()
     if extra_pool:
+        added = 0
         for n, p in iter_json_rows(extra_pool):
             if isinstance(p, dict) and clean(str(p.get("text", ""))):
                 pool.add(clean(str(p.get("title", ""))), clean(str(p["text"])))
+                added += 1
             elif strict:
                 raise InputError(extra_pool, n, "text", "missing or empty", "bad_pool_passage")
             else:
-                skipped["bad_pool_passage"] += 1
-    return LoadedSource(records, pool, read, skipped)
+                pool_skipped["bad_pool_passage"] += 1
+        if not added:  # a file of the wrong shape (e.g. one object, not a list), not a few bad passages
+            raise ValueError(f"extra pool {extra_pool}: no passage with a non-empty text among its "
+                             f"{pool_skipped.total()} rows; expected a JSON list of {{title, text}} objects")
+    return LoadedSource(records, pool, read, skipped, pool_skipped)
 
 
 def question_key(text: str) -> str:

@@ -39,7 +39,8 @@ class SynthConfig:
             for short keys, as in the final reference data; budget / 1024 (16 at 16K) for uuid36 keys, as
             in the reference revision that used them (64 chains of 36-char keys alone overflow 16K).
         hops: Keys per chain (4 in the paper).
-        key_format: hex8 (released data, default), uuid36 (paper text) or alnumN.
+        key_format: hex8 (released data, default), uuid36 (paper text) or alnumN (N letters and digits,
+            1 <= N <= 64); the format must make at least twice the distinct keys a row needs (chains x hops).
         placement: Where the gold passages go: uniform (default), gaussian or fixed.
         depth: Relative depth of the gold passages for `placement=fixed`.
         sigma: Spread of the gold passages for `placement=gaussian`.
@@ -84,6 +85,16 @@ class SynthConfig:
                 raise ValueError(f"{name.replace('_', '-')}: must be >= {low}, got {value}")
         if not 0 <= self.depth <= 1:
             raise ValueError(f"depth: must be in [0, 1], got {self.depth}")
+        try:
+            space = kc.key_space(self.key_format)
+        except ValueError as e:
+            raise ValueError(f"key-format: {e}") from None
+        # Twice the keys a row needs: distinct keys are then drawn in < 1.4 tries each on average.
+        need = self.chains() * self.hops
+        if self.keychain and space < 2 * need:
+            raise ValueError(f"key-format: {self.key_format} makes {space} distinct keys, fewer than twice the "
+                             f"{need} a row needs ({self.chains()} chains x {self.hops} hops); use longer keys "
+                             "(e.g. alnum8), hex8 or uuid36")
 
     def chains(self) -> int:
         if self.num_chains is not None:

@@ -73,19 +73,35 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+def _holds_vocabulary(folder: str) -> bool:
+    """Whether a folder has a file a tokenizer's vocabulary is stored in (tokenizer.json, vocab.json,
+    vocab.txt, a sentencepiece .model, a .tiktoken file)."""
+    names = os.listdir(folder)
+    return any(f.startswith(("tokenizer.", "vocab.")) or f.endswith((".model", ".tiktoken")) for f in names)
+
+
 def load_tokenizer(name_or_path: str):
     """A transformers tokenizer from a local folder or a hub name (hub needs network)."""
-    if name_or_path.startswith((os.sep, ".", "~")) and not os.path.isdir(os.path.expanduser(name_or_path)):
+    folder = os.path.expanduser(name_or_path)
+    if name_or_path.startswith((os.sep, ".", "~")) and not os.path.isdir(folder):
         raise FileNotFoundError(f"tokenizer {name_or_path}: no such folder (a local tokenizer folder, or a hub id "
                                 "such as Qwen/Qwen2.5-7B-Instruct)")
+    # else transformers' five-line "Couldn't instantiate the backend tokenizer", which names no folder
+    if os.path.isdir(folder) and not _holds_vocabulary(folder):
+        raise FileNotFoundError(f"tokenizer {name_or_path}: no tokenizer files in this folder (tokenizer.json, or "
+                                "vocab.json / vocab.txt / a sentencepiece .model with tokenizer_config.json)")
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
-    except OSError as e:  # a hub id with no network: say what to pass instead of transformers' traceback
-        if os.path.isdir(os.path.expanduser(name_or_path)):
+    except (OSError, ValueError) as e:
+        if os.path.isdir(folder):  # transformers' message, on one line
+            raise ValueError(f"tokenizer {name_or_path}: transformers cannot load it ({' '.join(str(e).split())})") \
+                from None
+        if not isinstance(e, OSError):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # a hub id with no network: say what to pass instead of transformers' traceback
         raise FileNotFoundError(f"tokenizer {name_or_path}: not a local folder, and not loadable from the hub "
                                 f"({first}); pass a local tokenizer folder (--tokenizer, or $LOONGRL_TOKENIZER)") from None
 
@@ -136,7 +152,10 @@ def _load_backend(folder: str, config: dict):
     """tokenizer.json plus the tokenizer_config.json settings transformers applies on load."""
     from tokenizers import AddedToken, Tokenizer
 
-    tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    try:
+        tok = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception that names no file
+        raise ValueError(f"tokenizer {folder}: tokenizer.json cannot be read ({e})") from None
     tok.no_truncation()
     tok.no_padding()
     # Special tokens named in the config but missing from tokenizer.json are added, as transformers does.

@@ -14,8 +14,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from loongrl.data.io import iter_rows
-from loongrl.data.keychain import key_regex
+from loongrl.data.keychain import key_length, key_regex
 from loongrl.data.tokens import get_counter
 
 REQUIRED = ("data_source", "prompt", "ability", "reward_model", "extra_info")
@@ -99,10 +101,62 @@ def check_chains(user: str, info: dict) -> list[str]:
     return errors
 
 
+# extra_info fields check_chains reads, and their types.
+KEYCHAIN_FIELDS = {"key_format": str, "chain_head": str, "question": str, "num_chains": int, "hops": int,
+                   "chain": list}
+
+
+def _type_error(name: str, value, expected: str) -> str:
+    return f"{name}: expected {expected}, got {type(value).__name__}"
+
+
+def schema_errors(row) -> list[str]:
+    """Missing fields and fields of the wrong type (empty list: the other checks can read the row)."""
+    if not isinstance(row, dict):
+        return [_type_error("row", row, "an object with the fields " + ", ".join(REQUIRED))]
+    errs = [f"missing field '{k}'" for k in REQUIRED if k not in row]
+    msgs = row.get("prompt", [])
+    if not isinstance(msgs, list):
+        errs.append(_type_error("prompt", msgs, "a list of {role, content} messages"))
+    else:
+        errs += [f"prompt[{j}]: expected a {{role, content}} message of strings, got {str(m)[:60]!r}"
+                 for j, m in enumerate(msgs)
+                 if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str))]
+    errs += [_type_error(k, row[k], "an object") for k in ("reward_model", "extra_info")
+             if k in row and not isinstance(row[k], dict)]
+    info = row.get("extra_info")
+    if isinstance(info, dict):
+        budget = info.get("max_prompt_tokens")
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)):
+            errs.append(_type_error("extra_info.max_prompt_tokens", budget, "int"))
+        if info.get("kind") == "keychain":
+            wrong = [k for k, t in KEYCHAIN_FIELDS.items()
+                     if not isinstance(info.get(k), t) or isinstance(info.get(k), bool)]
+            errs += [f"extra_info.{k}: missing" if k not in info else
+                     _type_error(f"extra_info.{k}", info[k], KEYCHAIN_FIELDS[k].__name__) for k in wrong]
+            if isinstance(info.get("key_format"), str):
+                try:
+                    key_length(info["key_format"])
+                except ValueError as e:
+                    errs.append(f"extra_info.key_format: {e}")
+    return errs
+
+
+def _rows(path: str):
+    """iter_rows, naming the path where pyarrow's or open()'s message would not say what is wrong with it."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder, not a row file (.parquet or .jsonl)")
+    try:
+        yield from iter_rows(path)
+    except pa.ArrowInvalid as e:  # e.g. "Parquet magic bytes not found in footer...", without the file's name
+        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
+
+
 def recorded_tokenizer(path: str) -> str | None:
     """The tokenizer the file's first row says it was made with, when it is a local folder here."""
-    row = next(iter_rows(path), None)
-    name = ((row or {}).get("extra_info") or {}).get("tokenizer")
+    row = next(_rows(path), None)
+    info = row.get("extra_info") if isinstance(row, dict) else None
+    name = info.get("tokenizer") if isinstance(info, dict) else None
     return name if isinstance(name, str) and os.path.isdir(name) else None
 
 
@@ -112,9 +166,9 @@ def validate_file(path: str, tokenizer: str, max_prompt_tokens: int | None = Non
     counter = get_counter(tokenizer, engine)
     report = Report()
     keysets = None
-    for i, row in enumerate(iter_rows(path)):
+    for i, row in enumerate(_rows(path)):
         report.rows += 1
-        errs = [f"missing field '{k}'" for k in REQUIRED if k not in row]
+        errs = schema_errors(row)
         if not errs:
             info = row["extra_info"]
             keysets = keysets or set(info)
@@ -143,4 +197,6 @@ def validate_file(path: str, tokenizer: str, max_prompt_tokens: int | None = Non
             report.errors += [f"{path}: row {i}: {e}" for e in errs]
         if progress:
             progress(1)
+    if not report.rows:  # nothing checked is not a pass, and says why
+        raise ValueError(f"{path}: holds no rows")
     return report
