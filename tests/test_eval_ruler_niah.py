@@ -285,3 +285,21 @@ def test_grid_and_sampling_flags_out_of_range_are_refused_up_front(server, tmp_p
                  "--quiet"]) == 2
     assert capsys.readouterr().err.startswith(f"error: {message}")
     assert server.requests == [] and not os.path.exists(out)
+
+
+@pytest.mark.parametrize("command", [["niah"], ["ruler"], ["longbench", "--data", "hf:THUDM/LongBench"]])
+def test_a_missing_shared_data_folder_is_named_before_anything_runs(server, tmp_path, capsys, monkeypatch, command):
+    """It was found missing only after the model had loaded, and the error named neither --data-dir nor
+    $LOONGRL_SHARED (run from a directory without ../shared beside it)."""
+    server.reset()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOONGRL_SHARED", raising=False)
+    args = ["eval", *command, "--backend", f"openai:{server.base_url}#m", "--tokenizer", QWEN, "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: shared data folder ../shared/data (the default ../shared/data, relative to this "
+                          "directory) does not exist: pass --data-dir DIR"), err
+    missing = str(tmp_path / "nowhere")
+    assert main([*args, "--data-dir", missing, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: shared data folder {missing} (--data-dir) does not exist")
+    assert server.requests == [] and not os.path.exists(tmp_path / "o")

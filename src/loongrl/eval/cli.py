@@ -194,6 +194,16 @@ def _check_flags(args) -> None:
     from loongrl.generation.backends import parse_backend_spec
 
     parse_backend_spec(args.backend)
+    if getattr(args, "eval_command", None) in ("longbench", "ruler", "niah"):  # they read the shared data folder
+        from loongrl.tasks import shared_data_dir
+
+        folder = args.data_dir or shared_data_dir()
+        if not os.path.isdir(folder):  # else a missing file, named only after the model has loaded
+            where = "--data-dir" if args.data_dir else "$LOONGRL_SHARED/data" if os.environ.get("LOONGRL_SHARED") \
+                else "the default ../shared/data, relative to this directory"
+            raise FileNotFoundError(f"shared data folder {folder} ({where}) does not exist: pass --data-dir DIR "
+                                    "(LongBench prompts, RULER data, essays) or set $LOONGRL_SHARED to the folder "
+                                    "holding data/")
     at_least_one = ["n", "max_new_tokens", "batch_size", "chunk_size", "window", "limit",  # (None: the default)
                     "num_samples", "num_lengths", "num_depths", "min_len", "max_len"]
     for flag in at_least_one:
