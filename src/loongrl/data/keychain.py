@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
+from functools import lru_cache
 
 SENTENCE, LINE = 1, 0
 
@@ -31,6 +32,7 @@ MAX_ALNUM = 64  # longer than any key worth hiding (uuid36 is 36); also bounds w
 _ALNUM_FORMAT = re.compile(r"alnum([0-9]*)")
 
 
+@lru_cache(maxsize=None)  # make_key asks for every key it draws: parse each format once
 def key_length(key_format: str) -> int:
     """Characters in one key of this format (`alnum` alone is alnum8); ValueError for an unknown format."""
     if key_format == "hex8":
