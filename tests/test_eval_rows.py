@@ -185,6 +185,11 @@ def test_rows_that_are_not_objects_or_lack_a_source_are_named(kc_files, tmp_path
     assert str(err.value) == f"{bad}: line 3: invalid JSON (Expecting ',' delimiter: column {len(json.dumps(row))})"
     with pytest.raises(FileNotFoundError, match=f"^row file not found: {tmp_path}/none.jsonl$"):
         rows_eval.load_items(str(tmp_path / "none.jsonl"))
+    garbage = tmp_path / "garbage.parquet"  # pyarrow's message names no file
+    garbage.write_text("not parquet")
+    with pytest.raises(ValueError) as err:
+        rows_eval.load_items(str(garbage))
+    assert str(err.value).startswith(f"{garbage}: not a readable parquet file (Parquet magic bytes not found")
 
 
 def test_load_items_reads_each_rows_metadata(tmp_path):

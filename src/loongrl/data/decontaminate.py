@@ -54,11 +54,13 @@ def _id_of(row: dict) -> str | None:
 def _parquet_rows(path: str) -> Iterator[tuple[int, dict]]:
     import pyarrow as pa
 
-    from loongrl.data.io import iter_rows
+    from loongrl.data.io import RowFileError, iter_rows
 
     try:
         yield from enumerate(iter_rows(path))
-    except (pa.ArrowException, OSError) as e:  # not parquet, truncated, unreadable
+    except RowFileError as e:  # not parquet, a folder
+        raise InputError(path, 0, "<file>", e.reason, "unreadable") from None
+    except (pa.ArrowException, OSError) as e:  # truncated, unreadable
         raise InputError(path, 0, "<file>", f"not a readable parquet file ({e})", "unreadable") from None
 
 

@@ -111,8 +111,20 @@ class RowWriter:
                 os.remove(self.tmp)
 
 
+class RowFileError(ValueError):
+    """A row file that cannot be read as one; the message names the path, `reason` is the rest."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
 def iter_rows(path: str, batch_rows: int = 64) -> Iterator[dict]:
-    """Rows of a .parquet or .jsonl row file, one at a time, without loading the whole file."""
+    """Rows of a .parquet or .jsonl row file, one at a time, without loading the whole file. A folder, a JSONL
+    line that is not JSON or a file that is not parquet is a RowFileError naming the path (pyarrow's and json's
+    own messages do not)."""
+    if os.path.isdir(path):
+        raise RowFileError(path, "is a folder, not a row file (.parquet or .jsonl)")
     if path.endswith(".jsonl"):
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, start=1):
@@ -121,12 +133,14 @@ def iter_rows(path: str, batch_rows: int = 64) -> Iterator[dict]:
                 try:
                     row = json.loads(line.rstrip())
                 except json.JSONDecodeError as e:  # a line number: unambiguous whatever a caller counts as a row
-                    raise ValueError(f"{path}: line {n}: invalid JSON ({e.msg}: column {e.pos + 1})") from None
+                    raise RowFileError(path, f"line {n}: invalid JSON ({e.msg}: column {e.pos + 1})") from None
                 yield row
         return
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_rows):
-        yield from batch.to_pylist()
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+            yield from batch.to_pylist()
+    except pa.ArrowInvalid as e:  # e.g. "Parquet magic bytes not found in footer..."
+        raise RowFileError(path, f"not a readable parquet file ({e})") from None
 
 
 def file_sha256(path: str) -> str | None:

@@ -14,8 +14,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 from loongrl.data.io import iter_rows
 from loongrl.data.keychain import key_length, key_regex
 from loongrl.data.tokens import get_counter
@@ -142,19 +140,9 @@ def schema_errors(row) -> list[str]:
     return errs
 
 
-def _rows(path: str):
-    """iter_rows, naming the path where pyarrow's or open()'s message would not say what is wrong with it."""
-    if os.path.isdir(path):
-        raise ValueError(f"{path}: is a folder, not a row file (.parquet or .jsonl)")
-    try:
-        yield from iter_rows(path)
-    except pa.ArrowInvalid as e:  # e.g. "Parquet magic bytes not found in footer...", without the file's name
-        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
-
-
 def recorded_tokenizer(path: str) -> str | None:
     """The tokenizer the file's first row says it was made with, when it is a local folder here."""
-    row = next(_rows(path), None)
+    row = next(iter_rows(path), None)
     info = row.get("extra_info") if isinstance(row, dict) else None
     name = info.get("tokenizer") if isinstance(info, dict) else None
     return name if isinstance(name, str) and os.path.isdir(name) else None
@@ -166,7 +154,7 @@ def validate_file(path: str, tokenizer: str, max_prompt_tokens: int | None = Non
     counter = get_counter(tokenizer, engine)
     report = Report()
     keysets = None
-    for i, row in enumerate(_rows(path)):
+    for i, row in enumerate(iter_rows(path)):
         report.rows += 1
         errs = schema_errors(row)
         if not errs:

@@ -293,7 +293,7 @@ def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: Chec
     when counting is possible ([] when it is not) and the number of rows; None when the file is unusable."""
     from loongrl.progress import progress_bar
 
-    from loongrl.data.io import iter_rows
+    from loongrl.data.io import RowFileError, iter_rows
 
     from .transitions import row_problems
 
@@ -327,8 +327,8 @@ def _read_file(path: str, sft: bool, lengths_of: RowLengths | None, report: Chec
                     lengths_of = None
                     lengths.clear()
     if unreadable:
-        e = unreadable[0]  # iter_rows' ValueError names the file and line of a JSONL line that is not JSON
-        report.problems.append((str(e) if isinstance(e, ValueError) and str(e).startswith(path) else
+        e = unreadable[0]
+        report.problems.append((str(e) if isinstance(e, RowFileError) else  # it names the file (and JSONL line)
                                 f"{path}: cannot be read after row {n} ({type(e).__name__}: {e})")
                                + f" (read by {stages})")
         return None
